@@ -1,0 +1,68 @@
+"""Process-level plumbing shared by every command: signals, exit codes, one-line errors."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from typing import Callable, NoReturn, Optional, TypeVar
+
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from softmax_sweep.errors import Terminated, TrainingDiverged, UserError
+
+T = TypeVar("T")
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+_DETAIL_LINE = re.compile(r"^\s*(full_key|object_type|reference_type|Set the environment)")
+
+
+def _raise_terminated(signum, frame) -> NoReturn:
+    raise Terminated()
+
+
+def _omegaconf_cause(exc: BaseException) -> Optional[OmegaConfBaseException]:
+    while exc is not None:
+        if isinstance(exc, OmegaConfBaseException):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def describe(exc: BaseException) -> Optional[str]:
+    """One line for an error the user can fix; None for a bug (which keeps its traceback)."""
+    if isinstance(exc, (UserError, TrainingDiverged)):
+        return str(exc)
+    if isinstance(exc, MissingConfigException) and exc.options:
+        group = (exc.missing_cfg_file or "").rsplit("/", 1)[0]
+        return f"{str(exc).splitlines()[0].strip()}; available options in {group!r}: {', '.join(exc.options)}"
+    if not isinstance(exc, (HydraException, OmegaConfBaseException)):
+        return None
+    cause = _omegaconf_cause(exc)
+    if isinstance(cause, ConfigKeyError) and "not in struct" in str(cause):
+        key = getattr(cause, "full_key", None) or str(cause).split("'")[1]
+        return f"unknown config key {key!r} (python -m softmax_sweep.train --cfg job lists the keys)"
+    if cause is not None and getattr(cause, "full_key", None):
+        return f"{cause.full_key}: {cause.msg}"
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not _DETAIL_LINE.match(ln)]
+    return " ".join(lines)
+
+
+def run_cli(body: Callable[[], T]) -> T:
+    """Run a command: SIGTERM acts like Ctrl-C, user errors become `error: ...` and exit 2."""
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra raise, so the errors can be printed here
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return body()
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, Terminated)
+        print(f"{'terminated' if terminated else 'interrupted'}: run data kept, unfinished runs marked KILLED",
+              file=sys.stderr)
+        sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+    except Exception as e:
+        message = describe(e)
+        if message is None or full_error:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(getattr(e, "exit_code", UserError.exit_code))

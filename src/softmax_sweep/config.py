@@ -1,0 +1,106 @@
+"""Typed schema of the Hydra config; importing this module registers it with the ConfigStore."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from softmax_sweep.errors import UserError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = PROJECT_ROOT / "conf"
+
+DATASETS = ("fashion_mnist", "mnist", "idx", "digits")
+OPTIMIZABLE_METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    # folder of the IDX files (cache folder for downloads); unused by digits
+    root: Optional[str] = None
+    # base URL to download from instead of the official address (mirrors, tests)
+    url: Optional[str] = None
+    # validation examples carved from the training set (seeded, disjoint)
+    val_size: int = 5000
+    # keep only this many training examples (after the validation split); null = all
+    train_size: Optional[int] = None
+
+    def check(self) -> None:
+        if self.name not in DATASETS:
+            raise UserError(f"unknown data set {self.name!r}; choose one of {', '.join(DATASETS)}")
+        if self.val_size < 1:
+            raise UserError(f"data.val_size must be at least 1, got {self.val_size}")
+        if self.train_size is not None and self.train_size < 1:
+            raise UserError(f"data.train_size must be at least 1 or null, got {self.train_size}")
+        if self.name == "idx" and not self.root:
+            raise UserError("data=idx needs data.root=FOLDER holding the four IDX files")
+
+
+@dataclass
+class TrackingConfig:
+    # null: MLFLOW_TRACKING_URI when set, else sqlite:///<mlruns_dir>/mlflow.db
+    uri: Optional[str] = None
+    experiment: str = "softmax-sweep"
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 0.1
+    batch_size: int = 256
+    num_epochs: int = 10
+    weight_decay: float = 0.0
+    seed: int = 0
+    early_stopping_patience: Optional[int] = None
+    optimized_metric: str = "val_acc"
+    # where run data goes: MLflow DB and artifacts, Optuna storage, Hydra folders
+    mlruns_dir: str = "${project_root:}/mlruns"
+    data: DataConfig = field(default_factory=DataConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def check(self) -> None:
+        """Value checks the types alone cannot express; raise UserError with one line."""
+        self.data.check()
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise UserError(f"lr must be a positive number, got {self.lr}")
+        if self.batch_size < 1:
+            raise UserError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.num_epochs < 1:
+            raise UserError(f"num_epochs must be at least 1, got {self.num_epochs}")
+        if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
+            raise UserError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise UserError(
+                f"early_stopping_patience must be at least 1 or null, got {self.early_stopping_patience}"
+            )
+        if self.optimized_metric not in OPTIMIZABLE_METRICS:
+            raise UserError(
+                f"optimized_metric must be one of {', '.join(OPTIMIZABLE_METRICS)} "
+                f"(test metrics are only reported), got {self.optimized_metric!r}"
+            )
+
+
+def to_settings(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
+    """Resolve a composed config into a validated TrainConfig (the dataclass checks run here)."""
+    node = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    typed = OmegaConf.merge(OmegaConf.structured(TrainConfig), node)
+    settings: TrainConfig = OmegaConf.to_object(typed)  # type: ignore[assignment]
+    settings.check()
+    return settings
+
+
+def default_tracking_uri(mlruns_dir: str | Path) -> str:
+    return f"sqlite:///{Path(mlruns_dir).resolve() / 'mlflow.db'}"
+
+
+def _register() -> None:
+    OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+
+
+_register()

@@ -1,0 +1,190 @@
+"""Data sets held in memory as normalized float32 NDArrays, loaded once per process."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+from mxnet import nd
+
+from softmax_sweep.download import RemoteFile, fetch
+from softmax_sweep.errors import UserError
+from softmax_sweep.idx import DataFileError, read_idx_pair
+
+IDX_NAMES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+# Official addresses first; files are checked against official MD5s and MXNet's SHA-1s.
+DOWNLOADS = {
+    "fashion_mnist": (
+        "Fashion-MNIST",
+        ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+        [
+            RemoteFile("train-images-idx3-ubyte.gz",
+                       ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "0cf37b0d40ed5169c6b3aba31069a9770ac9043d")),
+            RemoteFile("train-labels-idx1-ubyte.gz",
+                       ("25c81989df183df01b3e8a0aad5dffbe", "236021d52f1e40852b06a4c3008d8de8aef1e40b")),
+            RemoteFile("t10k-images-idx3-ubyte.gz",
+                       ("bef4ecab320f06d8554ea6380940ec79", "626ed6a7c06dd17c0eec72fa3be1740f146a2863")),
+            RemoteFile("t10k-labels-idx1-ubyte.gz",
+                       ("bb300cfdad3c16e7a12a480ee83cd310", "17f9ab60e7257a1620f4ad76bbbaf857c3920701")),
+        ],
+    ),
+    "mnist": (
+        "MNIST",
+        ["http://yann.lecun.com/exdb/mnist/", "https://ossci-datasets.s3.amazonaws.com/mnist/"],
+        [
+            RemoteFile("train-images-idx3-ubyte.gz",
+                       ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "6c95f4b05d2bf285e1bfb0e7960c31bd3b3f8a7d")),
+            RemoteFile("train-labels-idx1-ubyte.gz",
+                       ("d53e105ee54ea40749a09fcbcd1e9432", "2a80914081dc54586dbdf242f9805a6b8d2a15fc")),
+            RemoteFile("t10k-images-idx3-ubyte.gz",
+                       ("9fb629c4189551a2d022fa330f9573f3", "c3a25af1f52dad7f726cce8cacb138654b760d48")),
+            RemoteFile("t10k-labels-idx1-ubyte.gz",
+                       ("ec29112dd5afa0611ce80d1b7f02629c", "763e7fa3757d93b0cdec073cef058b2004252c17")),
+        ],
+    ),
+}
+DEFAULT_ROOTS = {"fashion_mnist": "~/.mxnet/datasets/fashion-mnist", "mnist": "~/.mxnet/datasets/mnist"}
+DIGITS_TEST_FRACTION = 0.25
+DIGITS_SPLIT_SEED = 0  # fixed: the digits test split must not move with `seed`
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A whole data set in memory: features flattened and scaled to [0, 1], labels as float32."""
+
+    name: str
+    source: str
+    digest: str
+    X_train: nd.NDArray
+    y_train: nd.NDArray
+    X_test: nd.NDArray
+    y_test: nd.NDArray
+    num_classes: int
+
+    @property
+    def num_train(self) -> int:
+        return self.X_train.shape[0]
+
+
+def _to_ndarrays(images: np.ndarray, labels: np.ndarray, scale: float) -> tuple[nd.NDArray, nd.NDArray]:
+    flat = images.reshape(len(images), -1).astype(np.float32)
+    flat /= scale
+    return nd.array(flat, dtype="float32"), nd.array(labels.astype(np.float32), dtype="float32")
+
+
+def _from_idx_files(name: str, source: str, paths: list[Path], square: Optional[int]) -> Dataset:
+    train_images, train_labels = read_idx_pair(paths[0], paths[1])
+    test_images, test_labels = read_idx_pair(paths[2], paths[3])
+    if train_images.shape[1:] != test_images.shape[1:]:
+        raise DataFileError(
+            f"{paths[0]} holds {train_images.shape[1:]} images but {paths[2]} holds {test_images.shape[1:]}"
+        )
+    if square and train_images.shape[1:] != (square, square):
+        raise DataFileError(f"{paths[0]} holds {train_images.shape[1:]} images, expected {square}x{square}")
+    labels_max = max(int(train_labels.max(initial=0)), int(test_labels.max(initial=0)))
+    if square and labels_max > 9:
+        raise DataFileError(f"{paths[1]} has label {labels_max}; this data set has classes 0-9")
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    X_train, y_train = _to_ndarrays(train_images, train_labels, 255.0)
+    X_test, y_test = _to_ndarrays(test_images, test_labels, 255.0)
+    num_classes = 10 if square else labels_max + 1
+    return Dataset(name, source, digest.hexdigest()[:16], X_train, y_train, X_test, y_test, num_classes)
+
+
+def _find_idx_files(root: Path) -> list[Path]:
+    paths = []
+    for base in IDX_NAMES:
+        found = [root / f"{base}{ext}" for ext in (".gz", "") if (root / f"{base}{ext}").exists()]
+        if not found:
+            names = ", ".join(f"{b}[.gz]" for b in IDX_NAMES)
+            raise DataFileError(f"data folder {root} lacks {base}[.gz]; data=idx needs {names}")
+        paths.append(found[0])
+    return paths
+
+
+def _digits() -> Dataset:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images, labels = bunch.images, bunch.target
+    train_i, test_i = train_test_split(
+        np.arange(len(labels)), test_size=DIGITS_TEST_FRACTION, stratify=labels,
+        random_state=DIGITS_SPLIT_SEED,
+    )
+    X_train, y_train = _to_ndarrays(images[train_i], labels[train_i], 16.0)
+    X_test, y_test = _to_ndarrays(images[test_i], labels[test_i], 16.0)
+    digest = hashlib.sha256(images.tobytes() + labels.tobytes() + test_i.tobytes()).hexdigest()[:16]
+    return Dataset("digits", "sklearn.datasets.load_digits", digest, X_train, y_train, X_test, y_test, 10)
+
+
+@functools.lru_cache(maxsize=4)
+def load_dataset(name: str, root: Optional[str] = None, url: Optional[str] = None,
+                 progress: bool = True) -> Dataset:
+    """Load (downloading if needed) a data set once per process; later calls reuse it."""
+    if name == "digits":
+        return _digits()
+    if name == "idx":
+        folder = Path(os.path.expanduser(root or ""))
+        return _from_idx_files("idx", str(folder), _find_idx_files(folder), square=None)
+    if name not in DOWNLOADS:
+        raise UserError(f"unknown data set {name!r}")
+    what, official, files = DOWNLOADS[name]
+    folder = Path(os.path.expanduser(root or DEFAULT_ROOTS[name]))
+    bases = [url] if url else official
+    paths = fetch(files, folder, bases, what, progress=progress)
+    return _from_idx_files(name, bases[0], paths, square=28)
+
+
+def split_indices(num_train: int, val_size: int, seed: int,
+                  train_size: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded, disjoint (train, validation) index arrays into the training set."""
+    if val_size >= num_train:
+        raise UserError(f"data.val_size={val_size} must be smaller than the training set ({num_train} examples)")
+    order = np.random.RandomState(seed).permutation(num_train)
+    val_idx, train_idx = order[:val_size], order[val_size:]
+    if train_size is not None:
+        train_idx = train_idx[:train_size]
+    return np.sort(train_idx), np.sort(val_idx)
+
+
+class DataIter:
+    """Minibatches over rows `indices` of (X, y), reshuffled every epoch; no copy of the data set."""
+
+    def __init__(self, X: nd.NDArray, y: nd.NDArray, indices: np.ndarray, batch_size: int,
+                 shuffle: bool, rng: Optional[np.random.RandomState] = None) -> None:
+        self.X, self.y = X, y
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.rng = rng or np.random.RandomState(0)
+
+    def __len__(self) -> int:
+        return -(-len(self.indices) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[nd.NDArray, nd.NDArray]]:
+        order = self.rng.permutation(self.indices) if self.shuffle else self.indices
+        order_nd = nd.array(order, dtype="int64")
+        for start in range(0, len(order), self.batch_size):
+            batch = order_nd[start:start + self.batch_size]
+            yield nd.take(self.X, batch), nd.take(self.y, batch)
+
+
+def fixed_batches(X: nd.NDArray, y: nd.NDArray, indices: Optional[np.ndarray] = None,
+                  batch_size: int = 10000) -> list[tuple[nd.NDArray, nd.NDArray]]:
+    """Evaluation data gathered once into a few large batches (a list is a valid data_iter)."""
+    if indices is None:
+        indices = np.arange(X.shape[0])
+    return list(DataIter(X, y, indices, batch_size, shuffle=False))

@@ -1,0 +1,22 @@
+"""Exceptions that end a run with a one-line message instead of a traceback."""
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+    exit_code = 2
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run is recorded FAILED."""
+
+    exit_code = 1
+
+    def __init__(self, epoch: int, loss: float, lr: float) -> None:
+        kind = "NaN" if loss != loss else "infinite"
+        super().__init__(f"loss became {kind} at epoch {epoch}; lr={lr:g} too large?")
+        self.epoch = epoch
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every cleanup path for an interrupt runs."""

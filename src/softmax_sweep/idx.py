@@ -1,0 +1,61 @@
+"""Reading IDX files (the MNIST file format), plain or gzip-compressed, with strict validation."""
+from __future__ import annotations
+
+import gzip
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from softmax_sweep.errors import UserError
+
+UBYTE = 0x08
+
+
+class DataFileError(UserError):
+    """A data file is missing, unreadable, truncated or not what it claims to be."""
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """Return the uint8 array stored in an IDX file with `ndim` dimensions."""
+    try:
+        opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataFileError(f"cannot read data file {path}: {e}") from None
+    header = 4 + 4 * ndim
+    if len(raw) < header or raw[0:2] != b"\0\0" or raw[2] != UBYTE or raw[3] != ndim:
+        found = raw[:4].hex() if len(raw) >= 4 else "too short"
+        raise DataFileError(
+            f"{path} is not an IDX file of {ndim}-d unsigned bytes "
+            f"(magic {found}, expected 0000{UBYTE:02x}{ndim:02x})"
+        )
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = int(np.prod(dims))
+    if len(raw) - header != expected:
+        raise DataFileError(
+            f"{path} is truncated or padded: header says {'x'.join(map(str, dims))} "
+            f"= {expected} bytes, file holds {len(raw) - header}"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    images = read_idx(images_path, 3)
+    labels = read_idx(labels_path, 1)
+    if len(images) != len(labels):
+        raise DataFileError(
+            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels"
+        )
+    return images, labels
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array as IDX (gzip-compressed when the name ends in .gz)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, UBYTE, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + array.tobytes())

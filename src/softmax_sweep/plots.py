@@ -1,0 +1,32 @@
+"""Figures: the chapter's accuracy and loss curves against epoch."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+SPLIT_STYLES = {"train": "-", "val": "--", "test": ":"}
+
+
+def plot_curves(history: Sequence[dict[str, float]], path: Path, best_epoch: int = 0, title: str = "") -> Path:
+    """Accuracy and loss of train/val/test against epoch; a grey line marks the best epoch."""
+    epochs = range(1, len(history) + 1)
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for ax, kind in ((acc_ax, "acc"), (loss_ax, "loss")):
+        for split, style in SPLIT_STYLES.items():
+            ax.plot(epochs, [m[f"{split}_{kind}"] for m in history], style, marker=".", label=split)
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", linewidth=0.8, label=f"best epoch ({best_epoch})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy" if kind == "acc" else "loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

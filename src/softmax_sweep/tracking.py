@@ -1,0 +1,171 @@
+"""MLflow tracking: the store, the experiment, and a run logger handed to the training loop."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional
+from urllib.parse import urlsplit, urlunsplit
+
+from mlflow.entities import Dataset as MlflowDataset
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from softmax_sweep.config import default_tracking_uri
+from softmax_sweep.errors import Terminated, UserError
+
+EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
+MAX_PARAM_LENGTH = 6000
+BATCH_LIMIT = 100
+
+
+def mask_password(url: str) -> str:
+    """The URL with any password replaced by ***, safe to print and log."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def resolve_tracking_uri(uri: Optional[str], mlruns_dir: str) -> str:
+    """Explicit tracking.uri, else MLFLOW_TRACKING_URI, else the SQLite DB in mlruns_dir."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(mlruns_dir)
+
+
+def _artifact_root(uri: str, mlruns_dir: str) -> Optional[str]:
+    """Where new experiments keep artifacts: beside a SQLite DB, in mlruns_dir for other
+    databases, and wherever a tracking server decides for http(s)."""
+    scheme = urlsplit(uri).scheme
+    if scheme in ("http", "https", "databricks"):
+        return None
+    if scheme == "sqlite":
+        return (Path(uri[len("sqlite:///"):]).resolve().parent / "artifacts").as_uri()
+    return (Path(mlruns_dir).resolve() / "artifacts").as_uri()
+
+
+def _probe(uri: str) -> None:
+    """Fail fast with one line when the store cannot be reached (MLflow itself retries for minutes)."""
+    scheme = urlsplit(uri).scheme
+    if scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10):
+                pass
+        except (urllib.error.URLError, OSError) as e:
+            raise UserError(f"tracking URI {mask_password(uri)} is unreachable: {getattr(e, 'reason', e)}") from None
+    elif scheme == "sqlite":
+        path = Path(uri[len("sqlite:///"):])
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"tracking URI {uri}: cannot create {path.parent}: {e.strerror}") from None
+
+
+class Tracker:
+    """An MLflow store and experiment, checked on opening."""
+
+    def __init__(self, uri: str, experiment: str, mlruns_dir: str) -> None:
+        _probe(uri)
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        try:
+            self.experiment_id = self._experiment(experiment, _artifact_root(uri, mlruns_dir))
+        except (MlflowException, OSError) as e:
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"tracking URI {mask_password(uri)} is unusable: {first_line}") from None
+
+    def _experiment(self, name: str, artifact_location: Optional[str]) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is None:
+            try:
+                return self.client.create_experiment(
+                    name, artifact_location=artifact_location, tags=dict([EXPERIMENT_KIND_TAG])
+                )
+            except MlflowException:
+                found = self.client.get_experiment_by_name(name)  # another worker created it
+                if found is None:
+                    raise
+        if found.tags.get(EXPERIMENT_KIND_TAG[0]) != EXPERIMENT_KIND_TAG[1]:
+            self.client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND_TAG)
+        return found.experiment_id
+
+    def start_run(self, run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None) -> "RunLogger":
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags or {}))
+        return RunLogger(self.client, run.info.run_id)
+
+    @contextlib.contextmanager
+    def run(self, run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None) -> Iterator["RunLogger"]:
+        """A run that always ends: FINISHED, FAILED with the reason, or KILLED on Ctrl-C/SIGTERM."""
+        logger = self.start_run(run_name, tags)
+        try:
+            yield logger
+        except KeyboardInterrupt as e:
+            logger.end("KILLED", "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted (Ctrl-C)")
+            raise
+        except BaseException as e:
+            logger.end(getattr(e, "mlflow_status", "FAILED"), str(e) or type(e).__name__)
+            raise
+        else:
+            logger.end("FINISHED")
+
+
+class RunLogger:
+    """Logs one MLflow run; as a training callback it records the six metrics every epoch."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        for i in range(0, len(items), BATCH_LIMIT):
+            self.client.log_batch(self.run_id, params=items[i:i + BATCH_LIMIT])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.log_metrics(metrics, step=epoch)
+
+    def log_dataset(self, name: str, digest: str, source: str, context: str = "training") -> None:
+        dataset = MlflowDataset(name=name, digest=digest, source_type="local" if "://" not in source else "http",
+                                source=source)
+        tags = [InputTag(key="mlflow.data.context", value=context)]
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset=dataset, tags=tags)])
+
+    def log_artifacts(self, folder: Path) -> None:
+        self.client.log_artifacts(self.run_id, str(folder))
+
+    def end(self, status: str, reason: Optional[str] = None) -> None:
+        """End the run; a second Ctrl-C while this runs cannot leave it RUNNING."""
+        with _signals_blocked():
+            if reason and status != "FINISHED":
+                with contextlib.suppress(MlflowException):
+                    self.set_tags({"failure_reason": reason[:5000]})
+            self.client.set_terminated(self.run_id, status=status)
+
+
+@contextlib.contextmanager
+def _signals_blocked() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

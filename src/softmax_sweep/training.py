@@ -1,0 +1,101 @@
+"""The training loop: epochs of minibatch SGD, evaluation, early stopping. No I/O here."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Protocol, Sequence
+
+from mxnet import autograd, gluon, nd
+
+from softmax_sweep.errors import TrainingDiverged
+from softmax_sweep.model import LossAndCorrect
+
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
+
+
+class Callback(Protocol):
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Called after every epoch (1-based) with its metrics; may raise to stop training."""
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped_early: bool = False
+    best_params: dict[str, nd.NDArray] = field(default_factory=dict)
+
+    @property
+    def best(self) -> dict[str, float]:
+        return self.history[self.best_epoch - 1]
+
+    @property
+    def last(self) -> dict[str, float]:
+        return self.history[-1]
+
+
+def train_epoch(step: LossAndCorrect, train_iter: Iterable, trainer: gluon.Trainer) -> tuple[float, float]:
+    """One pass over train_iter; returns (mean loss, accuracy) over the epoch's minibatches."""
+    loss_sum, correct, n = nd.zeros(1), nd.zeros(1), 0
+    for X, y in train_iter:
+        with autograd.record():
+            batch_loss, batch_correct = step(X, y)
+        batch_loss.backward()
+        trainer.step(X.shape[0])
+        loss_sum += batch_loss
+        correct += batch_correct
+        n += X.shape[0]
+    return loss_sum.asscalar() / n, correct.asscalar() / n
+
+
+def evaluate(step: LossAndCorrect, data_iter: Iterable) -> tuple[float, float]:
+    """(mean loss, accuracy) of the model on data_iter."""
+    loss_sum, correct, n = nd.zeros(1), nd.zeros(1), 0
+    for X, y in data_iter:
+        batch_loss, batch_correct = step(X, y)
+        loss_sum += batch_loss
+        correct += batch_correct
+        n += X.shape[0]
+    return loss_sum.asscalar() / n, correct.asscalar() / n
+
+
+def _improved(value: float, best: Optional[float], maximize: bool) -> bool:
+    return best is None or (value > best if maximize else value < best)
+
+
+def fit(net: gluon.Block, step: LossAndCorrect, train_iter: Iterable, val_iter: Iterable,
+        test_iter: Iterable, trainer: gluon.Trainer, num_epochs: int, *,
+        patience: Optional[int] = None, monitor: str = "val_acc",
+        callbacks: Sequence[Callback] = ()) -> FitResult:
+    """Train for num_epochs (fewer with early stopping on `monitor`, validation only).
+
+    The best epoch's parameters are kept in FitResult.best_params and loaded back into net.
+    Raises TrainingDiverged after the epoch whose training loss is not finite.
+    """
+    maximize = monitor.endswith("acc")
+    result, best_value, since_best = FitResult(), None, 0
+    for epoch in range(1, num_epochs + 1):
+        start = time.perf_counter()
+        train_loss, train_acc = train_epoch(step, train_iter, trainer)
+        val_loss, val_acc = evaluate(step, val_iter)
+        test_loss, test_acc = evaluate(step, test_iter)
+        metrics = dict(zip(METRICS, (train_loss, train_acc, val_loss, val_acc, test_loss, test_acc)))
+        metrics["epoch_seconds"] = time.perf_counter() - start
+        result.history.append(metrics)
+        diverged = not math.isfinite(train_loss)
+        if not diverged and _improved(metrics[monitor], best_value, maximize):
+            best_value, since_best, result.best_epoch = metrics[monitor], 0, epoch
+            result.best_params = {name: p.data().copy() for name, p in net.collect_params().items()}
+        else:
+            since_best += 1
+        for callback in callbacks:
+            callback.on_epoch_end(epoch, metrics)
+        if diverged:
+            raise TrainingDiverged(epoch, train_loss, trainer.learning_rate)
+        if patience is not None and since_best >= patience:
+            result.stopped_early = True
+            break
+    for name, p in net.collect_params().items():
+        p.set_data(result.best_params[name])
+    return result
