@@ -8,7 +8,7 @@ import sys
 from typing import Callable, NoReturn, Optional, TypeVar
 
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from softmax_sweep.errors import Terminated, TrainingDiverged, UserError
 
@@ -39,13 +39,24 @@ def describe(exc: BaseException) -> Optional[str]:
     if not isinstance(exc, (HydraException, OmegaConfBaseException)):
         return None
     cause = _omegaconf_cause(exc)
-    if isinstance(cause, ConfigKeyError) and "not in struct" in str(cause):
-        key = getattr(cause, "full_key", None) or str(cause).split("'")[1]
-        return f"unknown config key {key!r} (python -m softmax_sweep.train --cfg job lists the keys)"
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and getattr(cause, "full_key", None):
+        return f"unknown config key {cause.full_key!r} (--cfg job lists the keys)"
     if cause is not None and getattr(cause, "full_key", None):
-        return f"{cause.full_key}: {cause.msg}"
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not _DETAIL_LINE.match(ln)]
-    return " ".join(lines)
+        return f"{cause.full_key}: {_one_line(cause.msg)}"
+    return _one_line(str(exc))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(ln.strip() for ln in text.splitlines() if ln.strip() and not _DETAIL_LINE.match(ln))
+
+
+_deferred: list[BaseException] = []
+
+
+def defer(exc: BaseException) -> None:
+    """Hand a job's error to run_cli, which reports it after Hydra returns (Hydra would
+    otherwise print its own extra lines first)."""
+    _deferred.append(exc)
 
 
 def run_cli(body: Callable[[], T]) -> T:
@@ -54,7 +65,10 @@ def run_cli(body: Callable[[], T]) -> T:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra raise, so the errors can be printed here
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return body()
+        result = body()
+        if _deferred:
+            raise _deferred.pop(0)
+        return result
     except KeyboardInterrupt as e:
         terminated = isinstance(e, Terminated)
         print(f"{'terminated' if terminated else 'interrupted'}: run data kept, unfinished runs marked KILLED",

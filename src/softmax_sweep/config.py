@@ -86,8 +86,9 @@ class TrainConfig:
 
 def to_settings(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
     """Resolve a composed config into a validated TrainConfig (the dataclass checks run here)."""
-    node = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
-    typed = OmegaConf.merge(OmegaConf.structured(TrainConfig), node)
+    # A plain copy: Hydra's `+key=value` can add keys to the typed node, a fresh merge cannot.
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    typed = OmegaConf.merge(OmegaConf.structured(TrainConfig), plain)
     settings: TrainConfig = OmegaConf.to_object(typed)  # type: ignore[assignment]
     settings.check()
     return settings

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -75,6 +76,8 @@ class Tracker:
 
     def __init__(self, uri: str, experiment: str, mlruns_dir: str) -> None:
         _probe(uri)
+        for noisy in ("mlflow.store.db.utils", "alembic"):  # schema set-up chatter on every new DB
+            logging.getLogger(noisy).setLevel(logging.WARNING)
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         try:

@@ -1,0 +1,186 @@
+"""One tracked training run: config in, trained model and a complete MLflow run out."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import functools
+import logging
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import mxnet as mx
+import numpy as np
+from mxnet import gluon
+from omegaconf import DictConfig, OmegaConf
+
+from softmax_sweep.config import PROJECT_ROOT, TrainConfig, to_settings
+from softmax_sweep.data import DataIter, Dataset, fixed_batches, load_dataset, split_indices
+from softmax_sweep.model import build_net, build_step
+from softmax_sweep.plots import plot_curves
+from softmax_sweep.tracking import RunLogger, Tracker, mask_password, resolve_tracking_uri
+from softmax_sweep.training import METRICS, Callback, FitResult, fit
+
+log = logging.getLogger("softmax_sweep")
+
+
+class EpochLogger:
+    """Progress: one line per epoch with its metrics."""
+
+    def __init__(self, num_epochs: int, prefix: str = "") -> None:
+        self.num_epochs = num_epochs
+        self.prefix = prefix
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        shown = "  ".join(f"{k} {metrics[k]:.4f}" for k in ("train_loss", "train_acc", "val_acc", "test_acc"))
+        log.info("%sepoch %d/%d  %s  (%.2fs)", self.prefix, epoch, self.num_epochs, shown,
+                 metrics["epoch_seconds"])
+
+
+def train_softmax(dataset: Dataset, *, lr: float, batch_size: int, num_epochs: int, val_size: int,
+                  weight_decay: float = 0.0, seed: int = 0, train_size: Optional[int] = None,
+                  patience: Optional[int] = None, monitor: str = "val_acc",
+                  callbacks: Sequence[Callback] = ()) -> tuple[gluon.Block, FitResult]:
+    """Train the softmax regression model on `dataset`; validation picks the best epoch."""
+    mx.random.seed(seed)
+    train_idx, val_idx = split_indices(dataset.num_train, val_size, seed, train_size)
+    train_iter = DataIter(dataset.X_train, dataset.y_train, train_idx, batch_size, shuffle=True,
+                          rng=np.random.RandomState(seed))
+    val_iter = fixed_batches(dataset.X_train, dataset.y_train, val_idx)
+    test_iter = fixed_batches(dataset.X_test, dataset.y_test)
+    net = build_net(dataset.num_classes)
+    step = build_step(net)
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr, "wd": weight_decay},
+                            kvstore=None, update_on_kvstore=False)
+    result = fit(net, step, train_iter, val_iter, test_iter, trainer, num_epochs,
+                 patience=patience, monitor=monitor, callbacks=callbacks)
+    return net, result
+
+
+def summarize(result: FitResult) -> dict[str, float]:
+    best, last = result.best, result.last
+    return {
+        "best_val_acc": best["val_acc"],
+        "best_epoch": result.best_epoch,
+        "test_acc_at_best_epoch": best["test_acc"],
+        "generalization_gap": last["train_acc"] - last["val_acc"],
+        "epochs_trained": len(result.history),
+    }
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+@functools.lru_cache(maxsize=8)
+def open_tracker(uri: str, experiment: str, mlruns_dir: str) -> Tracker:
+    """One Tracker per store and experiment per process (a sweep reuses it for every trial)."""
+    return Tracker(uri, experiment, mlruns_dir)
+
+
+def _hydra_output_dir() -> Optional[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
+
+
+def _resolved_config(cfg: DictConfig | Mapping[str, Any], settings: TrainConfig) -> dict[str, Any]:
+    tree = OmegaConf.to_container(OmegaConf.create(cfg) if not isinstance(cfg, DictConfig) else cfg,
+                                  resolve=True)
+    if tree.get("tracking", {}).get("uri"):
+        tree["tracking"]["uri"] = mask_password(tree["tracking"]["uri"])
+    return tree
+
+
+def _write_history(history: Sequence[dict[str, float]], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["epoch", *METRICS, "epoch_seconds"])
+        writer.writeheader()
+        for epoch, metrics in enumerate(history, start=1):
+            writer.writerow({"epoch": epoch, **metrics})
+
+
+class _History:
+    """Keeps the epochs seen so far, so a failed or interrupted run still gets its CSV and plot."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.epochs.append(dict(metrics))
+
+
+def _log_artifacts(run: RunLogger, history: Sequence[dict[str, float]], best_epoch: int,
+                   net: Optional[gluon.Block], title: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if history:
+            _write_history(history, folder / "metrics.csv")
+            plot_curves(history, folder / "curves.png", best_epoch, title)
+        if net is not None:
+            net.save_parameters(str(folder / "softmax-best.params"))
+        run.log_artifacts(folder)
+
+
+def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (),
+          run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None) -> dict[str, float]:
+    """Validate cfg, train, and record the whole run in MLflow. Returns the summary metrics plus
+    the validation metrics of the best epoch (`val_acc`, `val_loss`)."""
+    settings = to_settings(cfg)
+    tracker = open_tracker(resolve_tracking_uri(settings.tracking.uri, settings.mlruns_dir),
+                           settings.tracking.experiment, settings.mlruns_dir)
+    data_cfg = settings.data
+    dataset = load_dataset(data_cfg.name, data_cfg.root, data_cfg.url)
+    split_indices(dataset.num_train, data_cfg.val_size, settings.seed)  # bad val_size fails before the run
+    resolved = _resolved_config(cfg, settings)
+    run_tags = {"data.name": dataset.name, "data.digest": dataset.digest, **(tags or {})}
+    if commit := git_commit():
+        run_tags["mlflow.source.git.commit"] = commit
+    if output_dir := _hydra_output_dir():
+        run_tags["hydra.output_dir"] = output_dir
+    with tracker.run(run_name, run_tags) as run:
+        run.log_params(flatten(resolved))
+        run.log_dataset(dataset.name, dataset.digest, dataset.source)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+            run.log_artifacts(Path(tmp))
+        history = _History()
+        title = f"{dataset.name}: lr={settings.lr:g}, batch_size={settings.batch_size}"
+        try:
+            net, result = train_softmax(
+                dataset, lr=settings.lr, batch_size=settings.batch_size, num_epochs=settings.num_epochs,
+                val_size=data_cfg.val_size, weight_decay=settings.weight_decay, seed=settings.seed,
+                train_size=data_cfg.train_size, patience=settings.early_stopping_patience,
+                monitor=settings.optimized_metric,
+                callbacks=[history, EpochLogger(settings.num_epochs), run, *callbacks],
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):  # keep the curves so far; the original error wins
+                _log_artifacts(run, history.epochs, 0, None, title)
+            raise
+        _log_artifacts(run, history.epochs, result.best_epoch, net, title)
+        summary = summarize(result)
+        run.log_metrics(summary)
+        run.set_tags({"stopped_early": result.stopped_early})
+        log.info("run %s: best val_acc %.4f at epoch %d, test_acc there %.4f (MLflow: %s)",
+                 run.run_id, summary["best_val_acc"], result.best_epoch, summary["test_acc_at_best_epoch"],
+                 mask_password(tracker.uri))
+    return {**summary, "val_acc": result.best["val_acc"], "val_loss": result.best["val_loss"],
+            "run_id": run.run_id}

@@ -1,0 +1,98 @@
+"""Shared fixtures: a small composed config per test, IDX files and a loopback HTTP server."""
+from __future__ import annotations
+
+import http.server
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from softmax_sweep.config import CONF_DIR
+from softmax_sweep.synthetic import IDX_FILES, write_synthetic_idx
+
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="session")
+def digits_cfg_template() -> DictConfig:
+    return compose_config(["data=digits", "num_epochs=3", "lr=0.5", "batch_size=32"])
+
+
+@pytest.fixture
+def cfg(digits_cfg_template: DictConfig, tmp_path: Path) -> DictConfig:
+    """The small digits config, its run data redirected into this test's tmp_path."""
+    cfg = digits_cfg_template.copy()
+    OmegaConf.set_struct(cfg, False)
+    cfg.mlruns_dir = str(tmp_path / "mlruns")  # the default tracking URI follows it
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+make_idx_folder = write_synthetic_idx
+
+
+class IdxServer:
+    """Serves a folder over HTTP on 127.0.0.1 and counts the requests per path."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.requests: list[str] = []
+        self.truncate: set[str] = set()  # paths whose body is cut short (a dropped connection)
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                name = self.path.lstrip("/")
+                server.requests.append(name)
+                path = server.folder / name
+                if not path.is_file():
+                    self.send_error(404)
+                    return
+                body = path.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2] if name in server.truncate else body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "IdxServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def idx_server(tmp_path: Path) -> Iterator[tuple[IdxServer, dict[str, str]]]:
+    md5s = make_idx_folder(tmp_path / "served")
+    with IdxServer(tmp_path / "served") as server:
+        yield server, md5s
+
+
+def run_statuses(db: Path) -> list[str]:
+    """Statuses of every run in a SQLite MLflow store (empty when the store was never created)."""
+    if not db.exists():
+        return []
+    with sqlite3.connect(db) as con:
+        return [row[0] for row in con.execute("SELECT status FROM runs")]

@@ -1,0 +1,127 @@
+"""The command line, through real subprocesses: success, every bad input, signals."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from softmax_sweep.idx import write_idx
+
+from conftest import make_idx_folder, run_statuses
+
+TRAIN = [sys.executable, "-m", "softmax_sweep.train"]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
+    return env
+
+
+def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*TRAIN, f"mlruns_dir={tmp_path / 'mlruns'}", *overrides],
+                          capture_output=True, text=True, timeout=300, env=_env())
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_run_from_the_command_line(tmp_path: Path) -> None:
+    done = run_train(tmp_path, "data=digits", "num_epochs=2", "lr=0.5")
+    assert done.returncode == 0, done.stderr
+    assert "epoch 2/2" in done.stdout + done.stderr
+    assert run_statuses(tmp_path / "mlruns" / "mlflow.db") == ["FINISHED"]
+    hydra_runs = list((tmp_path / "mlruns" / "hydra" / "runs").glob("*/*/.hydra/config.yaml"))
+    assert len(hydra_runs) == 1, "Hydra's run folder goes under mlruns/"
+
+
+def _bad_idx_folder(tmp_path: Path) -> str:
+    folder = tmp_path / "badidx"
+    make_idx_folder(folder, n_train=20, n_test=10)
+    write_idx(folder / "train-labels-idx1-ubyte.gz", np.zeros((20, 2), np.uint8))  # 2-d labels: wrong magic
+    return str(folder)
+
+
+def _unreadable_idx_folder(tmp_path: Path) -> str:
+    folder = tmp_path / "cutidx"
+    make_idx_folder(folder, n_train=20, n_test=10)
+    target = folder / "t10k-images-idx3-ubyte.gz"
+    target.write_bytes(target.read_bytes()[:50])
+    return str(folder)
+
+
+BAD_INPUTS = {
+    "lr zero": (["lr=0"], "lr must be a positive number"),
+    "lr negative": (["lr=-0.1"], "lr must be a positive number"),
+    "lr not a number": (["lr=fast"], "lr: Value 'fast' of type 'str' could not be converted to Float"),
+    "batch size": (["batch_size=0"], "batch_size must be at least 1"),
+    "epochs": (["num_epochs=0"], "num_epochs must be at least 1"),
+    "val_size": (["data=digits", "data.val_size=1347"], "data.val_size=1347 must be smaller than the training set"),
+    "unknown data set": (["data=cifar"], "Could not find 'data/cifar'; available options in 'data': digits"),
+    "unknown key": (["learning_rate=0.1"], "unknown config key 'learning_rate'"),
+    "unknown appended key": (["+learning_rate=0.1"], "unknown config key 'learning_rate'"),
+    "malformed data file": (["data=idx", "data.root={bad_idx}"], "is not an IDX file of 1-d unsigned bytes"),
+    "unreadable data file": (["data=idx", "data.root={cut_idx}"], "cannot read data file"),
+    "unreachable tracking": (["data=digits", "tracking.uri=http://127.0.0.1:{port}"], "is unreachable"),
+    "test metric optimized": (["optimized_metric=test_acc"], "test metrics are only reported"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_and_leaves_no_run_running(tmp_path: Path, case: str) -> None:
+    overrides, expected = BAD_INPUTS[case]
+    values = {"bad_idx": _bad_idx_folder(tmp_path) if "bad_idx" in str(overrides) else "",
+              "cut_idx": _unreadable_idx_folder(tmp_path) if "cut_idx" in str(overrides) else "",
+              "port": _closed_port()}
+    done = run_train(tmp_path, *(o.format(**values) for o in overrides))
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "RUNNING" not in run_statuses(tmp_path / "mlruns" / "mlflow.db")
+
+
+def test_diverging_run_fails_with_its_reason(tmp_path: Path) -> None:
+    done = run_train(tmp_path, "data=digits", "lr=1e38")
+    assert done.returncode == 1
+    assert done.stderr.strip() == "error: loss became NaN at epoch 1; lr=1e+38 too large?"
+    assert run_statuses(tmp_path / "mlruns" / "mlflow.db") == ["FAILED"]
+
+
+def _wait_for_epochs(db: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as con:
+                    if con.execute("SELECT count(*) FROM metrics WHERE key='val_acc'").fetchone()[0] >= 2:
+                        return
+            except sqlite3.OperationalError:
+                pass  # tables not created yet
+        time.sleep(0.2)
+    raise AssertionError("the run never logged two epochs")
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_ends_the_run_killed(tmp_path: Path, signum: int, code: int) -> None:
+    proc = subprocess.Popen([*TRAIN, f"mlruns_dir={tmp_path / 'mlruns'}", "data=digits", "num_epochs=100000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    db = tmp_path / "mlruns" / "mlflow.db"
+    _wait_for_epochs(db, proc)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert run_statuses(db) == ["KILLED"]

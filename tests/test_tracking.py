@@ -1,0 +1,127 @@
+"""Tracking: runs really written to a temporary SQLite MLflow store."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from softmax_sweep import data as data_module
+from softmax_sweep.download import RemoteFile
+from softmax_sweep.errors import TrainingDiverged
+from softmax_sweep.experiment import train
+from softmax_sweep.tracking import mask_password
+
+from conftest import IDX_FILES, compose_config, run_statuses
+
+SIX = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
+
+
+def _client(cfg) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{Path(cfg.mlruns_dir) / 'mlflow.db'}")
+
+
+def test_run_records_params_curves_summary_and_artifacts(cfg) -> None:
+    summary = train(cfg)
+    client = _client(cfg)
+    experiment = client.get_experiment_by_name("softmax-sweep")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.artifact_location.startswith(Path(cfg.mlruns_dir).resolve().as_uri())
+    run = client.get_run(summary["run_id"])
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["lr"] == "0.5" and params["batch_size"] == "32" and params["num_epochs"] == "3"
+    assert params["data.name"] == "digits" and params["data.val_size"] == "300"
+    assert params["early_stopping_patience"] == "None" and params["optimized_metric"] == "val_acc"
+    for name in SIX:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, name)]
+        assert steps == [1, 2, 3], name
+    val_accs = [m.value for m in client.get_metric_history(run.info.run_id, "val_acc")]
+    assert run.data.metrics["best_val_acc"] == max(val_accs) == summary["val_acc"]
+    best = int(run.data.metrics["best_epoch"])
+    test_accs = [m.value for m in client.get_metric_history(run.info.run_id, "test_acc")]
+    assert run.data.metrics["test_acc_at_best_epoch"] == test_accs[best - 1]
+    gap = run.data.metrics["train_acc"] - run.data.metrics["val_acc"]
+    assert run.data.metrics["generalization_gap"] == pytest.approx(gap)
+    assert run.data.tags["data.name"] == "digits" and len(run.data.tags["data.digest"]) == 16
+    assert len(run.data.tags["mlflow.source.git.commit"]) == 40
+    assert run.inputs.dataset_inputs[0].dataset.digest == run.data.tags["data.digest"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert artifacts == {"config.yaml", "curves.png", "metrics.csv", "softmax-best.params"}
+    folder = Path(client.download_artifacts(run.info.run_id, ""))
+    assert (folder / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    rows = list(csv.DictReader(io.StringIO((folder / "metrics.csv").read_text())))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert float(rows[best - 1]["val_acc"]) == pytest.approx(max(val_accs))
+    assert OmegaConf.load(folder / "config.yaml").lr == 0.5
+    assert (folder / "softmax-best.params").stat().st_size > 64 * 10 * 4
+
+
+def test_diverged_run_is_failed_with_reason_and_epochs_kept(cfg) -> None:
+    cfg.lr = 1e38
+    with pytest.raises(TrainingDiverged):
+        train(cfg)
+    client = _client(cfg)
+    (run,) = client.search_runs([client.get_experiment_by_name("softmax-sweep").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["failure_reason"] == "loss became NaN at epoch 1; lr=1e+38 too large?"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_acc")] == [1]
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"config.yaml", "curves.png", "metrics.csv"}
+
+
+def test_interrupted_run_is_killed(cfg) -> None:
+    class CtrlC:
+        def on_epoch_end(self, epoch, metrics):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    cfg.num_epochs = 5
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, callbacks=[CtrlC()])
+    assert run_statuses(Path(cfg.mlruns_dir) / "mlflow.db") == ["KILLED"]
+
+
+def test_early_stopping_through_the_config(cfg) -> None:
+    cfg.num_epochs, cfg.early_stopping_patience, cfg.lr = 60, 2, 2.0
+    cfg.data.train_size = 40
+    summary = train(cfg)
+    assert summary["epochs_trained"] == summary["best_epoch"] + 2 < 60
+    run = _client(cfg).get_run(summary["run_id"])
+    assert run.data.tags["stopped_early"] == "True"
+
+
+def test_tracking_uri_from_environment(cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "elsewhere" / "env.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    train(cfg)
+    assert run_statuses(db) == ["FINISHED"]
+    assert run_statuses(Path(cfg.mlruns_dir) / "mlflow.db") == []
+
+
+def test_mask_password() -> None:
+    assert mask_password("postgresql://bob:s3cret@db:5432/optuna") == "postgresql://bob:***@db:5432/optuna"
+    assert mask_password("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert mask_password("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+def test_fashion_mnist_download_through_loopback_and_train(idx_server, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole path a new user takes: download, verify, cache, train, track. The official
+    checksums are swapped for those of the generated files; nothing else is changed."""
+    server, md5s = idx_server
+    what, _, _ = data_module.DOWNLOADS["fashion_mnist"]
+    files = [RemoteFile(name, (md5s[name],)) for name in IDX_FILES]
+    monkeypatch.setitem(data_module.DOWNLOADS, "fashion_mnist", (what, [server.url], files))
+    cache = tmp_path / "cache"
+    cfg = compose_config(["data=fashion_mnist", f"data.root={cache}", f"data.url={server.url}",
+                          "data.val_size=100", "num_epochs=4", "lr=0.5", "batch_size=32",
+                          f"mlruns_dir={tmp_path / 'mlruns'}"])
+    summary = train(cfg)
+    assert sorted(f.name for f in cache.iterdir()) == sorted(IDX_FILES)
+    assert summary["test_acc_at_best_epoch"] > 0.9  # the generated classes are easy
+    run = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}").get_run(summary["run_id"])
+    assert run.data.tags["data.name"] == "fashion_mnist"
+    assert run.inputs.dataset_inputs[0].dataset.source == server.url

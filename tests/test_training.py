@@ -1,0 +1,66 @@
+"""Training: the real Gluon model on real data (scikit-learn's digits)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from softmax_sweep.data import fixed_batches, load_dataset, split_indices
+from softmax_sweep.errors import TrainingDiverged
+from softmax_sweep.experiment import train_softmax
+from softmax_sweep.model import build_step
+from softmax_sweep.training import evaluate
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def test_loss_decreases_and_digits_reach_93_percent(digits) -> None:
+    net, result = train_softmax(digits, lr=0.5, batch_size=32, num_epochs=10, val_size=300)
+    losses = [m["train_loss"] for m in result.history]
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:])), losses
+    assert losses[-1] < 0.5 * losses[0]
+    assert result.best["test_acc"] >= 0.93, result.best
+    # the returned net holds the best epoch's parameters
+    test_loss, test_acc = evaluate(build_step(net), fixed_batches(digits.X_test, digits.y_test))
+    assert test_acc == pytest.approx(result.best["test_acc"])
+
+
+def test_same_seed_same_curves_other_seed_other_curves(digits) -> None:
+    runs = [train_softmax(digits, lr=0.3, batch_size=64, num_epochs=3, val_size=300, seed=s)[1].history
+            for s in (7, 7, 8)]
+    keys = ("train_loss", "train_acc", "val_acc", "test_acc")
+    assert [[m[k] for k in keys] for m in runs[0]] == [[m[k] for k in keys] for m in runs[1]]
+    assert [m["train_loss"] for m in runs[0]] != [m["train_loss"] for m in runs[2]]
+
+
+def test_non_finite_loss_stops_the_run(digits) -> None:
+    seen = []
+
+    class Record:
+        def on_epoch_end(self, epoch, metrics):
+            seen.append(epoch)
+
+    with pytest.raises(TrainingDiverged, match=r"loss became NaN at epoch 1; lr=1e\+38 too large\?"):
+        train_softmax(digits, lr=1e38, batch_size=64, num_epochs=5, val_size=300, callbacks=[Record()])
+    assert seen == [1], "the diverged epoch is reported to callbacks, then training stops"
+
+
+def test_early_stopping_keeps_the_best_epoch(digits) -> None:
+    # a subset of 40 examples and a large lr overfit fast, so val_acc stops improving
+    net, result = train_softmax(digits, lr=2.0, batch_size=8, num_epochs=60, val_size=300,
+                                train_size=40, patience=3)
+    assert result.stopped_early
+    assert len(result.history) == result.best_epoch + 3
+    val_accs = [m["val_acc"] for m in result.history]
+    assert result.best["val_acc"] == max(val_accs)
+    _, val_idx = split_indices(digits.num_train, 300, seed=0)
+    _, val_acc = evaluate(build_step(net), fixed_batches(digits.X_train, digits.y_train, val_idx))
+    assert val_acc == pytest.approx(max(val_accs))
+
+
+def test_train_accuracy_is_measured_over_the_epoch(digits) -> None:
+    _, result = train_softmax(digits, lr=0.5, batch_size=32, num_epochs=2, val_size=300)
+    for m in result.history:
+        assert 0 < m["train_acc"] <= 1 and np.isfinite(m["train_loss"])
