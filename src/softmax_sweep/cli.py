@@ -51,6 +51,26 @@ def _one_line(text: str) -> str:
 
 
 _deferred: list[BaseException] = []
+_aborts: list[Callable[[BaseException], None]] = []
+
+
+def on_abort(cleanup: Callable[[BaseException], None]) -> None:
+    """Call cleanup(error) if the command ends by an interrupt or an error (e.g. to end an MLflow
+    parent run that a Hydra callback opened and will never get to close)."""
+    _aborts.append(cleanup)
+
+
+def forget_abort(cleanup: Callable[[BaseException], None]) -> None:
+    if cleanup in _aborts:
+        _aborts.remove(cleanup)
+
+
+def _run_aborts(error: BaseException) -> None:
+    while _aborts:
+        try:
+            _aborts.pop()(error)
+        except Exception as e:  # noqa: BLE001 - cleanup must not hide the original error
+            print(f"warning: cleanup failed: {e}", file=sys.stderr)
 
 
 def defer(exc: BaseException) -> None:
@@ -70,11 +90,13 @@ def run_cli(body: Callable[[], T]) -> T:
             raise _deferred.pop(0)
         return result
     except KeyboardInterrupt as e:
+        _run_aborts(e)
         terminated = isinstance(e, Terminated)
         print(f"{'terminated' if terminated else 'interrupted'}: run data kept, unfinished runs marked KILLED",
               file=sys.stderr)
         sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
     except Exception as e:
+        _run_aborts(e)
         message = describe(e)
         if message is None or full_error:
             raise

@@ -1,7 +1,9 @@
 """Typed schema of the Hydra config; importing this module registers it with the ConfigStore."""
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -92,6 +94,19 @@ def to_settings(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
     settings: TrainConfig = OmegaConf.to_object(typed)  # type: ignore[assignment]
     settings.check()
     return settings
+
+
+def int_keys(schema: type = TrainConfig, prefix: str = "") -> frozenset[str]:
+    """Dotted keys typed int in the schema (so that interval() over them samples integers)."""
+    found: set[str] = set()
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            found |= int_keys(hint, f"{prefix}{f.name}.")
+        elif hint is int or int in typing.get_args(hint):
+            found.add(prefix + f.name)
+    return frozenset(found)
 
 
 def default_tracking_uri(mlruns_dir: str | Path) -> str:

@@ -20,3 +20,9 @@ class TrainingDiverged(RuntimeError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that every cleanup path for an interrupt runs."""
+
+
+class SweepFailed(UserError):
+    """Too many trials failed: the sweep stopped (exit code 1)."""
+
+    exit_code = 1

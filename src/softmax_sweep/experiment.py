@@ -19,23 +19,22 @@ from softmax_sweep.config import PROJECT_ROOT, TrainConfig, to_settings
 from softmax_sweep.data import DataIter, Dataset, fixed_batches, load_dataset, split_indices
 from softmax_sweep.model import build_net, build_step
 from softmax_sweep.plots import plot_curves
-from softmax_sweep.tracking import RunLogger, Tracker, mask_password, resolve_tracking_uri
+from softmax_sweep.tracking import RunEndHook, RunLogger, Tracker, mask_password, resolve_tracking_uri
 from softmax_sweep.training import METRICS, Callback, FitResult, fit
 
 log = logging.getLogger("softmax_sweep")
 
 
 class EpochLogger:
-    """Progress: one line per epoch with its metrics."""
+    """Progress: one line per epoch with its metrics (at DEBUG level when quiet, as in sweeps)."""
 
-    def __init__(self, num_epochs: int, prefix: str = "") -> None:
+    def __init__(self, num_epochs: int, quiet: bool = False) -> None:
         self.num_epochs = num_epochs
-        self.prefix = prefix
+        self.level = logging.DEBUG if quiet else logging.INFO
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         shown = "  ".join(f"{k} {metrics[k]:.4f}" for k in ("train_loss", "train_acc", "val_acc", "test_acc"))
-        log.info("%sepoch %d/%d  %s  (%.2fs)", self.prefix, epoch, self.num_epochs, shown,
-                 metrics["epoch_seconds"])
+        log.log(self.level, "epoch %d/%d  %s  (%.2fs)", epoch, self.num_epochs, shown, metrics["epoch_seconds"])
 
 
 def train_softmax(dataset: Dataset, *, lr: float, batch_size: int, num_epochs: int, val_size: int,
@@ -95,6 +94,11 @@ def open_tracker(uri: str, experiment: str, mlruns_dir: str) -> Tracker:
     return Tracker(uri, experiment, mlruns_dir)
 
 
+def tracker_for(settings: TrainConfig) -> Tracker:
+    return open_tracker(resolve_tracking_uri(settings.tracking.uri, settings.mlruns_dir),
+                        settings.tracking.experiment, settings.mlruns_dir)
+
+
 def _hydra_output_dir() -> Optional[str]:
     from hydra.core.hydra_config import HydraConfig
 
@@ -140,12 +144,15 @@ def _log_artifacts(run: RunLogger, history: Sequence[dict[str, float]], best_epo
 
 
 def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (),
-          run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None) -> dict[str, float]:
+          run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None,
+          on_run_end: Optional[RunEndHook] = None, quiet: bool = False) -> dict[str, Any]:
     """Validate cfg, train, and record the whole run in MLflow. Returns the summary metrics plus
-    the validation metrics of the best epoch (`val_acc`, `val_loss`)."""
+    the validation metrics of the best epoch (`val_acc`, `val_loss`) and the MLflow `run_id`.
+
+    on_run_end(run, error) is called as the run ends, error None on success (sweeps tag trials);
+    quiet logs epochs at DEBUG level (sweeps print one line per trial instead)."""
     settings = to_settings(cfg)
-    tracker = open_tracker(resolve_tracking_uri(settings.tracking.uri, settings.mlruns_dir),
-                           settings.tracking.experiment, settings.mlruns_dir)
+    tracker = tracker_for(settings)
     data_cfg = settings.data
     dataset = load_dataset(data_cfg.name, data_cfg.root, data_cfg.url)
     split_indices(dataset.num_train, data_cfg.val_size, settings.seed)  # bad val_size fails before the run
@@ -155,7 +162,7 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
         run_tags["mlflow.source.git.commit"] = commit
     if output_dir := _hydra_output_dir():
         run_tags["hydra.output_dir"] = output_dir
-    with tracker.run(run_name, run_tags) as run:
+    with tracker.run(run_name, run_tags, on_end=on_run_end) as run:
         run.log_params(flatten(resolved))
         run.log_dataset(dataset.name, dataset.digest, dataset.source)
         with tempfile.TemporaryDirectory() as tmp:
@@ -169,7 +176,7 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
                 val_size=data_cfg.val_size, weight_decay=settings.weight_decay, seed=settings.seed,
                 train_size=data_cfg.train_size, patience=settings.early_stopping_patience,
                 monitor=settings.optimized_metric,
-                callbacks=[history, EpochLogger(settings.num_epochs), run, *callbacks],
+                callbacks=[history, EpochLogger(settings.num_epochs, quiet), run, *callbacks],
             )
         except BaseException:
             with contextlib.suppress(Exception):  # keep the curves so far; the original error wins
@@ -179,7 +186,7 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
         summary = summarize(result)
         run.log_metrics(summary)
         run.set_tags({"stopped_early": result.stopped_early})
-        log.info("run %s: best val_acc %.4f at epoch %d, test_acc there %.4f (MLflow: %s)",
+        log.log(logging.DEBUG if quiet else logging.INFO, "run %s: best val_acc %.4f at epoch %d, test_acc there %.4f (MLflow: %s)",
                  run.run_id, summary["best_val_acc"], result.best_epoch, summary["test_acc_at_best_epoch"],
                  mask_password(tracker.uri))
     return {**summary, "val_acc": result.best["val_acc"], "val_loss": result.best["val_loss"],

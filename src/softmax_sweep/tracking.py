@@ -10,7 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from mlflow.entities import Dataset as MlflowDataset
@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from softmax_sweep.config import default_tracking_uri
 from softmax_sweep.errors import Terminated, UserError
 
+RunEndHook = Callable[["RunLogger", Optional[BaseException]], None]
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
 MAX_PARAM_LENGTH = 6000
 BATCH_LIMIT = 100
@@ -106,19 +107,36 @@ class Tracker:
         return RunLogger(self.client, run.info.run_id)
 
     @contextlib.contextmanager
-    def run(self, run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None) -> Iterator["RunLogger"]:
-        """A run that always ends: FINISHED, FAILED with the reason, or KILLED on Ctrl-C/SIGTERM."""
+    def run(self, run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None,
+            on_end: Optional[RunEndHook] = None) -> Iterator["RunLogger"]:
+        """A run that always ends: FINISHED, FAILED with the reason, or KILLED on Ctrl-C/SIGTERM.
+        An exception with an `mlflow_status` attribute (a pruned trial) ends with that status."""
         logger = self.start_run(run_name, tags)
         try:
             yield logger
         except KeyboardInterrupt as e:
+            _call_quietly(on_end, logger, e)
             logger.end("KILLED", "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted (Ctrl-C)")
             raise
         except BaseException as e:
+            _call_quietly(on_end, logger, e)
             logger.end(getattr(e, "mlflow_status", "FAILED"), str(e) or type(e).__name__)
             raise
         else:
+            if on_end:
+                on_end(logger, None)
             logger.end("FINISHED")
+
+
+def _call_quietly(hook: Optional[RunEndHook], logger: "RunLogger", error: BaseException) -> None:
+    """Run a hook on the way out of a failed run without letting it hide the original error."""
+    if hook is None:
+        return
+    try:
+        with _signals_blocked():
+            hook(logger, error)
+    except Exception as e:  # noqa: BLE001
+        logging.getLogger("softmax_sweep").warning("run end hook failed: %s", e)
 
 
 class RunLogger:

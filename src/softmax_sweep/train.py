@@ -1,6 +1,6 @@
 """`python -m softmax_sweep.train [overrides]`: one tracked training run, configured by Hydra.
 
-Kept thin and light: MXNet and MLflow are imported only once the config is known to be good.
+Kept thin: it composes, trains (softmax_sweep.jobs) and returns the optimized metric.
 """
 from __future__ import annotations
 
@@ -9,22 +9,14 @@ from typing import Optional
 import hydra
 from omegaconf import DictConfig
 
-from softmax_sweep.cli import defer, describe, run_cli
-from softmax_sweep.config import CONF_DIR, to_settings
+from softmax_sweep.cli import run_cli
+from softmax_sweep.config import CONF_DIR
+from softmax_sweep.jobs import run_job
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def hydra_main(cfg: DictConfig) -> Optional[float]:
-    try:
-        to_settings(cfg)  # bad values fail here, before the slow imports below
-        from softmax_sweep.experiment import train
-
-        return train(cfg)[cfg.optimized_metric]
-    except Exception as e:
-        if describe(e) is None:
-            raise
-        defer(e)
-        return None
+    return run_job(cfg)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""softmax-sweep's Hydra sweeper on modern Optuna (4+), with per-epoch pruning."""

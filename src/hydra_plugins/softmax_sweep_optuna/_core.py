@@ -1,0 +1,127 @@
+"""The sweep loop: ask Optuna for trials, launch them as Hydra jobs, tell Optuna the outcome."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Optional, Sequence
+
+import optuna
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.launcher import Launcher
+from hydra.core.plugins import Plugins
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+
+from softmax_sweep.config import int_keys, to_settings
+from softmax_sweep.errors import SweepFailed, UserError
+from softmax_sweep.jobs import PARENT_ENV, TRIAL_ENV
+from softmax_sweep.sweeping.parent import finish_sweep, open_parent_run
+from softmax_sweep.sweeping.search_space import parse_search_space
+from softmax_sweep.sweeping.study import (
+    make_pruner, make_sampler, make_storage, open_study, too_many_failures, trial_line, trials_to_go,
+)
+from softmax_sweep.sweeping.trials import LIVE_TRIALS, SWEEP_ENV_STORAGE, SWEEP_ENV_STUDY
+from softmax_sweep.tracking import mask_password
+
+log = logging.getLogger("softmax_sweep.sweep")
+DEFAULT_STUDY = "softmax-sweep"
+
+
+class OptunaSweeperImpl:
+    def __init__(self, sampler: Any, pruner: Any, direction: str, storage: Optional[str],
+                 study_name: Optional[str], n_trials: int, n_jobs: int, max_failure_rate: float,
+                 heartbeat_interval: Optional[int], grace_period: Optional[int],
+                 params: Optional[DictConfig]) -> None:
+        if n_trials < 1 or n_jobs < 1 or not 0 <= max_failure_rate <= 1:
+            raise UserError("hydra.sweeper: n_trials and n_jobs must be at least 1, max_failure_rate in [0, 1]")
+        if direction not in ("maximize", "minimize"):
+            raise UserError(f"hydra.sweeper.direction must be maximize or minimize, got {direction!r}")
+        self.sampler_node, self.pruner_node = sampler, pruner
+        self.direction, self.storage_url = direction, storage
+        self.study_name = study_name or DEFAULT_STUDY
+        self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
+        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
+        self.params = OmegaConf.to_container(params) if params else {}
+        self.job_idx = 0
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.launcher: Launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function)
+
+    def sweep(self, arguments: list[str]) -> None:
+        app_cfg = OmegaConf.masked_copy(self.config, [k for k in self.config if k != "hydra"])
+        settings = to_settings(app_cfg)
+        space = parse_search_space(self.params, arguments, int_keys())
+        if not self.storage_url:
+            raise UserError("hydra.sweeper.storage is empty: give an Optuna storage URL")
+        storage = make_storage(self.storage_url, self.heartbeat_interval, self.grace_period)
+        study = open_study(storage, self.study_name, self.direction, make_sampler(self.sampler_node, space),
+                           make_pruner(self.pruner_node))
+        from softmax_sweep.experiment import tracker_for
+
+        parent = open_parent_run(tracker_for(settings), study, self.storage_url)
+        os.environ.update({PARENT_ENV: parent.run_id, SWEEP_ENV_STORAGE: self.storage_url,
+                           SWEEP_ENV_STUDY: self.study_name})
+        n_trials = self.n_trials
+        if isinstance(study.sampler, optuna.samplers.GridSampler):
+            n_trials = min(n_trials, space.grid_size())
+        log.info("study %s in %s: %d trials to go of %d (%s, %s); MLflow parent run %s", self.study_name,
+                 mask_password(self.storage_url), trials_to_go(study, n_trials), n_trials,
+                 type(study.sampler).__name__, type(study.pruner).__name__, parent.run_id)
+        hint = "python -m softmax_sweep.train -m " + " ".join(self.config.hydra.overrides.task)
+        try:
+            self._loop(study, space, n_trials)
+        except KeyboardInterrupt as e:
+            finish_sweep(parent, study, space, hint, "KILLED", "interrupted")
+            raise
+        except Exception as e:
+            finish_sweep(parent, study, space, hint, "FAILED", str(e))
+            raise
+        for line in finish_sweep(parent, study, space, hint):
+            log.info(line)
+
+    def _loop(self, study: optuna.Study, space, n_trials: int) -> None:
+        while (to_go := trials_to_go(study, n_trials)) > 0:
+            trials = [study.ask(space.distributions) for _ in range(min(self.n_jobs, to_go))]
+            overrides = [space.overrides(t.params) + [f"++hydra.job.env_set.{TRIAL_ENV}={t._trial_id}"]
+                         for t in trials]
+            LIVE_TRIALS.update({t._trial_id: t for t in trials})
+            try:
+                returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+            except BaseException:
+                _fail_unfinished(study, trials)
+                raise
+            finally:
+                for t in trials:
+                    LIVE_TRIALS.pop(t._trial_id, None)
+            self.job_idx += len(returns)
+            for trial, ret in zip(trials, returns):
+                self._tell(study, trial, ret, n_trials)
+            if message := too_many_failures(study, self.max_failure_rate):
+                raise SweepFailed(message)
+
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn, n_trials: int) -> None:
+        error = ret._return_value if ret.status == JobStatus.FAILED else None
+        try:
+            if error is None and ret.return_value is not None:
+                study.tell(trial, float(ret.return_value))
+            elif isinstance(error, optuna.TrialPruned):
+                study.tell(trial, state=TrialState.PRUNED)
+            else:
+                reason = str(error) if error is not None else "the job returned no value"
+                trial.set_user_attr("fail_reason", reason)
+                study.tell(trial, state=TrialState.FAIL)
+        except (RuntimeError, ValueError) as e:  # already finished (e.g. failed by a heartbeat check)
+            log.warning("trial %d: %s", trial.number, e)
+        log.info(trial_line(study, trial.number, n_trials))
+
+
+def _fail_unfinished(study: optuna.Study, trials: Sequence[optuna.Trial]) -> None:
+    """Mark FAIL the trials of an interrupted batch that are still RUNNING (so a rerun resumes)."""
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    for trial in trials:
+        if trial.number in running:
+            trial.set_user_attr("fail_reason", "interrupted")
+            study.tell(trial, state=TrialState.FAIL)

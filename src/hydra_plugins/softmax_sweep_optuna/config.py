@@ -1,0 +1,106 @@
+# No `from __future__ import annotations` here: Hydra loads plugin modules outside sys.modules,
+# where dataclasses cannot resolve string annotations.
+"""Config schema of the sweeper, registered in Hydra's ConfigStore when Hydra scans its plugins:
+`hydra/sweeper=optuna`, `hydra/sweeper/sampler=tpe|random|grid|cmaes|qmc`,
+`hydra/sweeper/pruner=median|hyperband|none`."""
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class TPESamplerConfig:
+    _target_: str = "optuna.samplers.TPESampler"
+    _partial_: bool = True  # completed (grid: with the search space) by the sweeper
+    seed: Optional[int] = None
+    n_startup_trials: int = 10
+
+
+@dataclass
+class RandomSamplerConfig:
+    _target_: str = "optuna.samplers.RandomSampler"
+    _partial_: bool = True
+    seed: Optional[int] = None
+
+
+@dataclass
+class GridSamplerConfig:
+    """Takes choice() and range() params; the search space is filled in by the sweeper."""
+
+    _target_: str = "optuna.samplers.GridSampler"
+    _partial_: bool = True
+    seed: Optional[int] = None
+
+
+@dataclass
+class CmaEsSamplerConfig:
+    _target_: str = "optuna.samplers.CmaEsSampler"
+    _partial_: bool = True
+    seed: Optional[int] = None
+    n_startup_trials: int = 1
+
+
+@dataclass
+class QMCSamplerConfig:
+    _target_: str = "optuna.samplers.QMCSampler"
+    _partial_: bool = True
+    seed: Optional[int] = None
+    qmc_type: str = "sobol"
+    scramble: bool = True
+
+
+@dataclass
+class MedianPrunerConfig:
+    _target_: str = "optuna.pruners.MedianPruner"
+    n_startup_trials: int = 5
+    n_warmup_steps: int = 1  # never prune on the first epoch
+    interval_steps: int = 1
+
+
+@dataclass
+class HyperbandPrunerConfig:
+    _target_: str = "optuna.pruners.HyperbandPruner"
+    min_resource: int = 1
+    max_resource: Any = "auto"
+    reduction_factor: int = 3
+
+
+@dataclass
+class NopPrunerConfig:
+    _target_: str = "optuna.pruners.NopPruner"
+
+
+@dataclass
+class OptunaSweeperConf:
+    _target_: str = "hydra_plugins.softmax_sweep_optuna.optuna_sweeper.OptunaSweeper"
+    defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
+    sampler: Any = MISSING
+    pruner: Any = MISSING
+    direction: str = "maximize"
+    # any Optuna storage URL, or journal:///path for a journal file
+    storage: Optional[str] = "sqlite:///${mlruns_dir}/optuna.db"
+    study_name: Optional[str] = None  # null: softmax-sweep
+    # total trials of the study: a rerun on the same storage and study tops it up to this
+    n_trials: int = 20
+    # trials asked for and launched together (in parallel with a parallel launcher)
+    n_jobs: int = 1
+    # stop when more than this fraction of finished trials failed (judged from 5 trials on)
+    max_failure_rate: float = 0.5
+    # seconds between trial heartbeats (RDB storages); a silent trial is failed and retried
+    heartbeat_interval: Optional[int] = None
+    grace_period: Optional[int] = None
+    # key: choice(...) | range(...) | interval(...) | tag(log, interval(...)) | fixed value
+    params: Optional[Dict[str, str]] = None
+
+
+_store = ConfigStore.instance()
+_store.store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider="softmax_sweep")
+for _name, _node in (("tpe", TPESamplerConfig), ("random", RandomSamplerConfig), ("grid", GridSamplerConfig),
+                     ("cmaes", CmaEsSamplerConfig), ("qmc", QMCSamplerConfig)):
+    _store.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider="softmax_sweep")
+for _name, _node in (("median", MedianPrunerConfig), ("hyperband", HyperbandPrunerConfig),
+                     ("none", NopPrunerConfig)):
+    _store.store(group="hydra/sweeper/pruner", name=_name, node=_node, provider="softmax_sweep")

@@ -1,0 +1,55 @@
+"""What one Hydra job does: a plain run, a job of a multirun, or a trial of an Optuna sweep."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from softmax_sweep.cli import defer, describe
+from softmax_sweep.config import to_settings
+
+log = logging.getLogger("softmax_sweep")
+# Set for each job by the project's Optuna sweeper (through hydra.job.env_set): "<trial id>"
+TRIAL_ENV = "SOFTMAX_SWEEP_TRIAL_ID"
+# Set by whoever opened the MLflow parent run of a multirun or sweep
+PARENT_ENV = "SOFTMAX_SWEEP_PARENT_RUN_ID"
+
+
+def _multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def run_job(cfg: DictConfig) -> Optional[float]:
+    """Train once and return cfg.optimized_metric (None when the job failed).
+
+    A user error or a diverged run never becomes a traceback: a plain run reports it after Hydra
+    returns (exit 2 or 1); a multirun job logs one line and lets the other jobs run. A trial of
+    the project's Optuna sweeper raises instead, so the sweeper records FAIL or PRUNED."""
+    trial_id = os.environ.get(TRIAL_ENV)
+    try:
+        to_settings(cfg)  # bad values fail here, before MXNet and MLflow are imported
+        if trial_id is not None:
+            from softmax_sweep.sweeping.trials import run_trial_job
+
+            return run_trial_job(cfg, int(trial_id))
+        from softmax_sweep.experiment import train
+
+        parent = os.environ.get(PARENT_ENV)
+        tags = {"mlflow.parentRunId": parent} if parent and _multirun() else {}
+        if _multirun():
+            tags["hydra.overrides"] = " ".join(HydraConfig.get().overrides.task)
+            tags["hydra.job_num"] = str(HydraConfig.get().job.num)
+        return train(cfg, tags=tags)[cfg.optimized_metric]
+    except Exception as e:
+        message = describe(e)
+        if message is None or trial_id is not None:
+            raise
+        if _multirun():
+            log.error("job %s failed: %s", HydraConfig.get().job.num, message)
+        else:
+            defer(e)
+        return None

@@ -1,0 +1,76 @@
+"""The MLflow parent run of a sweep: one per study, reopened when the study is resumed."""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import optuna
+from mlflow.exceptions import MlflowException
+
+from softmax_sweep.sweeping.report import write_report
+from softmax_sweep.sweeping.search_space import SearchSpace, bound_warnings
+from softmax_sweep.sweeping.study import count_trials
+from softmax_sweep.tracking import RunLogger, Tracker, mask_password
+
+log = logging.getLogger("softmax_sweep.sweep")
+PARENT_ATTR = "mlflow_parent_run_id"
+
+
+def open_parent_run(tracker: Tracker, study: optuna.Study, storage_url: str) -> RunLogger:
+    """The study's parent run in this tracking store: the one recorded in the study's user
+    attributes (set RUNNING again), or a new one."""
+    run_id = study.user_attrs.get(PARENT_ATTR)
+    if run_id:
+        try:
+            run = tracker.client.get_run(run_id)
+            if run.info.experiment_id == tracker.experiment_id and run.info.lifecycle_stage == "active":
+                tracker.client.update_run(run_id, status="RUNNING")
+                return RunLogger(tracker.client, run_id)
+        except MlflowException:
+            pass  # recorded in another tracking store, or deleted: start a new one here
+    parent = tracker.start_run(run_name=f"study-{study.study_name}", tags={
+        "optuna.study_name": study.study_name,
+        "optuna.storage": mask_password(storage_url),
+        "sweep.kind": "optuna",
+    })
+    study.set_user_attr(PARENT_ATTR, parent.run_id)
+    return parent
+
+
+def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rerun_hint: str,
+                 status: str = "FINISHED", reason: Optional[str] = None) -> list[str]:
+    """Log best params and value, the sweep report and trials.csv to the parent run, end it, and
+    return the lines to print for the user."""
+    counts = count_trials(study)
+    lines = [f"study {study.study_name}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
+             f"{counts['FAIL']} failed trials"]
+    best = _best_trial(study)
+    if best is not None:
+        finished = counts["COMPLETE"] + counts["PRUNED"] + counts["FAIL"]
+        parent.log_metrics({"best_value": best.value, "best_trial_number": best.number}, step=finished)
+        parent.set_tags({**{f"best.{k}": v for k, v in best.params.items()},
+                         "best.mlflow_run_id": best.user_attrs.get("mlflow_run_id", "")})
+        shown = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
+        lines.append(f"best value {best.value:.4f} (trial {best.number}, MLflow run "
+                     f"{best.user_attrs.get('mlflow_run_id', '?')}): {shown}")
+        for message, override in bound_warnings(space, best.params):
+            lines.append(f"{message}; widen the range: {rerun_hint} {override}")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_report(study, space, folder)
+        if best is not None:
+            (folder / "best.json").write_text(json.dumps(
+                {"value": best.value, "trial_number": best.number, "params": best.params}, indent=2))
+        parent.log_artifacts(folder)
+    parent.end(status, reason)
+    return lines
+
+
+def _best_trial(study: optuna.Study) -> Optional[optuna.trial.FrozenTrial]:
+    try:
+        return study.best_trial
+    except ValueError:
+        return None  # no complete trial yet

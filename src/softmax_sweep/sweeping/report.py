@@ -1,0 +1,104 @@
+"""The sweep report: figures a person would rather look at than read, and trials.csv."""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from softmax_sweep.sweeping.search_space import SearchSpace  # noqa: E402
+
+log = logging.getLogger("softmax_sweep.sweep")
+STATE_STYLE = {TrialState.COMPLETE: ("-", 0.9), TrialState.PRUNED: (":", 0.6), TrialState.FAIL: ("--", 0.4)}
+
+
+def write_report(study: optuna.Study, space: SearchSpace, folder: Path) -> list[Path]:
+    """Write every figure that the study's trials allow, plus trials.csv; return the files."""
+    trials = study.get_trials(deepcopy=False)
+    written = []
+    study.trials_dataframe().to_csv(folder / "trials.csv", index=False)
+    written.append(folder / "trials.csv")
+    for name, draw in (("val_curves.png", _val_curves), ("overfitting_map.png", _overfitting_map)):
+        if _save(draw(trials, space), folder / name):
+            written.append(folder / name)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if len(complete) >= 1:
+        for name, plot in (("optimization_history.png", optuna.visualization.matplotlib.plot_optimization_history),
+                           ("parallel_coordinates.png", optuna.visualization.matplotlib.plot_parallel_coordinate),
+                           ("param_importances.png", optuna.visualization.matplotlib.plot_param_importances)):
+            if name == "param_importances.png" and (len(complete) < 2 or len(space.distributions) < 1):
+                continue
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ax = plot(study)
+                figure = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+                figure.set_size_inches(9, 5)
+            except Exception as e:  # noqa: BLE001 - e.g. importances of a parameter that never varied
+                log.warning("sweep report: %s skipped: %s", name, e)
+                continue
+            if _save(figure, folder / name):
+                written.append(folder / name)
+    return written
+
+
+def _save(figure, path: Path) -> bool:
+    if figure is None:
+        return False
+    figure.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return True
+
+
+def _val_curves(trials, space: SearchSpace):
+    """The monitored validation metric against epoch for every trial in one figure."""
+    curves = [t for t in trials if t.intermediate_values]
+    if not curves:
+        return None
+    figure, ax = plt.subplots(figsize=(9, 5))
+    for t in curves:
+        steps = sorted(t.intermediate_values)
+        style, alpha = STATE_STYLE.get(t.state, ("-", 0.5))
+        ax.plot(steps, [t.intermediate_values[s] for s in steps], style, alpha=alpha, linewidth=1)
+    best = max((t for t in curves if t.state == TrialState.COMPLETE), key=lambda t: t.value or 0, default=None)
+    if best is not None:
+        steps = sorted(best.intermediate_values)
+        ax.plot(steps, [best.intermediate_values[s] for s in steps], color="black", linewidth=2,
+                label=f"best (trial {best.number})")
+        ax.legend()
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation metric reported to Optuna")
+    ax.set_title("all trials (solid: complete, dotted: pruned, dashed: failed)")
+    ax.grid(alpha=0.3)
+    return figure
+
+
+def _overfitting_map(trials, space: SearchSpace):
+    """Generalization gap (train_acc - val_acc, last epoch) against each swept parameter."""
+    rows = [t for t in trials if "generalization_gap" in t.user_attrs]
+    names = [n for n in space.distributions if any(n in t.params for t in rows)]
+    if not rows or not names:
+        return None
+    figure, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 4), squeeze=False,
+                                constrained_layout=True)
+    for ax, name in zip(axes[0], names):
+        points = [(t.params[name], t.user_attrs["generalization_gap"], t.value if t.value is not None else float("nan"))
+                  for t in rows if name in t.params]
+        xs, gaps, values = zip(*points)
+        numeric = all(isinstance(x, (int, float)) for x in xs)
+        scatter = ax.scatter(xs if numeric else [str(x) for x in xs], gaps, c=values, cmap="viridis")
+        dist = space.distributions[name]
+        if getattr(dist, "log", False):
+            ax.set_xscale("log")
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.set_xlabel(name)
+        ax.set_ylabel("train_acc - val_acc")
+    figure.colorbar(scatter, ax=axes[0].tolist(), label="objective")
+    figure.suptitle("overfitting map: where training accuracy runs away from validation")
+    return figure

@@ -1,0 +1,141 @@
+"""Study scripts (sweeps/*.py): plain `study.optimize` over a search space in conf/sweep/."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Optional, Sequence
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from softmax_sweep.cli import run_cli
+from softmax_sweep.config import CONF_DIR, int_keys, to_settings
+
+log = logging.getLogger("softmax_sweep.sweep")
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
+PRUNERS = ("median", "hyperband", "none")
+
+
+def build_parser(sweep: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"sweeps/{sweep}.py", description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"Defaults come from conf/sweep/{sweep}.yaml (hydra.sweeper.*). Results: one MLflow parent "
+               f"run per study with one child run per trial; `mlflow ui --backend-store-uri "
+               f"sqlite:///mlruns/mlflow.db` and `optuna-dashboard sqlite:///mlruns/optuna.db` show them.")
+    parser.add_argument("--n-trials", type=int, metavar="N",
+                        help="total trials of the study: a rerun with the same storage and study name "
+                             "tops it up to N, it never starts over (default: hydra.sweeper.n_trials)")
+    parser.add_argument("--storage", metavar="URL",
+                        help="Optuna storage: sqlite:///file.db, postgresql://user@host/db, mysql://..., or "
+                             "journal:///path/file.log (default: sqlite:///mlruns/optuna.db)")
+    parser.add_argument("--study-name", metavar="NAME",
+                        help=f"study to create or resume (default: {sweep}-<data set>)")
+    parser.add_argument("--sampler", choices=SAMPLERS, help="search algorithm (default: tpe)")
+    parser.add_argument("--pruner", choices=PRUNERS,
+                        help="stop unpromising trials after an epoch (default: the sweep config's)")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="stop starting new trials after this many seconds")
+    parser.add_argument("overrides", nargs="*", metavar="OVERRIDE",
+                        help="Hydra overrides: plain values fix a key for every trial (data=digits lr=0.1); "
+                             "sweep values replace its range ('lr=tag(log, interval(0.001, 1))')")
+    return parser
+
+
+def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(plain overrides for composing, sweep overrides for the search space)."""
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    plain = [text for text, o in zip(overrides, parsed) if not o.is_sweep_override()]
+    sweeps = [text for text, o in zip(overrides, parsed) if o.is_sweep_override()]
+    return plain, sweeps
+
+
+def compose_sweep(sweep: str, args: argparse.Namespace, plain: Sequence[str]) -> DictConfig:
+    groups = [f"sweep={sweep}"]
+    if args.sampler:
+        groups.append(f"hydra/sweeper/sampler={args.sampler}")
+    if args.pruner:
+        groups.append(f"hydra/sweeper/pruner={args.pruner}")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=[*groups, *plain], return_hydra_config=True)
+
+
+def run_study(sweep: str, args: argparse.Namespace) -> None:
+    import optuna
+
+    from softmax_sweep.errors import SweepFailed, TrainingDiverged, UserError
+    from softmax_sweep.experiment import tracker_for
+    from softmax_sweep.sweeping.parent import finish_sweep, open_parent_run
+    from softmax_sweep.sweeping.search_space import parse_search_space
+    from softmax_sweep.sweeping.study import (
+        make_pruner, make_sampler, make_storage, open_study, too_many_failures, trial_line, trials_to_go,
+    )
+    from softmax_sweep.sweeping.trials import run_trial
+
+    plain, sweep_overrides = split_overrides(args.overrides)
+    full = compose_sweep(sweep, args, plain)
+    sweeper = full.hydra.sweeper
+    app_cfg = OmegaConf.masked_copy(full, [k for k in full if k != "hydra"])
+    settings = to_settings(app_cfg)
+    task_overrides = [o for o in plain if not o.startswith(("hydra", "+hydra", "++hydra"))]
+    space = parse_search_space(OmegaConf.to_container(sweeper.params or {}), [*task_overrides, *sweep_overrides],
+                               int_keys())
+    storage_url = args.storage or sweeper.storage
+    study_name = args.study_name or sweeper.study_name or "softmax-sweep"
+    n_trials = args.n_trials or sweeper.n_trials
+    if n_trials < 1:
+        raise UserError(f"--n-trials must be at least 1, got {n_trials}")
+    study = open_study(make_storage(storage_url), study_name, sweeper.direction,
+                       make_sampler(sweeper.sampler, space), make_pruner(sweeper.pruner))
+    if isinstance(study.sampler, optuna.samplers.GridSampler):
+        n_trials = min(n_trials, space.grid_size())
+    parent = open_parent_run(tracker_for(settings), study, storage_url)
+    to_go = trials_to_go(study, n_trials)
+    log.info("study %s: %d trials to go of %d (%s, %s); MLflow parent run %s", study_name, to_go, n_trials,
+             type(study.sampler).__name__, type(study.pruner).__name__, parent.run_id)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {name: _suggest(trial, name, dist) for name, dist in space.distributions.items()}
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=[f"sweep={sweep}", *space.overrides(params)])
+        return run_trial(cfg, trial, study_name, parent.run_id)
+
+    def after_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+        log.info(trial_line(study, frozen.number, n_trials))
+        if trials_to_go(study, n_trials) == 0 or too_many_failures(study, sweeper.max_failure_rate):
+            study.stop()
+
+    rerun = " ".join(["python", sys.argv[0], *sys.argv[1:]])
+    try:
+        if to_go:
+            study.optimize(objective, n_trials=to_go, timeout=args.timeout, callbacks=[after_trial],
+                           catch=(UserError, TrainingDiverged))
+        failure = too_many_failures(study, sweeper.max_failure_rate)
+        if failure:
+            raise SweepFailed(failure)
+    except KeyboardInterrupt:
+        finish_sweep(parent, study, space, rerun, "KILLED", "interrupted")
+        raise
+    except Exception as e:
+        finish_sweep(parent, study, space, rerun, "FAILED", str(e))
+        raise
+    for line in finish_sweep(parent, study, space, rerun):
+        log.info(line)
+
+
+def _suggest(trial, name: str, dist):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
+def main(sweep: str, description: str, argv: Optional[Sequence[str]] = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    args = build_parser(sweep, description).parse_intermixed_args(argv)
+    run_cli(lambda: run_study(sweep, args))

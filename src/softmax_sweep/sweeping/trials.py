@@ -1,0 +1,93 @@
+"""One Optuna trial as one MLflow child run, reporting val_acc every epoch so it can be pruned."""
+from __future__ import annotations
+
+import math
+import os
+import socket
+from typing import Any, Mapping, Optional
+
+import optuna
+from omegaconf import DictConfig
+
+from softmax_sweep.tracking import RunLogger
+
+# Trials asked by a sweeper in this process, by trial id, for the jobs it launches in-process.
+LIVE_TRIALS: dict[int, optuna.Trial] = {}
+# (storage URL, study name) of the sweep under way in this process, for jobs in other processes.
+SWEEP_ENV_STORAGE = "SOFTMAX_SWEEP_STORAGE"
+SWEEP_ENV_STUDY = "SOFTMAX_SWEEP_STUDY"
+
+
+class EpochPruned(optuna.TrialPruned):
+    """Pruned after an epoch; the MLflow run ends FINISHED with the epochs it ran."""
+
+    mlflow_status = "FINISHED"
+
+    def __init__(self, epoch: int, value: float) -> None:
+        super().__init__(f"pruned at epoch {epoch} (val metric {value:.4f})")
+        self.epoch = epoch
+
+
+class PruningReporter:
+    """Training callback: report the monitored metric to the trial each epoch; prune if told."""
+
+    def __init__(self, trial: optuna.Trial, monitor: str) -> None:
+        self.trial = trial
+        self.monitor = monitor
+        self.last_gap: Optional[float] = None  # train_acc - val_acc of the last epoch run
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.last_gap = metrics["train_acc"] - metrics["val_acc"]
+        value = metrics[self.monitor]
+        if not math.isfinite(value):
+            return  # the loop raises TrainingDiverged right after
+        self.trial.report(value, epoch)
+        if self.trial.should_prune():
+            raise EpochPruned(epoch, value)
+
+
+def trial_state(error: Optional[BaseException]) -> str:
+    if error is None:
+        return "COMPLETE"
+    return "PRUNED" if isinstance(error, optuna.TrialPruned) else "FAIL"
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_trial(cfg: DictConfig | Mapping[str, Any], trial: optuna.Trial, study_name: str,
+              parent_run_id: Optional[str]) -> float:
+    """Train cfg as `trial`; the MLflow child run is tagged with the trial and its final state."""
+    from softmax_sweep.experiment import train
+
+    reporter = PruningReporter(trial, cfg["optimized_metric"])
+
+    def on_end(run: RunLogger, error: Optional[BaseException]) -> None:
+        run.set_tags({"optuna.state": trial_state(error)})
+        trial.set_user_attr("mlflow_run_id", run.run_id)
+        if reporter.last_gap is not None and math.isfinite(reporter.last_gap):
+            trial.set_user_attr("generalization_gap", reporter.last_gap)
+        if error is not None and not isinstance(error, optuna.TrialPruned):
+            trial.set_user_attr("fail_reason", str(error) or type(error).__name__)
+
+    tags = {"optuna.study_name": study_name, "optuna.trial_number": str(trial.number), "worker": worker_name()}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    summary = train(cfg, callbacks=[reporter], run_name=f"trial-{trial.number}", tags=tags,
+                    on_run_end=on_end, quiet=True)
+    return summary[reporter.monitor]
+
+
+def run_trial_job(cfg: DictConfig, trial_id: int) -> float:
+    """A Hydra job launched by the project's Optuna sweeper: find its trial and run it."""
+    from softmax_sweep.jobs import PARENT_ENV
+
+    trial = LIVE_TRIALS.get(trial_id)
+    if trial is None:  # launched in another process: reach the trial through the storage
+        from softmax_sweep.sweeping.study import make_storage
+
+        study = optuna.load_study(study_name=os.environ[SWEEP_ENV_STUDY],
+                                  storage=make_storage(os.environ[SWEEP_ENV_STORAGE]))
+        trial = optuna.Trial(study, trial_id)
+    return run_trial(cfg, trial, trial.study.study_name, os.environ.get(PARENT_ENV))
