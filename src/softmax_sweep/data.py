@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -70,10 +70,22 @@ class Dataset:
     X_test: nd.NDArray
     y_test: nd.NDArray
     num_classes: int
+    _val_batches: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def num_train(self) -> int:
         return self.X_train.shape[0]
+
+    def test_batches(self) -> list[tuple[nd.NDArray, nd.NDArray]]:
+        return fixed_batches(self.X_test, self.y_test)
+
+    def val_batches(self, val_idx: np.ndarray) -> list[tuple[nd.NDArray, nd.NDArray]]:
+        """The validation rows gathered once per split (a sweep's trials share them)."""
+        key = hashlib.sha1(np.ascontiguousarray(val_idx).tobytes()).hexdigest()
+        if key not in self._val_batches:
+            self._val_batches.clear()
+            self._val_batches[key] = fixed_batches(self.X_train, self.y_train, val_idx)
+        return self._val_batches[key]
 
 
 def _to_ndarrays(images: np.ndarray, labels: np.ndarray, scale: float) -> tuple[nd.NDArray, nd.NDArray]:
@@ -130,10 +142,14 @@ def _digits() -> Dataset:
     return Dataset("digits", "sklearn.datasets.load_digits", digest, X_train, y_train, X_test, y_test, 10)
 
 
-@functools.lru_cache(maxsize=4)
 def load_dataset(name: str, root: Optional[str] = None, url: Optional[str] = None,
                  progress: bool = True) -> Dataset:
     """Load (downloading if needed) a data set once per process; later calls reuse it."""
+    return _load_dataset(name, root, url, progress)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_dataset(name: str, root: Optional[str], url: Optional[str], progress: bool) -> Dataset:
     if name == "digits":
         return _digits()
     if name == "idx":
@@ -148,11 +164,15 @@ def load_dataset(name: str, root: Optional[str] = None, url: Optional[str] = Non
     return _from_idx_files(name, bases[0], paths, square=28)
 
 
+def check_val_size(num_train: int, val_size: int) -> None:
+    if val_size >= num_train:
+        raise UserError(f"data.val_size={val_size} must be smaller than the training set ({num_train} examples)")
+
+
 def split_indices(num_train: int, val_size: int, seed: int,
                   train_size: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
     """Seeded, disjoint (train, validation) index arrays into the training set."""
-    if val_size >= num_train:
-        raise UserError(f"data.val_size={val_size} must be smaller than the training set ({num_train} examples)")
+    check_val_size(num_train, val_size)
     order = np.random.RandomState(seed).permutation(num_train)
     val_idx, train_idx = order[:val_size], order[val_size:]
     if train_size is not None:
@@ -184,7 +204,8 @@ class DataIter:
 
 def fixed_batches(X: nd.NDArray, y: nd.NDArray, indices: Optional[np.ndarray] = None,
                   batch_size: int = 10000) -> list[tuple[nd.NDArray, nd.NDArray]]:
-    """Evaluation data gathered once into a few large batches (a list is a valid data_iter)."""
+    """Evaluation data in a few large batches (a list is a valid data_iter); the whole array is
+    sliced without a copy, a subset gathered once."""
     if indices is None:
-        indices = np.arange(X.shape[0])
+        return [(X[i:i + batch_size], y[i:i + batch_size]) for i in range(0, X.shape[0], batch_size)]
     return list(DataIter(X, y, indices, batch_size, shuffle=False))

@@ -16,7 +16,7 @@ from mxnet import gluon
 from omegaconf import DictConfig, OmegaConf
 
 from softmax_sweep.config import PROJECT_ROOT, TrainConfig, to_settings
-from softmax_sweep.data import DataIter, Dataset, fixed_batches, load_dataset, split_indices
+from softmax_sweep.data import DataIter, Dataset, check_val_size, load_dataset, split_indices
 from softmax_sweep.model import build_net, build_step
 from softmax_sweep.plots import plot_curves
 from softmax_sweep.tracking import RunEndHook, RunLogger, Tracker, mask_password, resolve_tracking_uri
@@ -46,8 +46,8 @@ def train_softmax(dataset: Dataset, *, lr: float, batch_size: int, num_epochs: i
     train_idx, val_idx = split_indices(dataset.num_train, val_size, seed, train_size)
     train_iter = DataIter(dataset.X_train, dataset.y_train, train_idx, batch_size, shuffle=True,
                           rng=np.random.RandomState(seed))
-    val_iter = fixed_batches(dataset.X_train, dataset.y_train, val_idx)
-    test_iter = fixed_batches(dataset.X_test, dataset.y_test)
+    val_iter = dataset.val_batches(val_idx)
+    test_iter = dataset.test_batches()
     net = build_net(dataset.num_classes)
     step = build_step(net)
     trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr, "wd": weight_decay},
@@ -131,31 +131,39 @@ class _History:
         self.epochs.append(dict(metrics))
 
 
-def _log_artifacts(run: RunLogger, history: Sequence[dict[str, float]], best_epoch: int,
-                   net: Optional[gluon.Block], title: str) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        if history:
-            _write_history(history, folder / "metrics.csv")
-            plot_curves(history, folder / "curves.png", best_epoch, title)
-        if net is not None:
-            net.save_parameters(str(folder / "softmax-best.params"))
-        run.log_artifacts(folder)
+class _Artifacts:
+    """The run's files, uploaded in one go at the end (also when the run fails)."""
+
+    def __init__(self, run: RunLogger, config_yaml: str, plots: bool, title: str) -> None:
+        self.run, self.config_yaml, self.plots, self.title = run, config_yaml, plots, title
+
+    def log(self, history: Sequence[dict[str, float]], best_epoch: int, net: Optional[gluon.Block]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            (folder / "config.yaml").write_text(self.config_yaml)
+            if history:
+                _write_history(history, folder / "metrics.csv")
+                if self.plots:
+                    plot_curves(history, folder / "curves.png", best_epoch, self.title)
+            if net is not None:
+                net.save_parameters(str(folder / "softmax-best.params"))
+            self.run.log_artifacts(folder)
 
 
 def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (),
           run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None,
-          on_run_end: Optional[RunEndHook] = None, quiet: bool = False) -> dict[str, Any]:
+          on_run_end: Optional[RunEndHook] = None, in_sweep: bool = False) -> dict[str, Any]:
     """Validate cfg, train, and record the whole run in MLflow. Returns the summary metrics plus
     the validation metrics of the best epoch (`val_acc`, `val_loss`) and the MLflow `run_id`.
 
     on_run_end(run, error) is called as the run ends, error None on success (sweeps tag trials);
-    quiet logs epochs at DEBUG level (sweeps print one line per trial instead)."""
+    in_sweep: epochs are logged at DEBUG level and no curves.png is drawn (a sweep prints one line
+    per trial and draws all trials' curves in one figure on its parent run)."""
     settings = to_settings(cfg)
     tracker = tracker_for(settings)
     data_cfg = settings.data
     dataset = load_dataset(data_cfg.name, data_cfg.root, data_cfg.url)
-    split_indices(dataset.num_train, data_cfg.val_size, settings.seed)  # bad val_size fails before the run
+    check_val_size(dataset.num_train, data_cfg.val_size)  # fails before the run starts
     resolved = _resolved_config(cfg, settings)
     run_tags = {"data.name": dataset.name, "data.digest": dataset.digest, **(tags or {})}
     if commit := git_commit():
@@ -165,29 +173,26 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
     with tracker.run(run_name, run_tags, on_end=on_run_end) as run:
         run.log_params(flatten(resolved))
         run.log_dataset(dataset.name, dataset.digest, dataset.source)
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
-            run.log_artifacts(Path(tmp))
         history = _History()
-        title = f"{dataset.name}: lr={settings.lr:g}, batch_size={settings.batch_size}"
+        artifacts = _Artifacts(run, OmegaConf.to_yaml(resolved), plots=not in_sweep,
+                               title=f"{dataset.name}: lr={settings.lr:g}, batch_size={settings.batch_size}")
         try:
             net, result = train_softmax(
                 dataset, lr=settings.lr, batch_size=settings.batch_size, num_epochs=settings.num_epochs,
                 val_size=data_cfg.val_size, weight_decay=settings.weight_decay, seed=settings.seed,
                 train_size=data_cfg.train_size, patience=settings.early_stopping_patience,
                 monitor=settings.optimized_metric,
-                callbacks=[history, EpochLogger(settings.num_epochs, quiet), run, *callbacks],
+                callbacks=[history, EpochLogger(settings.num_epochs, quiet=in_sweep), run, *callbacks],
             )
         except BaseException:
             with contextlib.suppress(Exception):  # keep the curves so far; the original error wins
-                _log_artifacts(run, history.epochs, 0, None, title)
+                artifacts.log(history.epochs, 0, None)
             raise
-        _log_artifacts(run, history.epochs, result.best_epoch, net, title)
+        artifacts.log(history.epochs, result.best_epoch, net)
         summary = summarize(result)
-        run.log_metrics(summary)
-        run.set_tags({"stopped_early": result.stopped_early})
-        log.log(logging.DEBUG if quiet else logging.INFO, "run %s: best val_acc %.4f at epoch %d, test_acc there %.4f (MLflow: %s)",
-                 run.run_id, summary["best_val_acc"], result.best_epoch, summary["test_acc_at_best_epoch"],
+        run.log_metrics(summary, tags={"stopped_early": result.stopped_early})
+        log.log(logging.DEBUG if in_sweep else logging.INFO,
+                "run %s: best val_acc %.4f at epoch %d, test_acc there %.4f (MLflow: %s)", run.run_id, summary["best_val_acc"], result.best_epoch, summary["test_acc_at_best_epoch"],
                  mask_password(tracker.uri))
     return {**summary, "val_acc": result.best["val_acc"], "val_loss": result.best["val_loss"],
             "run_id": run.run_id}

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 import urllib.error
@@ -72,6 +74,26 @@ def _probe(uri: str) -> None:
             raise UserError(f"tracking URI {uri}: cannot create {path.parent}: {e.strerror}") from None
 
 
+def _uninterrupted(method: Callable) -> Callable:
+    """Defer Ctrl-C/SIGTERM until an MLflow write is done: an interrupt raised inside the database
+    client can be swallowed there (and training would go on) or leave a write half done."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _signals_blocked():
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
+def _use_wal(db: Path) -> None:
+    """Write-ahead logging (a persistent setting of the file): faster commits, and readers never
+    block the writer when several local workers share the store."""
+    with contextlib.closing(sqlite3.connect(db, timeout=60)) as con:
+        if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            con.execute("PRAGMA journal_mode=WAL")
+
+
 class Tracker:
     """An MLflow store and experiment, checked on opening."""
 
@@ -83,7 +105,9 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=uri)
         try:
             self.experiment_id = self._experiment(experiment, _artifact_root(uri, mlruns_dir))
-        except (MlflowException, OSError) as e:
+            if urlsplit(uri).scheme == "sqlite":
+                _use_wal(Path(uri[len("sqlite:///"):]))
+        except (MlflowException, OSError, sqlite3.Error) as e:
             first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"tracking URI {mask_password(uri)} is unusable: {first_line}") from None
 
@@ -102,6 +126,7 @@ class Tracker:
             self.client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND_TAG)
         return found.experiment_id
 
+    @_uninterrupted
     def start_run(self, run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None) -> "RunLogger":
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags or {}))
         return RunLogger(self.client, run.info.run_id)
@@ -142,37 +167,64 @@ def _call_quietly(hook: Optional[RunEndHook], logger: "RunLogger", error: BaseEx
 class RunLogger:
     """Logs one MLflow run; as a training callback it records the six metrics every epoch."""
 
+    # Epoch metrics are written at most this often (and always when the run ends), so that
+    # sub-second epochs do not pay a database commit each.
+    flush_seconds = 1.0
+
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
+        self._pending: list[Metric] = []
+        self._flushed_at = time.monotonic()
 
+    @_uninterrupted
     def log_params(self, params: Mapping[str, Any]) -> None:
         items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
         for i in range(0, len(items), BATCH_LIMIT):
             self.client.log_batch(self.run_id, params=items[i:i + BATCH_LIMIT])
 
+    @_uninterrupted
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0, tags: Optional[Mapping[str, Any]] = None) -> None:
+        self._queue(metrics, step)
+        self.flush(tags)
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        self.log_metrics(metrics, step=epoch)
+        self._queue(metrics, epoch)
+        if time.monotonic() - self._flushed_at >= self.flush_seconds:
+            self.flush()
 
+    def _queue(self, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        self._pending.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+
+    @_uninterrupted
+    def flush(self, tags: Optional[Mapping[str, Any]] = None) -> None:
+        pending, self._pending = self._pending, []
+        tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        for i in range(0, max(len(pending), 1), 1000):  # MLflow takes at most 1000 metrics a call
+            self.client.log_batch(self.run_id, metrics=pending[i:i + 1000], tags=tag_list if i == 0 else [])
+        self._flushed_at = time.monotonic()
+
+    @_uninterrupted
     def log_dataset(self, name: str, digest: str, source: str, context: str = "training") -> None:
         dataset = MlflowDataset(name=name, digest=digest, source_type="local" if "://" not in source else "http",
                                 source=source)
         tags = [InputTag(key="mlflow.data.context", value=context)]
         self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset=dataset, tags=tags)])
 
+    @_uninterrupted
     def log_artifacts(self, folder: Path) -> None:
         self.client.log_artifacts(self.run_id, str(folder))
 
     def end(self, status: str, reason: Optional[str] = None) -> None:
         """End the run; a second Ctrl-C while this runs cannot leave it RUNNING."""
         with _signals_blocked():
+            if self._pending:
+                with contextlib.suppress(MlflowException):
+                    self.flush()
             if reason and status != "FINISHED":
                 with contextlib.suppress(MlflowException):
                     self.set_tags({"failure_reason": reason[:5000]})

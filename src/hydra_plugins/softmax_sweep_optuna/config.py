@@ -80,8 +80,9 @@ class OptunaSweeperConf:
     sampler: Any = MISSING
     pruner: Any = MISSING
     direction: str = "maximize"
-    # any Optuna storage URL, or journal:///path for a journal file
-    storage: Optional[str] = "sqlite:///${mlruns_dir}/optuna.db"
+    # journal:///path (a journal file: fast, safe for several local workers), or an RDB URL:
+    # sqlite:///file.db, postgresql://..., mysql://... (needed for heartbeats)
+    storage: Optional[str] = "journal:///${mlruns_dir}/optuna.journal"
     study_name: Optional[str] = None  # null: softmax-sweep
     # total trials of the study: a rerun on the same storage and study tops it up to this
     n_trials: int = 20

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
+from optuna.importance import PedAnovaImportanceEvaluator  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from softmax_sweep.sweeping.search_space import SearchSpace  # noqa: E402
@@ -31,15 +32,16 @@ def write_report(study: optuna.Study, space: SearchSpace, folder: Path) -> list[
     if len(complete) >= 1:
         for name, plot in (("optimization_history.png", optuna.visualization.matplotlib.plot_optimization_history),
                            ("parallel_coordinates.png", optuna.visualization.matplotlib.plot_parallel_coordinate),
-                           ("param_importances.png", optuna.visualization.matplotlib.plot_param_importances)):
+                           ("param_importances.png", _importances)):
             if name == "param_importances.png" and (len(complete) < 2 or len(space.distributions) < 1):
                 continue
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    ax = plot(study)
+                    ax = plot(study, evaluator=PedAnovaImportanceEvaluator()) if plot is _importances else plot(study)
                 figure = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
                 figure.set_size_inches(9, 5)
+                figure.set_layout_engine("tight")
             except Exception as e:  # noqa: BLE001 - e.g. importances of a parameter that never varied
                 log.warning("sweep report: %s skipped: %s", name, e)
                 continue
@@ -48,10 +50,13 @@ def write_report(study: optuna.Study, space: SearchSpace, folder: Path) -> list[
     return written
 
 
+_importances = optuna.visualization.matplotlib.plot_param_importances
+
+
 def _save(figure, path: Path) -> bool:
     if figure is None:
         return False
-    figure.savefig(path, dpi=90, bbox_inches="tight")
+    figure.savefig(path, dpi=90)
     plt.close(figure)
     return True
 
@@ -61,7 +66,7 @@ def _val_curves(trials, space: SearchSpace):
     curves = [t for t in trials if t.intermediate_values]
     if not curves:
         return None
-    figure, ax = plt.subplots(figsize=(9, 5))
+    figure, ax = plt.subplots(figsize=(9, 5), layout="tight")
     for t in curves:
         steps = sorted(t.intermediate_values)
         style, alpha = STATE_STYLE.get(t.state, ("-", 0.5))

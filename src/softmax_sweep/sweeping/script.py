@@ -24,13 +24,14 @@ def build_parser(sweep: str, description: str) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"Defaults come from conf/sweep/{sweep}.yaml (hydra.sweeper.*). Results: one MLflow parent "
                f"run per study with one child run per trial; `mlflow ui --backend-store-uri "
-               f"sqlite:///mlruns/mlflow.db` and `optuna-dashboard sqlite:///mlruns/optuna.db` show them.")
+               f"sqlite:///mlruns/mlflow.db` and `optuna-dashboard mlruns/optuna.journal` show them.")
     parser.add_argument("--n-trials", type=int, metavar="N",
                         help="total trials of the study: a rerun with the same storage and study name "
                              "tops it up to N, it never starts over (default: hydra.sweeper.n_trials)")
     parser.add_argument("--storage", metavar="URL",
-                        help="Optuna storage: sqlite:///file.db, postgresql://user@host/db, mysql://..., or "
-                             "journal:///path/file.log (default: sqlite:///mlruns/optuna.db)")
+                        help="Optuna storage: journal:///path/file (default: journal:///mlruns/optuna.journal, "
+                             "safe for several local workers), sqlite:///file.db, postgresql://user@host/db, "
+                             "mysql://user@host/db")
     parser.add_argument("--study-name", metavar="NAME",
                         help=f"study to create or resume (default: {sweep}-<data set>)")
     parser.add_argument("--sampler", choices=SAMPLERS, help="search algorithm (default: tpe)")
@@ -96,10 +97,17 @@ def run_study(sweep: str, args: argparse.Namespace) -> None:
     log.info("study %s: %d trials to go of %d (%s, %s); MLflow parent run %s", study_name, to_go, n_trials,
              type(study.sampler).__name__, type(study.pruner).__name__, parent.run_id)
 
+    groups = set(full.hydra.runtime.choices)
+
     def objective(trial: optuna.Trial) -> float:
         params = {name: _suggest(trial, name, dist) for name, dist in space.distributions.items()}
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=[f"sweep={sweep}", *space.overrides(params)])
+        if groups.isdisjoint(params):  # plain keys: set them on a copy instead of composing again
+            cfg = app_cfg.copy()
+            for key, value in params.items():
+                OmegaConf.update(cfg, key, value, merge=False)
+        else:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                cfg = compose(config_name="train", overrides=[f"sweep={sweep}", *space.overrides(params)])
         return run_trial(cfg, trial, study_name, parent.run_id)
 
     def after_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:

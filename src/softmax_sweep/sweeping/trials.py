@@ -75,7 +75,7 @@ def run_trial(cfg: DictConfig | Mapping[str, Any], trial: optuna.Trial, study_na
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     summary = train(cfg, callbacks=[reporter], run_name=f"trial-{trial.number}", tags=tags,
-                    on_run_end=on_end, quiet=True)
+                    on_run_end=on_end, in_sweep=True)
     return summary[reporter.monitor]
 
 
