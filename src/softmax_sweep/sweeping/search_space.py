@@ -45,6 +45,10 @@ class SearchSpace:
         return grid
 
 
+def _value_text(override: Override) -> str:
+    return (override.input_line or "").split("=", 1)[-1]
+
+
 def _distribution(override: Override, int_keys: frozenset[str]) -> BaseDistribution:
     name, value = override.get_key_element(), override.value()
     if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and value.shuffle):
@@ -52,18 +56,18 @@ def _distribution(override: Override, int_keys: frozenset[str]) -> BaseDistribut
     if isinstance(value, RangeSweep):
         values = list(override.sweep_iterator())
         if not values:
-            raise UserError(f"{name}: {override.get_value_element_as_str()} is empty")
+            raise UserError(f"{name}: {_value_text(override)} is empty")
         if all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
             return IntDistribution(values[0], values[-1], step=int(value.step))
         return FloatDistribution(values[0], values[-1], step=value.step)
     if isinstance(value, IntervalSweep):
         low, high, log = value.start, value.end, "log" in value.tags
         if not low < high or (log and low <= 0):
-            raise UserError(f"{name}: {override.get_value_element_as_str()} is not a valid interval")
+            raise UserError(f"{name}: {_value_text(override)} is not a valid interval")
         if name in int_keys:
             return IntDistribution(math.ceil(low), math.floor(high), log=log)
         return FloatDistribution(low, high, log=log)
-    raise UserError(f"{name}: {override.get_value_element_as_str()} is not supported by the Optuna sweeper")
+    raise UserError(f"{name}: {_value_text(override)} is not supported by the Optuna sweeper")
 
 
 def parse_search_space(params: Optional[Mapping[str, str]], arguments: Sequence[str] = (),

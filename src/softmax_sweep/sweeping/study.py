@@ -63,7 +63,8 @@ def make_pruner(pruner: Any) -> optuna.pruners.BasePruner:
 
 
 def open_study(storage, study_name: str, direction: str, sampler, pruner) -> optuna.Study:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # our own one-line progress reports each trial; Optuna would add a traceback per failed trial
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     return optuna.create_study(storage=storage, study_name=study_name, direction=direction,
                                sampler=sampler, pruner=pruner, load_if_exists=True)
 

@@ -1,0 +1,295 @@
+"""Sweeps: the Hydra sweeper plugin, the study scripts, MLflow parent/child runs, pruning, faults."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from mlflow.tracking import MlflowClient
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from softmax_sweep.config import PROJECT_ROOT, int_keys
+from softmax_sweep.errors import SweepFailed, UserError
+from softmax_sweep.sweeping.script import build_parser, run_study
+from softmax_sweep.sweeping.search_space import bound_warnings, parse_search_space
+from softmax_sweep.sweeping.study import make_storage
+
+from conftest import run_statuses
+
+TUNE = [sys.executable, str(PROJECT_ROOT / "sweeps" / "tune.py")]
+OVERFIT = [sys.executable, str(PROJECT_ROOT / "sweeps" / "overfit.py")]
+TRAIN = [sys.executable, "-m", "softmax_sweep.train"]
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
+
+
+def _study(mlruns: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=make_storage(f"journal:///{mlruns / 'optuna.journal'}"))
+
+
+def _runs(mlruns: Path):
+    client = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("softmax-sweep")
+    return client, client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def _study_args(mlruns: Path, *extra: str) -> list[str]:
+    return ["data=digits", f"mlruns_dir={mlruns}", *extra]
+
+
+def assert_consistent(mlruns: Path, study: optuna.Study) -> None:
+    """Optuna and MLflow agree: one parent, exactly one child run per finished trial, the best
+    value is a value its trial's run logged, nothing RUNNING anywhere."""
+    client, runs = _runs(mlruns)
+    parents = [r for r in runs if r.data.tags.get("sweep.kind") == "optuna"
+               and r.data.tags.get("optuna.study_name") == study.study_name]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.run_id == study.user_attrs["mlflow_parent_run_id"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
+    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in children) == sorted(t.number for t in finished)
+    for trial in finished:
+        (child,) = [r for r in children if r.data.tags["optuna.trial_number"] == str(trial.number)]
+        assert child.data.tags["optuna.state"] == trial.state.name
+        assert child.info.run_id == trial.user_attrs["mlflow_run_id"]
+    best = study.best_trial
+    (best_run,) = [r for r in children if r.info.run_id == best.user_attrs["mlflow_run_id"]]
+    assert best_run.data.metrics["best_val_acc"] == study.best_value
+    assert "RUNNING" not in {r.info.status for r in runs}
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+
+# --- the plugin and the search space -------------------------------------------------------
+
+def test_plugin_is_discovered_with_its_configs() -> None:
+    sweepers = [cls.__name__ for cls in Plugins.instance().discover(Sweeper)]
+    assert "OptunaSweeper" in sweepers
+    store = ConfigStore.instance().repo["hydra"]["sweeper"]
+    assert "optuna.yaml" in store
+    assert {"tpe.yaml", "random.yaml", "grid.yaml", "cmaes.yaml", "qmc.yaml"} <= set(store["sampler"])
+    assert {"median.yaml", "hyperband.yaml", "none.yaml"} <= set(store["pruner"])
+
+
+def test_overrides_become_distributions() -> None:
+    space = parse_search_space(
+        {"lr": "tag(log, interval(0.01, 1.0))", "batch_size": "choice(32, 64, 256)",
+         "num_epochs": "range(5, 16)", "weight_decay": "interval(0, 0.01)", "seed": "3"},
+        ["data.train_size=interval(100, 500)", "batch_size=128"], int_keys())
+    d = space.distributions
+    assert d["lr"] == FloatDistribution(0.01, 1.0, log=True)
+    assert d["num_epochs"] == IntDistribution(5, 15)
+    assert d["weight_decay"] == FloatDistribution(0.0, 0.01)
+    assert d["data.train_size"] == IntDistribution(100, 500), "interval over an int key samples ints"
+    assert "batch_size" not in d and space.fixed["batch_size"] == "128", "a plain override fixes the key"
+    assert space.fixed["seed"] == "3"
+    assert space.intervals == {"lr", "weight_decay", "data.train_size"}
+    assert parse_search_space({"b": "choice(1, 2)"}).distributions["b"] == CategoricalDistribution([1, 2])
+    assert parse_search_space({"n": "range(1, 7, 2)", "b": "choice(a, b)"}).grid() == {"n": [1, 3, 5], "b": ["a", "b"]}
+    with pytest.raises(UserError, match="grid sampler needs choice"):
+        space.grid()
+    with pytest.raises(UserError, match="not a valid interval"):
+        parse_search_space({"lr": "tag(log, interval(0, 1))"})
+
+
+def test_best_value_at_a_bound_suggests_a_wider_range() -> None:
+    space = parse_search_space({"lr": "tag(log, interval(0.01, 1.0))", "wd": "interval(0.0, 0.1)",
+                                "b": "choice(1, 2)"})
+    found = bound_warnings(space, {"lr": 0.98, "wd": 0.05, "b": 2})
+    assert found == [("best lr=0.98 sits at the upper bound of interval(0.01, 1)",
+                      "'lr=tag(log, interval(0.01, 10))'")]
+    assert bound_warnings(space, {"lr": 0.1, "wd": 0.0})[0][1] == "'wd=interval(0, 0.1)'"
+    assert bound_warnings(space, {"lr": 0.1, "wd": 0.05}) == []
+
+
+# --- study scripts (in process) --------------------------------------------------------------
+
+def _run_tune(mlruns: Path, *args: str) -> None:
+    run_study("tune", build_parser("tune", "").parse_intermixed_args(list(args)))
+
+
+def test_n_trials_is_a_total_and_a_rerun_resumes(tmp_path: Path) -> None:
+    mlruns = tmp_path / "mlruns"
+    _run_tune(mlruns, "--n-trials", "2", "--pruner", "none", *_study_args(mlruns, "num_epochs=3"))
+    study = _study(mlruns, "tune-digits")
+    parent_id = study.user_attrs["mlflow_parent_run_id"]
+    assert len(study.trials) == 2
+    _run_tune(mlruns, "--n-trials", "4", "--pruner", "none", *_study_args(mlruns, "num_epochs=3"))
+    study = _study(mlruns, "tune-digits")
+    assert [t.number for t in study.trials] == [0, 1, 2, 3], "topped up to 4, not 2 + 4"
+    _run_tune(mlruns, "--n-trials", "4", *_study_args(mlruns, "num_epochs=3"))
+    assert len(_study(mlruns, "tune-digits").trials) == 4, "already complete: nothing to do"
+    assert study.user_attrs["mlflow_parent_run_id"] == parent_id, "the parent run is reused"
+    assert_consistent(mlruns, study)
+    client, _ = _runs(mlruns)
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["best_value"] == study.best_value
+    assert parent.data.tags["best.lr"] == str(study.best_params["lr"])
+    artifacts = {a.path for a in client.list_artifacts(parent_id)}
+    assert {"optimization_history.png", "param_importances.png", "parallel_coordinates.png", "val_curves.png",
+            "overfitting_map.png", "trials.csv", "best.json"} <= artifacts
+    child = client.get_run(study.best_trial.user_attrs["mlflow_run_id"])
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")] == [1, 2, 3]
+    assert child.data.params["lr"] == str(study.best_params["lr"]) and child.data.tags["worker"]
+
+
+def test_pruning_really_cuts_epochs(tmp_path: Path) -> None:
+    mlruns = tmp_path / "mlruns"
+    _run_tune(mlruns, "--n-trials", "14", "--sampler", "random", "--pruner", "median",
+              *_study_args(mlruns, "num_epochs=12", "batch_size=64", "lr=tag(log, interval(0.001, 1.0))"))
+    study = _study(mlruns, "tune-digits")
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned, "some slow learners must be pruned"
+    client, _ = _runs(mlruns)
+    for trial in pruned:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
+        assert steps == list(range(1, trial.last_step + 1)) and len(steps) < 12
+        assert run.info.status == "FINISHED" and run.data.tags["optuna.state"] == "PRUNED"
+    assert_consistent(mlruns, study)
+
+
+def test_a_failing_trial_does_not_stop_the_sweep(tmp_path: Path) -> None:
+    mlruns = tmp_path / "mlruns"
+    _run_tune(mlruns, "--n-trials", "3", "--sampler", "grid",
+              *_study_args(mlruns, "num_epochs=2", "lr=choice(0.5, 1e38)", "batch_size=choice(64)"))
+    study = _study(mlruns, "tune-digits")
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "FAIL"], "grid of 2 caps n_trials"
+    failed = next(t for t in study.trials if t.state == TrialState.FAIL)
+    assert failed.user_attrs["fail_reason"].startswith("loss became NaN at epoch 1")
+    client, _ = _runs(mlruns)
+    run = client.get_run(failed.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["optuna.state"] == "FAIL"
+    assert_consistent(mlruns, study)
+
+
+def test_max_failure_rate_stops_a_sweep_where_everything_fails(tmp_path: Path) -> None:
+    mlruns = tmp_path / "mlruns"
+    with pytest.raises(SweepFailed, match=r"5 of 5 trials failed, more than max_failure_rate=0.5"):
+        _run_tune(mlruns, "--n-trials", "20", "--sampler", "random",
+                  *_study_args(mlruns, "num_epochs=2", "lr=interval(1e37, 1e38)"))
+    study = _study(mlruns, "tune-digits")
+    assert len(study.trials) == 5
+    client, runs = _runs(mlruns)
+    parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert parent.info.status == "FAILED" and "max_failure_rate" in parent.data.tags["failure_reason"]
+    assert "RUNNING" not in {r.info.status for r in runs}
+
+
+def test_the_sweep_says_when_the_best_sits_at_a_bound(tmp_path: Path) -> None:
+    from softmax_sweep.sweeping.parent import finish_sweep, open_parent_run
+    from softmax_sweep.tracking import Tracker
+
+    space = parse_search_space({"lr": "interval(0.01, 0.02)"})
+    study = optuna.create_study(direction="maximize", study_name="bounds")
+    for lr, value in ((0.012, 0.80), (0.0199, 0.91), (0.015, 0.85)):
+        study.add_trial(optuna.trial.create_trial(params={"lr": lr}, distributions=space.distributions, value=value))
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "softmax-sweep", str(tmp_path))
+    parent = open_parent_run(tracker, study, "sqlite:///:memory:")
+    lines = finish_sweep(parent, study, space, "python sweeps/tune.py data=digits")
+    assert lines[-1] == ("best lr=0.0199 sits at the upper bound of interval(0.01, 0.02); widen the range: "
+                         "python sweeps/tune.py data=digits 'lr=interval(0.01, 0.03)'")
+    assert tracker.client.get_run(parent.run_id).data.metrics["best_value"] == 0.91
+
+
+# --- through real subprocesses ---------------------------------------------------------------
+
+def test_optuna_sweep_from_hydra_multirun(tmp_path: Path) -> None:
+    mlruns = tmp_path / "mlruns"
+    done = subprocess.run([*TRAIN, "-m", "sweep=tune", "data=digits", f"mlruns_dir={mlruns}",
+                           "hydra.sweeper.n_trials=4", "num_epochs=range(2, 4)"],
+                          capture_output=True, text=True, timeout=600, env=_env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    output = done.stdout + done.stderr
+    assert "[4/4] trial 3" in output and "best value" in output
+    study = _study(mlruns, "tune-digits")
+    assert len(study.trials) == 4
+    assert {t.params["num_epochs"] for t in study.trials} <= {2, 3}
+    assert_consistent(mlruns, study)
+    client, _ = _runs(mlruns)
+    child = client.get_run(study.trials[0].user_attrs["mlflow_run_id"])
+    assert child.data.tags["hydra.output_dir"].startswith(str(mlruns / "hydra" / "multirun"))
+
+
+def test_basic_multirun_has_one_parent_and_survives_a_failing_job(tmp_path: Path) -> None:
+    mlruns = tmp_path / "mlruns"
+    done = subprocess.run([*TRAIN, "-m", "data=digits", "num_epochs=2", "lr=0.5,1e38", "batch_size=64,128",
+                           f"mlruns_dir={mlruns}"], capture_output=True, text=True, timeout=600, env=_env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    table = done.stdout[done.stdout.index("job  overrides"):].splitlines()
+    assert len(table) == 5 and sum("loss became NaN at epoch 1" in row for row in table) == 2
+    client, runs = _runs(mlruns)
+    (parent,) = [r for r in runs if r.data.tags.get("sweep.kind") == "hydra-basic"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.info.status for r in children) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
+    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_failed"] == 2
+
+
+def test_study_scripts_end_to_end_and_help(tmp_path: Path) -> None:
+    help_text = subprocess.run([*TUNE, "--help"], capture_output=True, text=True, env=_env()).stdout
+    for flag in ("--n-trials", "--storage", "--study-name", "--sampler", "--pruner", "--timeout", "OVERRIDE"):
+        assert flag in help_text
+    mlruns = tmp_path / "mlruns"
+    done = subprocess.run([*OVERFIT, "--n-trials", "3", "data=digits", "num_epochs=8", f"mlruns_dir={mlruns}"],
+                          capture_output=True, text=True, timeout=600, env=_env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    study = _study(mlruns, "overfit-digits")
+    assert len(study.trials) == 3 and {"lr", "data.train_size", "weight_decay"} <= set(study.trials[0].params)
+    assert_consistent(mlruns, study)
+    bad = subprocess.run([*TUNE, "--sampler", "annealing"], capture_output=True, text=True, env=_env())
+    assert bad.returncode == 2 and "invalid choice: 'annealing'" in bad.stderr
+
+
+def _wait_for_running_trial(db: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as con:
+                    rows = con.execute("SELECT count(*) FROM metrics m JOIN tags t ON m.run_uuid = t.run_uuid "
+                                       "WHERE t.key = 'optuna.trial_number' AND m.key = 'val_acc'").fetchone()
+                    if rows[0] >= 1:
+                        return
+            except sqlite3.OperationalError:
+                pass
+        time.sleep(0.2)
+    raise AssertionError("no trial started logging")
+
+
+def test_sigint_leaves_nothing_running_and_the_rerun_resumes(tmp_path: Path) -> None:
+    mlruns = tmp_path / "mlruns"
+    command = [*TUNE, "--n-trials", "2", "--pruner", "none", "data=digits", "num_epochs=2500",
+               "batch_size=256", f"mlruns_dir={mlruns}"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
+    _wait_for_running_trial(mlruns / "mlflow.db", proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    statuses = run_statuses(mlruns / "mlflow.db")
+    assert sorted(statuses) == ["KILLED", "KILLED"], "the trial's run and the parent run"
+    study = _study(mlruns, "tune-digits")
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+    parent_id = study.user_attrs["mlflow_parent_run_id"]
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    study = _study(mlruns, "tune-digits")
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE], "resumed, not restarted"
+    assert study.user_attrs["mlflow_parent_run_id"] == parent_id
+    assert_consistent(mlruns, study)
