@@ -199,9 +199,9 @@ def test_the_sweep_says_when_the_best_sits_at_a_bound(tmp_path: Path) -> None:
         study.add_trial(optuna.trial.create_trial(params={"lr": lr}, distributions=space.distributions, value=value))
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "softmax-sweep", str(tmp_path))
     parent = open_parent_run(tracker, study, "sqlite:///:memory:")
-    lines = finish_sweep(parent, study, space, "python sweeps/tune.py data=digits")
+    lines = finish_sweep(parent, study, space, "python sweeps/tune.py data=digits --study-name {study}")
     assert lines[-1] == ("best lr=0.0199 sits at the upper bound of interval(0.01, 0.02); widen the range: "
-                         "python sweeps/tune.py data=digits 'lr=interval(0.01, 0.03)'")
+                         "python sweeps/tune.py data=digits --study-name bounds-wider 'lr=interval(0.01, 0.03)'")
     assert tracker.client.get_run(parent.run_id).data.metrics["best_value"] == 0.91
 
 

@@ -20,9 +20,9 @@ class DataFileError(UserError):
 def read_idx(path: Path, ndim: int) -> np.ndarray:
     """Return the uint8 array stored in an IDX file with `ndim` dimensions."""
     try:
-        opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rb") as f:
-            raw = f.read()
+        raw = path.read_bytes()
+        if path.name.endswith(".gz"):
+            raw = gzip.decompress(raw)  # one call: much faster than reading a GzipFile in chunks
     except (OSError, EOFError, zlib.error) as e:
         raise DataFileError(f"cannot read data file {path}: {e}") from None
     header = 4 + 4 * ndim

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 from typing import Any, Optional, Sequence
 
 import optuna
@@ -70,7 +71,9 @@ class OptunaSweeperImpl:
         log.info("study %s in %s: %d trials to go of %d (%s, %s); MLflow parent run %s", self.study_name,
                  mask_password(self.storage_url), trials_to_go(study, n_trials), n_trials,
                  type(study.sampler).__name__, type(study.pruner).__name__, parent.run_id)
-        hint = "python -m softmax_sweep.train -m " + " ".join(self.config.hydra.overrides.task)
+        kept = [o for o in self.config.hydra.overrides.task if not o.startswith("hydra.sweeper.study_name=")]
+        hint = " ".join(["python -m softmax_sweep.train -m", *(shlex.quote(o) for o in kept),
+                         "hydra.sweeper.study_name={study}"])
         try:
             self._loop(study, space, n_trials)
         except KeyboardInterrupt as e:

@@ -43,7 +43,10 @@ def open_parent_run(tracker: Tracker, study: optuna.Study, storage_url: str) -> 
 def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rerun_hint: str,
                  status: str = "FINISHED", reason: Optional[str] = None) -> list[str]:
     """Log best params and value, the sweep report and trials.csv to the parent run, end it, and
-    return the lines to print for the user."""
+    return the lines to print for the user.
+
+    rerun_hint: the command that ran the sweep, with `{study}` where a new study name goes (a
+    widened range is worth a fresh study: this one has its n_trials already)."""
     counts = count_trials(study)
     lines = [f"study {study.study_name}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
              f"{counts['FAIL']} failed trials"]
@@ -57,7 +60,8 @@ def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rer
         lines.append(f"best value {best.value:.4f} (trial {best.number}, MLflow run "
                      f"{best.user_attrs.get('mlflow_run_id', '?')}): {shown}")
         for message, override in bound_warnings(space, best.params):
-            lines.append(f"{message}; widen the range: {rerun_hint} {override}")
+            command = rerun_hint.format(study=f"{study.study_name}-wider")
+            lines.append(f"{message}; widen the range: {command} {override}")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_report(study, space, folder)

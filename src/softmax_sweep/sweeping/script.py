@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from typing import Optional, Sequence
 
@@ -115,7 +116,7 @@ def run_study(sweep: str, args: argparse.Namespace) -> None:
         if trials_to_go(study, n_trials) == 0 or too_many_failures(study, sweeper.max_failure_rate):
             study.stop()
 
-    rerun = " ".join(["python", sys.argv[0], *sys.argv[1:]])
+    rerun = " ".join(["python", sys.argv[0], *(shlex.quote(a) for a in sys.argv[1:]), "--study-name {study}"])
     try:
         if to_go:
             study.optimize(objective, n_trials=to_go, timeout=args.timeout, callbacks=[after_trial],
