@@ -8,7 +8,7 @@ import logging
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import mxnet as mx
 import numpy as np
@@ -152,11 +152,13 @@ class _Artifacts:
 
 def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (),
           run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None,
-          on_run_end: Optional[RunEndHook] = None, in_sweep: bool = False) -> dict[str, Any]:
+          on_run_start: Optional[Callable[[RunLogger], None]] = None, on_run_end: Optional[RunEndHook] = None,
+          in_sweep: bool = False) -> dict[str, Any]:
     """Validate cfg, train, and record the whole run in MLflow. Returns the summary metrics plus
     the validation metrics of the best epoch (`val_acc`, `val_loss`) and the MLflow `run_id`.
 
-    on_run_end(run, error) is called as the run ends, error None on success (sweeps tag trials);
+    on_run_start(run) is called once the run exists; on_run_end(run, error) as it ends, error None
+    on success (sweeps tie trials to runs);
     in_sweep: epochs are logged at DEBUG level and no curves.png is drawn (a sweep prints one line
     per trial and draws all trials' curves in one figure on its parent run)."""
     settings = to_settings(cfg)
@@ -171,6 +173,8 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
     if output_dir := _hydra_output_dir():
         run_tags["hydra.output_dir"] = output_dir
     with tracker.run(run_name, run_tags, on_end=on_run_end) as run:
+        if on_run_start:
+            on_run_start(run)
         run.log_params(flatten(resolved))
         run.log_dataset(dataset.name, dataset.digest, dataset.source)
         history = _History()

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
+import signal
+import subprocess
 import sys
+import time
 from typing import Optional, Sequence
 
 from hydra import compose, initialize_config_dir
@@ -13,6 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from softmax_sweep.cli import run_cli
 from softmax_sweep.config import CONF_DIR, int_keys, to_settings
+from softmax_sweep.errors import SweepFailed, Terminated
+from softmax_sweep.sweeping.trials import worker_name
+from softmax_sweep.tracking import mask_password
 
 log = logging.getLogger("softmax_sweep.sweep")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
@@ -40,6 +47,15 @@ def build_parser(sweep: str, description: str) -> argparse.ArgumentParser:
                         help="stop unpromising trials after an epoch (default: the sweep config's)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS",
                         help="stop starting new trials after this many seconds")
+    parser.add_argument("--workers", type=int, default=1, metavar="K",
+                        help="start K local worker processes on the study; the same command on another "
+                             "machine with the same --storage and --study-name adds workers there "
+                             "(default: 1, this process)")
+    parser.add_argument("--heartbeat-interval", type=int, metavar="SECONDS",
+                        help="trials send a heartbeat this often (database storages only); a trial whose "
+                             "worker died is failed and retried by any live or later worker once its "
+                             "heartbeat is older than the grace period (2 intervals)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a child of --workers K
     parser.add_argument("overrides", nargs="*", metavar="OVERRIDE",
                         help="Hydra overrides: plain values fix a key for every trial (data=digits lr=0.1); "
                              "sweep values replace its range ('lr=tag(log, interval(0.001, 1))')")
@@ -64,15 +80,20 @@ def compose_sweep(sweep: str, args: argparse.Namespace, plain: Sequence[str]) ->
         return compose(config_name="train", overrides=[*groups, *plain], return_hydra_config=True)
 
 
-def run_study(sweep: str, args: argparse.Namespace) -> None:
+def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) -> None:
+    """Create or resume the study and run trials until it has n_trials: in this process, or in
+    --workers K child processes. A --worker child only runs trials; its coordinator (or the single
+    process) writes the sweep report and ends the MLflow parent run."""
     import optuna
 
-    from softmax_sweep.errors import SweepFailed, TrainingDiverged, UserError
+    from softmax_sweep.errors import TrainingDiverged, UserError
     from softmax_sweep.experiment import tracker_for
     from softmax_sweep.sweeping.parent import finish_sweep, open_parent_run
+    from softmax_sweep.sweeping.recovery import StaleTrialHandler
     from softmax_sweep.sweeping.search_space import parse_search_space
     from softmax_sweep.sweeping.study import (
-        make_pruner, make_sampler, make_storage, open_study, too_many_failures, trial_line, trials_to_go,
+        make_pruner, make_sampler, make_storage, next_step, open_study, overshoot, too_many_failures,
+        trial_line, trials_to_go,
     )
     from softmax_sweep.sweeping.trials import run_trial
 
@@ -87,16 +108,21 @@ def run_study(sweep: str, args: argparse.Namespace) -> None:
     storage_url = args.storage or sweeper.storage
     study_name = args.study_name or sweeper.study_name or "softmax-sweep"
     n_trials = args.n_trials or sweeper.n_trials
-    if n_trials < 1:
-        raise UserError(f"--n-trials must be at least 1, got {n_trials}")
-    study = open_study(make_storage(storage_url), study_name, sweeper.direction,
-                       make_sampler(sweeper.sampler, space), make_pruner(sweeper.pruner))
+    if n_trials < 1 or args.workers < 1:
+        raise UserError(f"--n-trials and --workers must be at least 1, got {n_trials} and {args.workers}")
+    heartbeat = args.heartbeat_interval or sweeper.heartbeat_interval
+    on_stale = StaleTrialHandler()
+    study = open_study(make_storage(storage_url, heartbeat, sweeper.grace_period, on_stale), study_name,
+                       sweeper.direction, make_sampler(sweeper.sampler, space), make_pruner(sweeper.pruner))
     if isinstance(study.sampler, optuna.samplers.GridSampler):
         n_trials = min(n_trials, space.grid_size())
-    parent = open_parent_run(tracker_for(settings), study, storage_url)
-    to_go = trials_to_go(study, n_trials)
-    log.info("study %s: %d trials to go of %d (%s, %s); MLflow parent run %s", study_name, to_go, n_trials,
-             type(study.sampler).__name__, type(study.pruner).__name__, parent.run_id)
+    tracker = tracker_for(settings)
+    on_stale.client = tracker.client
+    parent = open_parent_run(tracker, study, storage_url)
+    if not args.worker:
+        log.info("study %s: %d trials to go of %d (%s, %s, %d worker%s); MLflow parent run %s", study_name,
+                 trials_to_go(study, n_trials), n_trials, type(study.sampler).__name__,
+                 type(study.pruner).__name__, args.workers, "s" if args.workers > 1 else "", parent.run_id)
 
     groups = set(full.hydra.runtime.choices)
 
@@ -113,25 +139,82 @@ def run_study(sweep: str, args: argparse.Namespace) -> None:
 
     def after_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
         log.info(trial_line(study, frozen.number, n_trials))
-        if trials_to_go(study, n_trials) == 0 or too_many_failures(study, sweeper.max_failure_rate):
-            study.stop()
 
-    rerun = " ".join(["python", sys.argv[0], *(shlex.quote(a) for a in sys.argv[1:]), "--study-name {study}"])
+    def work() -> None:
+        deadline = time.monotonic() + args.timeout if args.timeout else None
+        while (step := next_step(study, n_trials, bool(heartbeat))) != "done":
+            if too_many_failures(study, sweeper.max_failure_rate) or (deadline and time.monotonic() > deadline):
+                return
+            if step == "wait":  # running trials elsewhere: finish them, or fail them when their worker died
+                time.sleep(heartbeat / 2)
+                continue
+            study.optimize(objective, n_trials=1, callbacks=[after_trial], catch=(UserError, TrainingDiverged))
+
+    rerun = " ".join(["python", sys.argv[0], *(shlex.quote(mask_password(a)) for a in sys.argv[1:]),
+                      "--study-name {study}"])
     try:
-        if to_go:
-            study.optimize(objective, n_trials=to_go, timeout=args.timeout, callbacks=[after_trial],
-                           catch=(UserError, TrainingDiverged))
-        failure = too_many_failures(study, sweeper.max_failure_rate)
-        if failure:
+        if args.workers > 1:
+            run_workers(args.workers, argv)
+        else:
+            work()
+        if failure := too_many_failures(study, sweeper.max_failure_rate):
             raise SweepFailed(failure)
-    except KeyboardInterrupt:
-        finish_sweep(parent, study, space, rerun, "KILLED", "interrupted")
+    except BaseException as e:
+        if not args.worker:
+            interrupted = isinstance(e, KeyboardInterrupt)
+            finish_sweep(parent, study, space, rerun, "KILLED" if interrupted else "FAILED",
+                         "interrupted" if interrupted else str(e))
         raise
-    except Exception as e:
-        finish_sweep(parent, study, space, rerun, "FAILED", str(e))
-        raise
+    if args.worker:
+        return
+    if note := overshoot(study, n_trials):
+        log.info(note)
     for line in finish_sweep(parent, study, space, rerun):
         log.info(line)
+
+
+def run_workers(k: int, argv: Sequence[str]) -> None:
+    """Run this command as K worker processes and wait for them. Ctrl-C in a terminal reaches
+    them all; a signal sent to this process alone is passed on."""
+    command = [sys.executable, sys.argv[0], *_without_workers_flag(argv), "--workers", "1", "--worker"]
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // k)))  # no oversubscribed cores
+    workers = [subprocess.Popen(command, env=env) for _ in range(k)]
+    try:
+        codes = [w.wait() for w in workers]
+    except KeyboardInterrupt as e:
+        _stop(workers, signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+        raise
+    failed = [c for c in codes if c != 0]
+    if failed:
+        raise SweepFailed(f"{len(failed)} of {k} workers failed (exit codes {', '.join(map(str, failed))}); "
+                          f"their messages are above")
+
+
+def _stop(workers: Sequence[subprocess.Popen], signum: int) -> None:
+    deadline = time.monotonic() + 3  # a terminal's Ctrl-C reached them already: let them finish
+    for w in workers:
+        try:
+            w.wait(timeout=max(deadline - time.monotonic(), 0.01))
+        except subprocess.TimeoutExpired:
+            w.send_signal(signum)
+    for w in workers:
+        try:
+            w.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            w.kill()
+
+
+def _without_workers_flag(argv: Sequence[str]) -> list[str]:
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--workers":
+            skip = True
+        elif not arg.startswith("--workers=") and arg != "--worker":
+            kept.append(arg)
+    return kept
 
 
 def _suggest(trial, name: str, dist):
@@ -145,6 +228,8 @@ def _suggest(trial, name: str, dist):
 
 
 def main(sweep: str, description: str, argv: Optional[Sequence[str]] = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(sweep, description).parse_intermixed_args(argv)
-    run_cli(lambda: run_study(sweep, args))
+    who = f"[worker {worker_name()}]" if args.worker else ""
+    logging.basicConfig(level=logging.INFO, format=f"[%(asctime)s]{who}[%(name)s][%(levelname)s] - %(message)s")
+    run_cli(lambda: run_study(sweep, args, argv))

@@ -2,42 +2,59 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import optuna
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.storages.journal import JournalFileBackend
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from softmax_sweep.errors import UserError
 from softmax_sweep.sweeping.search_space import SearchSpace
 from softmax_sweep.tracking import mask_password
 
 log = logging.getLogger("softmax_sweep.sweep")
+# heartbeat retries and the report's plots are marked experimental in Optuna; the notice is noise here
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 JOURNAL_PREFIX = "journal:///"
 
 
-def make_storage(url: str, heartbeat_interval: Optional[int] = None, grace_period: Optional[int] = None):
-    """An Optuna storage from a URL: sqlite://, postgresql://, mysql:// (RDB) or
-    journal:///path/to/file (a journal file, safe for several local processes)."""
+def make_storage(url: str, heartbeat_interval: Optional[int] = None, grace_period: Optional[int] = None,
+                 on_stale: Optional[Callable[[optuna.Study, FrozenTrial], None]] = None):
+    """An Optuna storage from a URL: journal:///path/to/file (a journal file, safe for several
+    local processes), sqlite:///, postgresql://, mysql:// (RDB; heartbeats possible), or
+    grpc://host:port (Optuna's gRPC storage proxy in front of an RDB, for many workers)."""
+    if heartbeat_interval and not url.startswith(("sqlite", "postgresql", "mysql")):
+        raise UserError(f"heartbeats need a database storage (sqlite://, postgresql://, mysql://), "
+                        f"not {mask_password(url)}")
     if url.startswith(JOURNAL_PREFIX):
         path = Path(url[len(JOURNAL_PREFIX) - 1:])
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith("grpc://"):
+        host, _, port = url[len("grpc://"):].rstrip("/").rpartition(":")
+        from optuna.storages import GrpcStorageProxy
+
+        return GrpcStorageProxy(host=host or "localhost", port=int(port))
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith("mysql://"):
+        url = "mysql+pymysql://" + url[len("mysql://"):]  # the driver of the [mysql] extra
     kwargs: dict[str, Any] = {}
     if heartbeat_interval:
         kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period or 2 * heartbeat_interval,
-                      failed_trial_callback=RetryFailedTrialCallback(max_retry=3))
+                      heartbeat_stale_trial_callback=on_stale or RetryHeartbeatStaleTrialCallback(max_retry=3))
     try:
         return RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
     except ImportError as e:
-        raise UserError(f"storage {mask_password(url)} needs a driver: {e} (pip install 'softmax-sweep[postgres]')") from None
+        extra = "mysql" if url.startswith("mysql") else "postgres"
+        raise UserError(f"storage {mask_password(url)} needs a driver: {e} "
+                        f"(pip install 'softmax-sweep[{extra}]')") from None
     except Exception as e:  # SQLAlchemy's errors for bad URLs and unreachable servers
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot open Optuna storage {mask_password(url)}: {mask_password(first)}") from None
@@ -76,11 +93,44 @@ def count_trials(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
+def _retried(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Numbers of trials whose worker died and whose parameters were queued again."""
+    return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+
+
+def _remaining(study: optuna.Study, n_trials: int) -> int:
+    """n_trials minus the trials that count toward it (negative when workers overshot)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = _retried(trials)
+    return n_trials - sum(not (t.state == TrialState.FAIL and t.number in retried) for t in trials)
+
+
 def trials_to_go(study: optuna.Study, n_trials: int) -> int:
-    """n_trials is the study's total: trials already finished or running count toward it."""
-    counts = count_trials(study)
-    done = sum(counts[s.name] for s in FINISHED) + counts["RUNNING"]
-    return max(n_trials - done, 0)
+    """n_trials is the study's total: finished, running and queued trials count toward it; a
+    trial retried after its worker died is counted once, by its retry."""
+    return max(_remaining(study, n_trials), 0)
+
+
+def next_step(study: optuna.Study, n_trials: int, heartbeats: bool) -> str:
+    """What a worker does next: "run" a trial (new, or queued for a retry), "wait" for running
+    trials that may yet turn out to belong to a dead worker, or stop ("done")."""
+    if heartbeats:
+        fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    if trials_to_go(study, n_trials) > 0 or any(t.state == TrialState.WAITING for t in trials):
+        return "run"
+    if heartbeats and any(t.state == TrialState.RUNNING for t in trials):
+        return "wait"
+    return "done"
+
+
+def overshoot(study: optuna.Study, n_trials: int) -> Optional[str]:
+    """A note when concurrent workers started more trials than n_trials (at most workers - 1)."""
+    extra = -_remaining(study, n_trials)
+    if extra <= 0:
+        return None
+    return (f"the study has {n_trials + extra} trials for n_trials={n_trials}: {extra} started while another "
+            f"worker was finishing the last one (at most one fewer than the workers)")
 
 
 def too_many_failures(study: optuna.Study, max_failure_rate: float, min_finished: int = 5) -> Optional[str]:

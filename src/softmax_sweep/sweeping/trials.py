@@ -63,9 +63,11 @@ def run_trial(cfg: DictConfig | Mapping[str, Any], trial: optuna.Trial, study_na
 
     reporter = PruningReporter(trial, cfg["optimized_metric"])
 
+    def on_start(run: RunLogger) -> None:
+        trial.set_user_attr("mlflow_run_id", run.run_id)  # so a dead worker's run can be closed
+
     def on_end(run: RunLogger, error: Optional[BaseException]) -> None:
         run.set_tags({"optuna.state": trial_state(error)})
-        trial.set_user_attr("mlflow_run_id", run.run_id)
         if reporter.last_gap is not None and math.isfinite(reporter.last_gap):
             trial.set_user_attr("generalization_gap", reporter.last_gap)
         if error is not None and not isinstance(error, optuna.TrialPruned):
@@ -75,7 +77,7 @@ def run_trial(cfg: DictConfig | Mapping[str, Any], trial: optuna.Trial, study_na
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     summary = train(cfg, callbacks=[reporter], run_name=f"trial-{trial.number}", tags=tags,
-                    on_run_end=on_end, in_sweep=True)
+                    on_run_start=on_start, on_run_end=on_end, in_sweep=True)
     return summary[reporter.monitor]
 
 
