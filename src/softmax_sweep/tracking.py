@@ -1,10 +1,12 @@
 """MLflow tracking: the store, the experiment, and a run logger handed to the training loop."""
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import logging
 import os
+import re
 import signal
 import sqlite3
 import threading
@@ -29,16 +31,13 @@ MAX_PARAM_LENGTH = 6000
 BATCH_LIMIT = 100
 
 
-def mask_password(url: str) -> str:
-    """The URL with any password replaced by ***, safe to print and log."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+_CREDENTIALS = re.compile(r"(://[^/:@\s]*:)[^@/\s]*@")
+
+
+def mask_password(text: str) -> str:
+    """The text with the password of every URL in it (scheme://user:password@host) replaced by
+    ***, safe to print and log; works on a bare URL and on `key=URL` overrides alike."""
+    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 def resolve_tracking_uri(uri: Optional[str], mlruns_dir: str) -> str:
@@ -61,8 +60,14 @@ def _probe(uri: str) -> None:
     """Fail fast with one line when the store cannot be reached (MLflow itself retries for minutes)."""
     scheme = urlsplit(uri).scheme
     if scheme in ("http", "https"):
+        parts = urlsplit(uri)
+        bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        request = urllib.request.Request(bare.rstrip("/") + "/health")
+        if parts.username is not None:  # http://user:password@host: basic auth, as MLflow sends it
+            token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10):
+            with urllib.request.urlopen(request, timeout=10):
                 pass
         except (urllib.error.URLError, OSError) as e:
             raise UserError(f"tracking URI {mask_password(uri)} is unreachable: {getattr(e, 'reason', e)}") from None
@@ -98,6 +103,9 @@ class Tracker:
     """An MLflow store and experiment, checked on opening."""
 
     def __init__(self, uri: str, experiment: str, mlruns_dir: str) -> None:
+        # MLflow prints "View run ... at <tracking URI>" for servers, password included; we log
+        # our own masked line instead.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         _probe(uri)
         for noisy in ("mlflow.store.db.utils", "alembic"):  # schema set-up chatter on every new DB
             logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import threading
+import time
 from typing import Any, Optional, Sequence
 
 import optuna
@@ -18,9 +20,10 @@ from softmax_sweep.config import int_keys, to_settings
 from softmax_sweep.errors import SweepFailed, UserError
 from softmax_sweep.jobs import PARENT_ENV, TRIAL_ENV
 from softmax_sweep.sweeping.parent import finish_sweep, open_parent_run
+from softmax_sweep.sweeping.recovery import StaleTrialHandler
 from softmax_sweep.sweeping.search_space import parse_search_space
 from softmax_sweep.sweeping.study import (
-    make_pruner, make_sampler, make_storage, open_study, too_many_failures, trial_line, trials_to_go,
+    make_pruner, make_sampler, make_storage, next_step, open_study, too_many_failures, trial_line, trials_to_go,
 )
 from softmax_sweep.sweeping.trials import LIVE_TRIALS, SWEEP_ENV_STORAGE, SWEEP_ENV_STUDY
 from softmax_sweep.tracking import mask_password
@@ -57,12 +60,15 @@ class OptunaSweeperImpl:
         space = parse_search_space(self.params, arguments, int_keys())
         if not self.storage_url:
             raise UserError("hydra.sweeper.storage is empty: give an Optuna storage URL")
-        storage = make_storage(self.storage_url, self.heartbeat_interval, self.grace_period)
-        study = open_study(storage, self.study_name, self.direction, make_sampler(self.sampler_node, space),
+        on_stale = StaleTrialHandler()
+        self.storage = make_storage(self.storage_url, self.heartbeat_interval, self.grace_period, on_stale)
+        study = open_study(self.storage, self.study_name, self.direction, make_sampler(self.sampler_node, space),
                            make_pruner(self.pruner_node))
         from softmax_sweep.experiment import tracker_for
 
-        parent = open_parent_run(tracker_for(settings), study, self.storage_url)
+        tracker = tracker_for(settings)
+        on_stale.client = tracker.client
+        parent = open_parent_run(tracker, study, self.storage_url)
         os.environ.update({PARENT_ENV: parent.run_id, SWEEP_ENV_STORAGE: self.storage_url,
                            SWEEP_ENV_STUDY: self.study_name})
         n_trials = self.n_trials
@@ -71,7 +77,9 @@ class OptunaSweeperImpl:
         log.info("study %s in %s: %d trials to go of %d (%s, %s); MLflow parent run %s", self.study_name,
                  mask_password(self.storage_url), trials_to_go(study, n_trials), n_trials,
                  type(study.sampler).__name__, type(study.pruner).__name__, parent.run_id)
-        kept = [o for o in self.config.hydra.overrides.task if not o.startswith("hydra.sweeper.study_name=")]
+        overrides = [*self.config.hydra.overrides.hydra, *self.config.hydra.overrides.task]
+        kept = [mask_password(o) for o in overrides
+                if not o.startswith(("hydra.sweeper.study_name=", "hydra.mode=", "hydra.runtime"))]
         hint = " ".join(["python -m softmax_sweep.train -m", *(shlex.quote(o) for o in kept),
                          "hydra.sweeper.study_name={study}"])
         try:
@@ -86,17 +94,25 @@ class OptunaSweeperImpl:
             log.info(line)
 
     def _loop(self, study: optuna.Study, space, n_trials: int) -> None:
-        while (to_go := trials_to_go(study, n_trials)) > 0:
-            trials = [study.ask(space.distributions) for _ in range(min(self.n_jobs, to_go))]
+        heartbeats = bool(self.heartbeat_interval)
+        while (step := next_step(study, n_trials, heartbeats)) != "done":
+            if step == "wait":  # running trials elsewhere: finish them, or fail them when their worker died
+                time.sleep(self.heartbeat_interval / 2)
+                continue
+            waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+            batch = min(self.n_jobs, max(trials_to_go(study, n_trials), waiting))
+            trials = [study.ask(space.distributions) for _ in range(batch)]
             overrides = [space.overrides(t.params) + [f"++hydra.job.env_set.{TRIAL_ENV}={t._trial_id}"]
                          for t in trials]
             LIVE_TRIALS.update({t._trial_id: t for t in trials})
+            beating = _Heartbeats(self.storage, [t._trial_id for t in trials], self.heartbeat_interval)
             try:
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
             except BaseException:
                 _fail_unfinished(study, trials)
                 raise
             finally:
+                beating.stop()
                 for t in trials:
                     LIVE_TRIALS.pop(t._trial_id, None)
             self.job_idx += len(returns)
@@ -119,6 +135,33 @@ class OptunaSweeperImpl:
         except (RuntimeError, ValueError) as e:  # already finished (e.g. failed by a heartbeat check)
             log.warning("trial %d: %s", trial.number, e)
         log.info(trial_line(study, trial.number, n_trials))
+
+
+class _Heartbeats:
+    """While a batch of trials runs as Hydra jobs, record their heartbeats (study.optimize does
+    this itself; the ask-and-tell loop of a sweeper must)."""
+
+    def __init__(self, storage, trial_ids: Sequence[int], interval: Optional[int]) -> None:
+        self.storage, self.trial_ids, self.interval = storage, list(trial_ids), interval
+        self.stopped = threading.Event()
+        self.thread = None
+        if interval and hasattr(storage, "record_heartbeat"):
+            self._beat()
+            self.thread = threading.Thread(target=self._run, name="optuna-heartbeat", daemon=True)
+            self.thread.start()
+
+    def _beat(self) -> None:
+        for trial_id in self.trial_ids:
+            self.storage.record_heartbeat(trial_id)
+
+    def _run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            self._beat()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.thread is not None:
+            self.thread.join()
 
 
 def _fail_unfinished(study: optuna.Study, trials: Sequence[optuna.Trial]) -> None:

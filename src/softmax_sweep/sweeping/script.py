@@ -55,7 +55,7 @@ def build_parser(sweep: str, description: str) -> argparse.ArgumentParser:
                         help="trials send a heartbeat this often (database storages only); a trial whose "
                              "worker died is failed and retried by any live or later worker once its "
                              "heartbeat is older than the grace period (2 intervals)")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a child of --workers K
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # index of a child of --workers K
     parser.add_argument("overrides", nargs="*", metavar="OVERRIDE",
                         help="Hydra overrides: plain values fix a key for every trial (data=digits lr=0.1); "
                              "sweep values replace its range ('lr=tag(log, interval(0.001, 1))')")
@@ -112,14 +112,18 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) ->
         raise UserError(f"--n-trials and --workers must be at least 1, got {n_trials} and {args.workers}")
     heartbeat = args.heartbeat_interval or sweeper.heartbeat_interval
     on_stale = StaleTrialHandler()
+    sampler_cfg = sweeper.sampler
+    if args.worker is not None and sampler_cfg.get("seed") is not None:
+        # workers with one seed would suggest the same parameters at the same time
+        sampler_cfg = OmegaConf.merge(sampler_cfg, {"seed": sampler_cfg.seed + args.worker})
     study = open_study(make_storage(storage_url, heartbeat, sweeper.grace_period, on_stale), study_name,
-                       sweeper.direction, make_sampler(sweeper.sampler, space), make_pruner(sweeper.pruner))
+                       sweeper.direction, make_sampler(sampler_cfg, space), make_pruner(sweeper.pruner))
     if isinstance(study.sampler, optuna.samplers.GridSampler):
         n_trials = min(n_trials, space.grid_size())
     tracker = tracker_for(settings)
     on_stale.client = tracker.client
     parent = open_parent_run(tracker, study, storage_url)
-    if not args.worker:
+    if args.worker is None:
         log.info("study %s: %d trials to go of %d (%s, %s, %d worker%s); MLflow parent run %s", study_name,
                  trials_to_go(study, n_trials), n_trials, type(study.sampler).__name__,
                  type(study.pruner).__name__, args.workers, "s" if args.workers > 1 else "", parent.run_id)
@@ -154,18 +158,21 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) ->
                       "--study-name {study}"])
     try:
         if args.workers > 1:
-            run_workers(args.workers, argv)
+            failed = run_workers(args.workers, argv)
+            if failed and next_step(study, n_trials, bool(heartbeat)) != "done":
+                raise SweepFailed(f"{len(failed)} of {args.workers} workers failed before the study had "
+                                  f"{n_trials} trials; their messages are above. Run the command again to resume.")
         else:
             work()
         if failure := too_many_failures(study, sweeper.max_failure_rate):
             raise SweepFailed(failure)
     except BaseException as e:
-        if not args.worker:
+        if args.worker is None:
             interrupted = isinstance(e, KeyboardInterrupt)
             finish_sweep(parent, study, space, rerun, "KILLED" if interrupted else "FAILED",
                          "interrupted" if interrupted else str(e))
         raise
-    if args.worker:
+    if args.worker is not None:
         return
     if note := overshoot(study, n_trials):
         log.info(note)
@@ -173,22 +180,23 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) ->
         log.info(line)
 
 
-def run_workers(k: int, argv: Sequence[str]) -> None:
+def run_workers(k: int, argv: Sequence[str]) -> list[int]:
     """Run this command as K worker processes and wait for them. Ctrl-C in a terminal reaches
     them all; a signal sent to this process alone is passed on."""
-    command = [sys.executable, sys.argv[0], *_without_workers_flag(argv), "--workers", "1", "--worker"]
+    command = [sys.executable, sys.argv[0], *_without_workers_flag(argv), "--workers", "1"]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // k)))  # no oversubscribed cores
-    workers = [subprocess.Popen(command, env=env) for _ in range(k)]
+    workers = [subprocess.Popen([*command, "--worker", str(i)], env=env) for i in range(k)]
     try:
         codes = [w.wait() for w in workers]
     except KeyboardInterrupt as e:
         _stop(workers, signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
         raise
     failed = [c for c in codes if c != 0]
-    if failed:
-        raise SweepFailed(f"{len(failed)} of {k} workers failed (exit codes {', '.join(map(str, failed))}); "
-                          f"their messages are above")
+    if failed:  # the study decides whether the sweep failed: live workers recover a dead one's trials
+        log.warning("%d of %d workers exited with an error (exit codes %s)", len(failed), k,
+                    ", ".join(map(str, failed)))
+    return failed
 
 
 def _stop(workers: Sequence[subprocess.Popen], signum: int) -> None:
@@ -212,7 +220,7 @@ def _without_workers_flag(argv: Sequence[str]) -> list[str]:
             skip = False
         elif arg == "--workers":
             skip = True
-        elif not arg.startswith("--workers=") and arg != "--worker":
+        elif not arg.startswith("--workers="):
             kept.append(arg)
     return kept
 
@@ -230,6 +238,6 @@ def _suggest(trial, name: str, dist):
 def main(sweep: str, description: str, argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(sweep, description).parse_intermixed_args(argv)
-    who = f"[worker {worker_name()}]" if args.worker else ""
+    who = f"[worker {worker_name()}]" if args.worker is not None else ""
     logging.basicConfig(level=logging.INFO, format=f"[%(asctime)s]{who}[%(name)s][%(levelname)s] - %(message)s")
     run_cli(lambda: run_study(sweep, args, argv))

@@ -65,6 +65,7 @@ def run_trial(cfg: DictConfig | Mapping[str, Any], trial: optuna.Trial, study_na
 
     def on_start(run: RunLogger) -> None:
         trial.set_user_attr("mlflow_run_id", run.run_id)  # so a dead worker's run can be closed
+        trial.set_user_attr("worker", tags["worker"])
 
     def on_end(run: RunLogger, error: Optional[BaseException]) -> None:
         run.set_tags({"optuna.state": trial_state(error)})

@@ -1,0 +1,215 @@
+"""Scale-out: several workers on one study, on PostgreSQL and an MLflow tracking server, with
+dead-worker recovery. PostgreSQL tests skip, saying why, where no server answers on 127.0.0.1:5432."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from softmax_sweep.config import PROJECT_ROOT
+from softmax_sweep.sweeping.study import make_storage
+
+TUNE = [sys.executable, str(PROJECT_ROOT / "sweeps" / "tune.py")]
+PG = "postgresql://postgres@127.0.0.1:5432"
+SECRET = "s3cret-pw"
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
+
+
+def _postgres_error() -> str | None:
+    try:
+        import psycopg
+    except ImportError as e:
+        return f"the PostgreSQL driver is not installed ({e}); pip install -e '.[test]'"
+    try:
+        with psycopg.connect(f"{PG}/postgres", connect_timeout=3):
+            return None
+    except psycopg.Error as e:
+        return f"no PostgreSQL server on 127.0.0.1:5432 ({str(e).strip().splitlines()[0]})"
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator:
+    """A factory of fresh databases on the local PostgreSQL, dropped afterwards."""
+    reason = _postgres_error()
+    if reason:
+        pytest.skip(f"scale-out tests need a real PostgreSQL: {reason}")
+    import psycopg
+
+    created = []
+
+    def new_database() -> str:
+        name = f"softmax_sweep_test_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(f"{PG}/postgres", autocommit=True) as con:
+            con.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return name
+
+    yield new_database
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as con:
+        for name in created:
+            con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tracking_server(postgres, tmp_path_factory) -> Iterator[str]:
+    """`mlflow server` on a loopback port, its backend store on PostgreSQL, artifacts proxied."""
+    port = _free_port()
+    artifacts = tmp_path_factory.mktemp("mlflow-artifacts")
+    log = open(tmp_path_factory.mktemp("mlflow-server") / "server.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"{PG}/{postgres()}",
+         "--artifacts-destination", artifacts.as_uri(), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, env=_env())
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                break
+        except OSError:
+            if server.poll() is not None or time.time() > deadline:
+                server.kill()
+                raise AssertionError(f"mlflow server did not start: {Path(log.name).read_text()[-2000:]}")
+            time.sleep(0.5)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+    log.close()
+
+
+def _study(storage: str, name: str = "tune-digits") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=make_storage(storage))
+
+
+def _sweep_runs(client: MlflowClient, experiment: str, study: optuna.Study):
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("sweep.kind") == "optuna"]
+    children = [r for r in runs if "optuna.trial_number" in r.data.tags]
+    return runs, parents, children
+
+
+def _assert_one_child_per_finished_trial(study, parents, children) -> None:
+    assert len(parents) == 1 and parents[0].info.run_id == study.user_attrs["mlflow_parent_run_id"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
+    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in children) == sorted(t.number for t in finished)
+
+
+def test_two_workers_on_postgres_and_a_tracking_server(postgres, tracking_server, tmp_path: Path) -> None:
+    storage = f"postgresql://postgres:{SECRET}@127.0.0.1:5432/{postgres()}"  # trust auth ignores it
+    tracking = tracking_server.replace("http://", f"http://alice:{SECRET}@")
+    done = subprocess.run(
+        [*TUNE, "--workers", "2", "--n-trials", "10", "--pruner", "none", "--storage", storage,
+         "data=digits", "num_epochs=30", f"tracking.uri={tracking}", "tracking.experiment=two-workers",
+         f"mlruns_dir={tmp_path / 'mlruns'}"],
+        capture_output=True, text=True, timeout=600, env=_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert SECRET not in output, "a password was printed"
+    study = _study(storage.replace(f":{SECRET}", ""))
+    numbers = [t.number for t in study.trials]
+    assert numbers == list(range(len(numbers))) and 10 <= len(numbers) <= 11, "none lost, none duplicated"
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    client = MlflowClient(tracking_server)
+    runs, parents, children = _sweep_runs(client, "two-workers", study)
+    _assert_one_child_per_finished_trial(study, parents, children)
+    workers = {r.data.tags["worker"] for r in children}
+    assert len(workers) == 2, f"both workers ran trials: {workers}"
+    assert "RUNNING" not in {r.info.status for r in runs}
+    parent = parents[0]
+    assert parent.data.tags["optuna.storage"] == storage.replace(SECRET, "***")
+    for run in runs:
+        assert SECRET not in str(run.data.params) + str(run.data.tags), "a password was logged"
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"trials.csv", "val_curves.png", "best.json"} <= artifacts, "artifacts go through the server"
+
+
+def _running_trial_of_other_worker(storage: str, coordinator: subprocess.Popen, timeout: float = 180):
+    """Wait for a trial whose MLflow run has logged epochs; return (trial number, worker pid)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert coordinator.poll() is None, coordinator.communicate()
+        try:
+            study = _study(storage)
+        except KeyError:
+            study = None
+        if study is not None:
+            for trial in study.get_trials(states=(TrialState.RUNNING,)):
+                if len(trial.intermediate_values) >= 3 and "worker" in trial.user_attrs:
+                    return trial.number, int(trial.user_attrs["worker"].rsplit(":", 1)[1])
+        time.sleep(0.3)
+    raise AssertionError("no trial got going")
+
+
+def test_sigkill_of_a_worker_is_recovered(postgres, tmp_path: Path) -> None:
+    storage = f"{PG}/{postgres()}"
+    mlruns = tmp_path / "mlruns"
+    coordinator = subprocess.Popen(
+        [*TUNE, "--workers", "2", "--n-trials", "5", "--pruner", "none", "--heartbeat-interval", "1",
+         "--storage", storage, "data=digits", "num_epochs=600", "batch_size=64", f"mlruns_dir={mlruns}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+    killed_trial, pid = _running_trial_of_other_worker(storage, coordinator)
+    os.kill(pid, signal.SIGKILL)
+    output, _ = coordinator.communicate(timeout=600)
+    assert coordinator.returncode == 0, output[-3000:]
+    assert "1 of 2 workers exited with an error (exit codes -9)" in output
+    assert f"trial {killed_trial}: its worker stopped sending heartbeats" in output
+
+    study = _study(storage)
+    dead = study.trials[killed_trial]
+    assert dead.state == TrialState.FAIL
+    (retry,) = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed_trial]
+    assert retry.state == TrialState.COMPLETE and retry.params == dead.params
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) >= 5, "the study still reaches --n-trials"
+    assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+    client = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}")
+    runs, parents, children = _sweep_runs(client, "softmax-sweep", study)
+    dead_run = client.get_run(dead.user_attrs["mlflow_run_id"])
+    assert dead_run.info.status == "FAILED" and dead_run.data.tags["optuna.state"] == "FAIL"
+    assert "no heartbeat" in dead_run.data.tags["failure_reason"]
+    assert dead_run.data.tags["worker"].endswith(f":{pid}")
+    _assert_one_child_per_finished_trial(study, parents, children)
+    assert "RUNNING" not in {r.info.status for r in runs}
+
+
+def test_local_workers_share_the_default_journal_storage(tmp_path: Path) -> None:
+    """No PostgreSQL: two local workers on the default storage (a journal file) and the default
+    SQLite MLflow store lose no trial and never see 'database is locked'."""
+    mlruns = tmp_path / "mlruns"
+    done = subprocess.run([*TUNE, "--workers", "2", "--n-trials", "12", "--pruner", "none", "data=digits",
+                           "num_epochs=15", f"mlruns_dir={mlruns}"],
+                          capture_output=True, text=True, timeout=600, env=_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "database is locked" not in done.stdout + done.stderr
+    study = _study(f"journal:///{mlruns / 'optuna.journal'}")
+    numbers = [t.number for t in study.trials]
+    assert numbers == list(range(len(numbers))) and 12 <= len(numbers) <= 13
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    client = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}")
+    runs, parents, children = _sweep_runs(client, "softmax-sweep", study)
+    _assert_one_child_per_finished_trial(study, parents, children)
+    assert len({r.data.tags["worker"] for r in children}) == 2
+    assert "RUNNING" not in {r.info.status for r in runs}
