@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import optuna
+from mlflow.tracking import MlflowClient
 
 from softmax_sweep.sweeping.script import build_parser, run_study
 from softmax_sweep.sweeping.study import make_storage
@@ -29,7 +30,8 @@ def run(mlruns: Path, pruner: str, trials: int) -> tuple[int, float, int, float]
     seconds = time.perf_counter() - start
     study = optuna.load_study(study_name="tune-digits",
                               storage=make_storage(f"journal:///{mlruns / 'optuna.journal'}"))
-    epochs = sum(len(t.intermediate_values) for t in study.trials)
+    client = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}")
+    epochs = sum(len(client.get_metric_history(t.user_attrs["mlflow_run_id"], "val_acc")) for t in study.trials)
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
     return epochs, study.best_value, pruned, seconds
 

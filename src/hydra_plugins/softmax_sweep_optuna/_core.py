@@ -85,12 +85,12 @@ class OptunaSweeperImpl:
         try:
             self._loop(study, space, n_trials)
         except KeyboardInterrupt as e:
-            finish_sweep(parent, study, space, hint, "KILLED", "interrupted")
+            finish_sweep(parent, study, space, hint, "KILLED", "interrupted", metric=settings.optimized_metric)
             raise
         except Exception as e:
-            finish_sweep(parent, study, space, hint, "FAILED", str(e))
+            finish_sweep(parent, study, space, hint, "FAILED", str(e), metric=settings.optimized_metric)
             raise
-        for line in finish_sweep(parent, study, space, hint):
+        for line in finish_sweep(parent, study, space, hint, metric=settings.optimized_metric):
             log.info(line)
 
     def _loop(self, study: optuna.Study, space, n_trials: int) -> None:

@@ -41,7 +41,7 @@ def open_parent_run(tracker: Tracker, study: optuna.Study, storage_url: str) -> 
 
 
 def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rerun_hint: str,
-                 status: str = "FINISHED", reason: Optional[str] = None) -> list[str]:
+                 status: str = "FINISHED", reason: Optional[str] = None, metric: str = "val_acc") -> list[str]:
     """Log best params and value, the sweep report and trials.csv to the parent run, end it, and
     return the lines to print for the user.
 
@@ -64,13 +64,26 @@ def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rer
             lines.append(f"{message}; widen the range: {command} {override}")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        write_report(study, space, folder)
+        write_report(study, space, folder, _curves(parent, study, metric), metric)
         if best is not None:
             (folder / "best.json").write_text(json.dumps(
                 {"value": best.value, "trial_number": best.number, "params": best.params}, indent=2))
         parent.log_artifacts(folder)
     parent.end(status, reason)
     return lines
+
+
+def _curves(parent: RunLogger, study: optuna.Study, metric: str) -> dict[int, list[tuple[int, float]]]:
+    curves = {}
+    for trial in study.get_trials(deepcopy=False):
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id:
+            try:
+                history = parent.client.get_metric_history(run_id, metric)
+            except MlflowException:
+                continue  # a run in another tracking store
+            curves[trial.number] = sorted((m.step, m.value) for m in history)
+    return curves
 
 
 def _best_trial(study: optuna.Study) -> Optional[optuna.trial.FrozenTrial]:

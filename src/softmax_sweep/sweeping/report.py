@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -19,14 +20,19 @@ log = logging.getLogger("softmax_sweep.sweep")
 STATE_STYLE = {TrialState.COMPLETE: ("-", 0.9), TrialState.PRUNED: (":", 0.6), TrialState.FAIL: ("--", 0.4)}
 
 
-def write_report(study: optuna.Study, space: SearchSpace, folder: Path) -> list[Path]:
+Curves = Mapping[int, Sequence[tuple[int, float]]]  # trial number -> (epoch, value) as MLflow logged them
+
+
+def write_report(study: optuna.Study, space: SearchSpace, folder: Path, curves: Curves,
+                 metric: str = "val_acc") -> list[Path]:
     """Write every figure that the study's trials allow, plus trials.csv; return the files."""
     trials = study.get_trials(deepcopy=False)
     written = []
     study.trials_dataframe().to_csv(folder / "trials.csv", index=False)
     written.append(folder / "trials.csv")
-    for name, draw in (("val_curves.png", _val_curves), ("overfitting_map.png", _overfitting_map)):
-        if _save(draw(trials, space), folder / name):
+    for name, figure in (("val_curves.png", _val_curves(trials, curves, metric)),
+                         ("overfitting_map.png", _overfitting_map(trials, space))):
+        if _save(figure, folder / name):
             written.append(folder / name)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if len(complete) >= 1:
@@ -61,24 +67,23 @@ def _save(figure, path: Path) -> bool:
     return True
 
 
-def _val_curves(trials, space: SearchSpace):
-    """The monitored validation metric against epoch for every trial in one figure."""
-    curves = [t for t in trials if t.intermediate_values]
-    if not curves:
+def _val_curves(trials, curves: Curves, metric: str):
+    """The validation metric against epoch for every trial in one figure."""
+    drawn = [t for t in trials if curves.get(t.number)]
+    if not drawn:
         return None
     figure, ax = plt.subplots(figsize=(9, 5), layout="tight")
-    for t in curves:
-        steps = sorted(t.intermediate_values)
+    for t in drawn:
         style, alpha = STATE_STYLE.get(t.state, ("-", 0.5))
-        ax.plot(steps, [t.intermediate_values[s] for s in steps], style, alpha=alpha, linewidth=1)
-    best = max((t for t in curves if t.state == TrialState.COMPLETE), key=lambda t: t.value or 0, default=None)
+        epochs, values = zip(*curves[t.number])
+        ax.plot(epochs, values, style, alpha=alpha, linewidth=1)
+    best = max((t for t in drawn if t.state == TrialState.COMPLETE), key=lambda t: t.value or 0, default=None)
     if best is not None:
-        steps = sorted(best.intermediate_values)
-        ax.plot(steps, [best.intermediate_values[s] for s in steps], color="black", linewidth=2,
-                label=f"best (trial {best.number})")
+        epochs, values = zip(*curves[best.number])
+        ax.plot(epochs, values, color="black", linewidth=2, label=f"best (trial {best.number})")
         ax.legend()
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation metric reported to Optuna")
+    ax.set_ylabel(metric)
     ax.set_title("all trials (solid: complete, dotted: pruned, dashed: failed)")
     ax.grid(alpha=0.3)
     return figure

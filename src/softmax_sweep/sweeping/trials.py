@@ -35,12 +35,15 @@ class PruningReporter:
         self.trial = trial
         self.monitor = monitor
         self.last_gap: Optional[float] = None  # train_acc - val_acc of the last epoch run
+        # Without a pruner nothing reads the values, and each is a write to the storage; the
+        # sweep report draws the curves from MLflow.
+        self.reporting = not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         self.last_gap = metrics["train_acc"] - metrics["val_acc"]
         value = metrics[self.monitor]
-        if not math.isfinite(value):
-            return  # the loop raises TrainingDiverged right after
+        if not self.reporting or not math.isfinite(value):
+            return  # (a non-finite loss: the loop raises TrainingDiverged right after)
         self.trial.report(value, epoch)
         if self.trial.should_prune():
             raise EpochPruned(epoch, value)
@@ -88,9 +91,12 @@ def run_trial_job(cfg: DictConfig, trial_id: int) -> float:
 
     trial = LIVE_TRIALS.get(trial_id)
     if trial is None:  # launched in another process: reach the trial through the storage
-        from softmax_sweep.sweeping.study import make_storage
+        from hydra.core.hydra_config import HydraConfig
+
+        from softmax_sweep.sweeping.study import make_pruner, make_storage
 
         study = optuna.load_study(study_name=os.environ[SWEEP_ENV_STUDY],
-                                  storage=make_storage(os.environ[SWEEP_ENV_STORAGE]))
+                                  storage=make_storage(os.environ[SWEEP_ENV_STORAGE]),
+                                  pruner=make_pruner(HydraConfig.get().sweeper.pruner))
         trial = optuna.Trial(study, trial_id)
     return run_trial(cfg, trial, trial.study.study_name, os.environ.get(PARENT_ENV))
