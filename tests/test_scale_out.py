@@ -146,8 +146,8 @@ def test_two_workers_on_postgres_and_a_tracking_server(postgres, tracking_server
     assert {"trials.csv", "val_curves.png", "best.json"} <= artifacts, "artifacts go through the server"
 
 
-def _running_trial_of_other_worker(storage: str, coordinator: subprocess.Popen, timeout: float = 180):
-    """Wait for a trial whose MLflow run has logged epochs; return (trial number, worker pid)."""
+def _running_trial(storage: str, client: MlflowClient, coordinator: subprocess.Popen, timeout: float = 180):
+    """Wait for a running trial whose MLflow run has logged epochs; return (trial number, worker pid)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert coordinator.poll() is None, coordinator.communicate()
@@ -157,8 +157,9 @@ def _running_trial_of_other_worker(storage: str, coordinator: subprocess.Popen, 
             study = None
         if study is not None:
             for trial in study.get_trials(states=(TrialState.RUNNING,)):
-                if len(trial.intermediate_values) >= 3 and "worker" in trial.user_attrs:
-                    return trial.number, int(trial.user_attrs["worker"].rsplit(":", 1)[1])
+                run_id = trial.user_attrs.get("mlflow_run_id")
+                if run_id and len(client.get_metric_history(run_id, "val_acc")) >= 2:
+                    return trial.number, int(client.get_run(run_id).data.tags["worker"].rsplit(":", 1)[1])
         time.sleep(0.3)
     raise AssertionError("no trial got going")
 
@@ -170,7 +171,8 @@ def test_sigkill_of_a_worker_is_recovered(postgres, tmp_path: Path) -> None:
         [*TUNE, "--workers", "2", "--n-trials", "5", "--pruner", "none", "--heartbeat-interval", "1",
          "--storage", storage, "data=digits", "num_epochs=600", "batch_size=64", f"mlruns_dir={mlruns}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
-    killed_trial, pid = _running_trial_of_other_worker(storage, coordinator)
+    client = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}")
+    killed_trial, pid = _running_trial(storage, client, coordinator)
     os.kill(pid, signal.SIGKILL)
     output, _ = coordinator.communicate(timeout=600)
     assert coordinator.returncode == 0, output[-3000:]
@@ -185,7 +187,6 @@ def test_sigkill_of_a_worker_is_recovered(postgres, tmp_path: Path) -> None:
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) >= 5, "the study still reaches --n-trials"
     assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
-    client = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}")
     runs, parents, children = _sweep_runs(client, "softmax-sweep", study)
     dead_run = client.get_run(dead.user_attrs["mlflow_run_id"])
     assert dead_run.info.status == "FAILED" and dead_run.data.tags["optuna.state"] == "FAIL"

@@ -279,7 +279,7 @@ def test_sigint_leaves_nothing_running_and_the_rerun_resumes(tmp_path: Path) -> 
     _wait_for_running_trial(mlruns / "mlflow.db", proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err
     statuses = run_statuses(mlruns / "mlflow.db")
     assert sorted(statuses) == ["KILLED", "KILLED"], "the trial's run and the parent run"

@@ -173,31 +173,33 @@ def _call_quietly(hook: Optional[RunEndHook], logger: "RunLogger", error: BaseEx
 
 
 class RunLogger:
-    """Logs one MLflow run; as a training callback it records the six metrics every epoch."""
+    """Logs one MLflow run; as a training callback it records the six metrics every epoch.
 
-    # Epoch metrics are written at most this often (and always when the run ends), so that
-    # sub-second epochs do not pay a database commit each.
+    Params, tags and epoch metrics are queued and written together, at most once per
+    flush_seconds and always when the run ends: a sub-second epoch (or a trial of a sweep, with
+    other workers sharing the database) does not pay a commit for each of them.
+    """
+
     flush_seconds = 1.0
 
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
-        self._pending: list[Metric] = []
+        self._metrics: list[Metric] = []
+        self._params: list[Param] = []
+        self._tags: dict[str, str] = {}
         self._flushed_at = time.monotonic()
 
-    @_uninterrupted
     def log_params(self, params: Mapping[str, Any]) -> None:
-        items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
-        for i in range(0, len(items), BATCH_LIMIT):
-            self.client.log_batch(self.run_id, params=items[i:i + BATCH_LIMIT])
+        self._params.extend(Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items())
 
-    @_uninterrupted
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._tags.update({k: str(v) for k, v in tags.items()})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0, tags: Optional[Mapping[str, Any]] = None) -> None:
         self._queue(metrics, step)
-        self.flush(tags)
+        self.set_tags(tags or {})
+        self.flush()
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         self._queue(metrics, epoch)
@@ -206,14 +208,17 @@ class RunLogger:
 
     def _queue(self, metrics: Mapping[str, float], step: int) -> None:
         now = int(time.time() * 1000)
-        self._pending.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        self._metrics.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
 
     @_uninterrupted
-    def flush(self, tags: Optional[Mapping[str, Any]] = None) -> None:
-        pending, self._pending = self._pending, []
-        tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-        for i in range(0, max(len(pending), 1), 1000):  # MLflow takes at most 1000 metrics a call
-            self.client.log_batch(self.run_id, metrics=pending[i:i + 1000], tags=tag_list if i == 0 else [])
+    def flush(self) -> None:
+        metrics, params, tags = self._metrics, self._params, [RunTag(k, v) for k, v in self._tags.items()]
+        self._metrics, self._params, self._tags = [], [], {}
+        # MLflow takes at most 1000 metrics, 100 params and 100 tags in one call
+        while metrics or params or tags:
+            self.client.log_batch(self.run_id, metrics=metrics[:900], params=params[:BATCH_LIMIT],
+                                  tags=tags[:BATCH_LIMIT])
+            metrics, params, tags = metrics[900:], params[BATCH_LIMIT:], tags[BATCH_LIMIT:]
         self._flushed_at = time.monotonic()
 
     @_uninterrupted
@@ -228,25 +233,37 @@ class RunLogger:
         self.client.log_artifacts(self.run_id, str(folder))
 
     def end(self, status: str, reason: Optional[str] = None) -> None:
-        """End the run; a second Ctrl-C while this runs cannot leave it RUNNING."""
+        """Write what is queued and end the run; a second Ctrl-C meanwhile cannot leave it RUNNING."""
         with _signals_blocked():
-            if self._pending:
-                with contextlib.suppress(MlflowException):
-                    self.flush()
             if reason and status != "FINISHED":
-                with contextlib.suppress(MlflowException):
-                    self.set_tags({"failure_reason": reason[:5000]})
+                self.set_tags({"failure_reason": reason[:5000]})
+            with contextlib.suppress(MlflowException):
+                self.flush()
             self.client.set_terminated(self.run_id, status=status)
 
 
 @contextlib.contextmanager
 def _signals_blocked() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block is done, then act on them as they would have.
+
+    Python-level handlers, not a signal mask: in a process with other threads (MXNet's engine)
+    the kernel may hand the signal to a thread that does not block it, and Python would still
+    raise KeyboardInterrupt in the main thread, in the middle of a database commit.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    blocked = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    received: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            handler = previous[received[0]]
+            if callable(handler):
+                handler(received[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(received[0])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import logging
 import tempfile
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Optional
 import optuna
 from mlflow.exceptions import MlflowException
 
-from softmax_sweep.sweeping.report import write_report
+from softmax_sweep.sweeping.report import Curves, write_report
 from softmax_sweep.sweeping.search_space import SearchSpace, bound_warnings
 from softmax_sweep.sweeping.study import count_trials
 from softmax_sweep.tracking import RunLogger, Tracker, mask_password
@@ -64,7 +65,7 @@ def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rer
             lines.append(f"{message}; widen the range: {command} {override}")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        write_report(study, space, folder, _curves(parent, study, metric), metric)
+        write_report(study, space, folder, *_from_mlflow(parent, study, metric), metric=metric)
         if best is not None:
             (folder / "best.json").write_text(json.dumps(
                 {"value": best.value, "trial_number": best.number, "params": best.params}, indent=2))
@@ -73,17 +74,23 @@ def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rer
     return lines
 
 
-def _curves(parent: RunLogger, study: optuna.Study, metric: str) -> dict[int, list[tuple[int, float]]]:
-    curves = {}
+def _from_mlflow(parent: RunLogger, study: optuna.Study, metric: str) -> tuple[Curves, dict[int, float]]:
+    """Each trial's validation curve and last-epoch train - val accuracy gap, from its run."""
+    curves, gaps = {}, {}
     for trial in study.get_trials(deepcopy=False):
         run_id = trial.user_attrs.get("mlflow_run_id")
-        if run_id:
-            try:
-                history = parent.client.get_metric_history(run_id, metric)
-            except MlflowException:
-                continue  # a run in another tracking store
-            curves[trial.number] = sorted((m.step, m.value) for m in history)
-    return curves
+        if not run_id:
+            continue
+        try:
+            history = parent.client.get_metric_history(run_id, metric)
+            last = parent.client.get_run(run_id).data.metrics
+        except MlflowException:
+            continue  # a run in another tracking store
+        curves[trial.number] = sorted((m.step, m.value) for m in history)
+        gap = last.get("train_acc", math.nan) - last.get("val_acc", math.nan)
+        if math.isfinite(gap):
+            gaps[trial.number] = gap
+    return curves, gaps
 
 
 def _best_trial(study: optuna.Study) -> Optional[optuna.trial.FrozenTrial]:

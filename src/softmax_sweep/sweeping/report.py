@@ -24,14 +24,15 @@ Curves = Mapping[int, Sequence[tuple[int, float]]]  # trial number -> (epoch, va
 
 
 def write_report(study: optuna.Study, space: SearchSpace, folder: Path, curves: Curves,
-                 metric: str = "val_acc") -> list[Path]:
-    """Write every figure that the study's trials allow, plus trials.csv; return the files."""
+                 gaps: Mapping[int, float], metric: str = "val_acc") -> list[Path]:
+    """Write every figure that the study's trials allow, plus trials.csv; return the files.
+    curves and gaps (train_acc - val_acc at the last epoch) come from the trials' MLflow runs."""
     trials = study.get_trials(deepcopy=False)
     written = []
     study.trials_dataframe().to_csv(folder / "trials.csv", index=False)
     written.append(folder / "trials.csv")
     for name, figure in (("val_curves.png", _val_curves(trials, curves, metric)),
-                         ("overfitting_map.png", _overfitting_map(trials, space))):
+                         ("overfitting_map.png", _overfitting_map(trials, space, gaps))):
         if _save(figure, folder / name):
             written.append(folder / name)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -89,22 +90,21 @@ def _val_curves(trials, curves: Curves, metric: str):
     return figure
 
 
-def _overfitting_map(trials, space: SearchSpace):
+def _overfitting_map(trials, space: SearchSpace, gaps: Mapping[int, float]):
     """Generalization gap (train_acc - val_acc, last epoch) against each swept parameter."""
-    rows = [t for t in trials if "generalization_gap" in t.user_attrs]
+    rows = [t for t in trials if t.number in gaps]
     names = [n for n in space.distributions if any(n in t.params for t in rows)]
     if not rows or not names:
         return None
     figure, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 4), squeeze=False,
                                 constrained_layout=True)
     for ax, name in zip(axes[0], names):
-        points = [(t.params[name], t.user_attrs["generalization_gap"], t.value if t.value is not None else float("nan"))
+        points = [(t.params[name], gaps[t.number], t.value if t.value is not None else float("nan"))
                   for t in rows if name in t.params]
-        xs, gaps, values = zip(*points)
+        xs, ys, values = zip(*points)
         numeric = all(isinstance(x, (int, float)) for x in xs)
-        scatter = ax.scatter(xs if numeric else [str(x) for x in xs], gaps, c=values, cmap="viridis")
-        dist = space.distributions[name]
-        if getattr(dist, "log", False):
+        scatter = ax.scatter(xs if numeric else [str(x) for x in xs], ys, c=values, cmap="viridis")
+        if getattr(space.distributions[name], "log", False):
             ax.set_xscale("log")
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.set_xlabel(name)

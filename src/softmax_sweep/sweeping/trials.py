@@ -34,13 +34,11 @@ class PruningReporter:
     def __init__(self, trial: optuna.Trial, monitor: str) -> None:
         self.trial = trial
         self.monitor = monitor
-        self.last_gap: Optional[float] = None  # train_acc - val_acc of the last epoch run
         # Without a pruner nothing reads the values, and each is a write to the storage; the
         # sweep report draws the curves from MLflow.
         self.reporting = not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        self.last_gap = metrics["train_acc"] - metrics["val_acc"]
         value = metrics[self.monitor]
         if not self.reporting or not math.isfinite(value):
             return  # (a non-finite loss: the loop raises TrainingDiverged right after)
@@ -68,12 +66,9 @@ def run_trial(cfg: DictConfig | Mapping[str, Any], trial: optuna.Trial, study_na
 
     def on_start(run: RunLogger) -> None:
         trial.set_user_attr("mlflow_run_id", run.run_id)  # so a dead worker's run can be closed
-        trial.set_user_attr("worker", tags["worker"])
 
     def on_end(run: RunLogger, error: Optional[BaseException]) -> None:
         run.set_tags({"optuna.state": trial_state(error)})
-        if reporter.last_gap is not None and math.isfinite(reporter.last_gap):
-            trial.set_user_attr("generalization_gap", reporter.last_gap)
         if error is not None and not isinstance(error, optuna.TrialPruned):
             trial.set_user_attr("fail_reason", str(error) or type(error).__name__)
 
