@@ -214,3 +214,31 @@ def test_local_workers_share_the_default_journal_storage(tmp_path: Path) -> None
     _assert_one_child_per_finished_trial(study, parents, children)
     assert len({r.data.tags["worker"] for r in children}) == 2
     assert "RUNNING" not in {r.info.status for r in runs}
+
+
+def test_workers_through_the_grpc_storage_proxy(postgres, tmp_path: Path) -> None:
+    """The recipe for many workers: one proxy holds the database connections, workers talk gRPC."""
+    port = _free_port()
+    proxy = subprocess.Popen([sys.executable, "-m", "softmax_sweep.sweeping.proxy", "--storage",
+                              f"postgresql://postgres:{SECRET}@127.0.0.1:5432/{postgres()}", "--port", str(port)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+    try:
+        deadline = time.time() + 60
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proxy.poll() is None and time.time() < deadline, "the proxy did not start"
+            time.sleep(0.3)
+        mlruns = tmp_path / "mlruns"
+        done = subprocess.run([*TUNE, "--workers", "2", "--n-trials", "6", "--pruner", "none",
+                               "--storage", f"grpc://127.0.0.1:{port}", "data=digits", "num_epochs=10",
+                               f"mlruns_dir={mlruns}"], capture_output=True, text=True, timeout=600, env=_env())
+        assert done.returncode == 0, done.stderr[-3000:]
+        study = _study(f"grpc://127.0.0.1:{port}")
+        assert 6 <= len(study.trials) <= 7 and all(t.state == TrialState.COMPLETE for t in study.trials)
+    finally:
+        proxy.terminate()
+        output, _ = proxy.communicate(timeout=30)
+    assert f"serving Optuna storage postgresql://postgres:***@127.0.0.1:5432/" in output
+    assert SECRET not in output
