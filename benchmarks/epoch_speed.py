@@ -61,11 +61,11 @@ def chapter_epochs(folder: Path, num_epochs: int) -> list[float]:
         for X, y in train_iter:
             with autograd.record():
                 y_hat = net(X)
-                l = loss(y_hat, y).sum()
-            l.backward()
+                batch_loss = loss(y_hat, y).sum()
+            batch_loss.backward()
             trainer.step(BATCH)
             y = y.astype("float32")
-            train_l_sum += l.asscalar()
+            train_l_sum += batch_loss.asscalar()
             train_acc_sum += (y_hat.argmax(axis=1) == y).sum().asscalar()
             n += y.size
         acc_sum, m = 0.0, 0

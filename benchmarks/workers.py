@@ -56,7 +56,8 @@ def main() -> None:
     wall = {k: statistics.median(r[1] for r in runs) for k, runs in results.items()}
     for k in (1, 2):
         shown = " ".join(f"{r[0]:.0f}" for r in results[k])
-        print(f"{k} worker{'s' if k > 1 else ' '}: {rate[k]:6.1f} trials/min (runs: {shown}); command wall {wall[k]:.1f} s")
+        label = f"{k} worker{'s' if k > 1 else ' '}"
+        print(f"{label}: {rate[k]:6.1f} trials/min (runs: {shown}); command wall {wall[k]:.1f} s")
     print(f"speed-up: {rate[2] / rate[1]:.2f}x (target >= 1.6x); whole commands: {wall[1] / wall[2]:.2f}x")
 
 

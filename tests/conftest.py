@@ -1,19 +1,22 @@
 """Shared fixtures: a small composed config per test, IDX files and a loopback HTTP server."""
 from __future__ import annotations
 
+import contextlib
 import http.server
+import os
 import sqlite3
+import subprocess
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from softmax_sweep.config import CONF_DIR
-from softmax_sweep.synthetic import IDX_FILES, write_synthetic_idx
-
+from softmax_sweep.synthetic import write_synthetic_idx
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
@@ -74,7 +77,7 @@ class IdxServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> "IdxServer":
+    def __enter__(self) -> IdxServer:
         self.thread.start()
         return self
 
@@ -96,3 +99,25 @@ def run_statuses(db: Path) -> list[str]:
         return []
     with sqlite3.connect(db) as con:
         return [row[0] for row in con.execute("SELECT status FROM runs")]
+
+
+def clean_env() -> dict[str, str]:
+    """The environment for a subprocess under test, without settings that would redirect it."""
+    return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
+
+
+def wait_for_count(db: Path, proc: subprocess.Popen, sql: str, at_least: int, what: str,
+                   timeout: float = 120) -> None:
+    """Poll a SQLite MLflow store until `sql` (a count) reaches at_least; the process must live."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if db.exists():
+            try:
+                with contextlib.closing(sqlite3.connect(db)) as con:
+                    if con.execute(sql).fetchone()[0] >= at_least:
+                        return
+            except sqlite3.OperationalError:
+                pass  # tables not created yet
+        time.sleep(0.2)
+    raise AssertionError(f"never saw {what}")

@@ -1,13 +1,10 @@
 """The command line, through real subprocesses: success, every bad input, signals."""
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,19 +12,14 @@ import pytest
 
 from softmax_sweep.idx import write_idx
 
-from conftest import make_idx_folder, run_statuses
+from conftest import clean_env, make_idx_folder, run_statuses, wait_for_count
 
 TRAIN = [sys.executable, "-m", "softmax_sweep.train"]
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
-    return env
-
-
 def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run([*TRAIN, f"mlruns_dir={tmp_path / 'mlruns'}", *overrides],
-                          capture_output=True, text=True, timeout=300, env=_env())
+                          capture_output=True, text=True, timeout=300, env=clean_env())
 
 
 def _closed_port() -> int:
@@ -99,27 +91,12 @@ def test_diverging_run_fails_with_its_reason(tmp_path: Path) -> None:
     assert run_statuses(tmp_path / "mlruns" / "mlflow.db") == ["FAILED"]
 
 
-def _wait_for_epochs(db: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        if db.exists():
-            try:
-                with sqlite3.connect(db) as con:
-                    if con.execute("SELECT count(*) FROM metrics WHERE key='val_acc'").fetchone()[0] >= 2:
-                        return
-            except sqlite3.OperationalError:
-                pass  # tables not created yet
-        time.sleep(0.2)
-    raise AssertionError("the run never logged two epochs")
-
-
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_ends_the_run_killed(tmp_path: Path, signum: int, code: int) -> None:
     proc = subprocess.Popen([*TRAIN, f"mlruns_dir={tmp_path / 'mlruns'}", "data=digits", "num_epochs=100000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
     db = tmp_path / "mlruns" / "mlflow.db"
-    _wait_for_epochs(db, proc)
+    wait_for_count(db, proc, "SELECT count(*) FROM metrics WHERE key = 'val_acc'", 2, "two epochs logged")
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err

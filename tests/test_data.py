@@ -12,7 +12,7 @@ from softmax_sweep.download import DownloadError, RemoteFile, fetch
 from softmax_sweep.errors import UserError
 from softmax_sweep.idx import DataFileError, read_idx, read_idx_pair, write_idx
 
-from conftest import IDX_FILES, IdxServer, make_idx_folder
+from conftest import IDX_FILES, make_idx_folder
 
 
 @pytest.mark.parametrize("name", ["images-idx3-ubyte", "images-idx3-ubyte.gz"])

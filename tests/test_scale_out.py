@@ -10,8 +10,8 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import optuna
 import pytest
@@ -21,13 +21,11 @@ from optuna.trial import TrialState
 from softmax_sweep.config import PROJECT_ROOT
 from softmax_sweep.sweeping.study import make_storage
 
+from conftest import clean_env
+
 TUNE = [sys.executable, str(PROJECT_ROOT / "sweeps" / "tune.py")]
 PG = "postgresql://postgres@127.0.0.1:5432"
 SECRET = "s3cret-pw"
-
-
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
 
 
 def _postgres_error() -> str | None:
@@ -80,7 +78,7 @@ def tracking_server(postgres, tmp_path_factory) -> Iterator[str]:
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"{PG}/{postgres()}",
          "--artifacts-destination", artifacts.as_uri(), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, env=_env())
+        stdout=log, stderr=subprocess.STDOUT, env=clean_env())
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while True:
@@ -90,7 +88,7 @@ def tracking_server(postgres, tmp_path_factory) -> Iterator[str]:
         except OSError:
             if server.poll() is not None or time.time() > deadline:
                 server.kill()
-                raise AssertionError(f"mlflow server did not start: {Path(log.name).read_text()[-2000:]}")
+                raise AssertionError(f"mlflow server did not start: {Path(log.name).read_text()[-2000:]}") from None
             time.sleep(0.5)
     yield url
     server.terminate()
@@ -124,7 +122,7 @@ def test_two_workers_on_postgres_and_a_tracking_server(postgres, tracking_server
         [*TUNE, "--workers", "2", "--n-trials", "10", "--pruner", "none", "--storage", storage,
          "data=digits", "num_epochs=30", f"tracking.uri={tracking}", "tracking.experiment=two-workers",
          f"mlruns_dir={tmp_path / 'mlruns'}"],
-        capture_output=True, text=True, timeout=600, env=_env())
+        capture_output=True, text=True, timeout=600, env=clean_env())
     assert done.returncode == 0, done.stderr[-3000:]
     output = done.stdout + done.stderr
     assert SECRET not in output, "a password was printed"
@@ -170,7 +168,7 @@ def test_sigkill_of_a_worker_is_recovered(postgres, tmp_path: Path) -> None:
     coordinator = subprocess.Popen(
         [*TUNE, "--workers", "2", "--n-trials", "5", "--pruner", "none", "--heartbeat-interval", "1",
          "--storage", storage, "data=digits", "num_epochs=600", "batch_size=64", f"mlruns_dir={mlruns}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env())
     client = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}")
     killed_trial, pid = _running_trial(storage, client, coordinator)
     os.kill(pid, signal.SIGKILL)
@@ -202,7 +200,7 @@ def test_local_workers_share_the_default_journal_storage(tmp_path: Path) -> None
     mlruns = tmp_path / "mlruns"
     done = subprocess.run([*TUNE, "--workers", "2", "--n-trials", "12", "--pruner", "none", "data=digits",
                            "num_epochs=15", f"mlruns_dir={mlruns}"],
-                          capture_output=True, text=True, timeout=600, env=_env())
+                          capture_output=True, text=True, timeout=600, env=clean_env())
     assert done.returncode == 0, done.stderr[-3000:]
     assert "database is locked" not in done.stdout + done.stderr
     study = _study(f"journal:///{mlruns / 'optuna.journal'}")
@@ -221,7 +219,7 @@ def test_workers_through_the_grpc_storage_proxy(postgres, tmp_path: Path) -> Non
     port = _free_port()
     proxy = subprocess.Popen([sys.executable, "-m", "softmax_sweep.sweeping.proxy", "--storage",
                               f"postgresql://postgres:{SECRET}@127.0.0.1:5432/{postgres()}", "--port", str(port)],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env())
     try:
         deadline = time.time() + 60
         while True:
@@ -233,12 +231,12 @@ def test_workers_through_the_grpc_storage_proxy(postgres, tmp_path: Path) -> Non
         mlruns = tmp_path / "mlruns"
         done = subprocess.run([*TUNE, "--workers", "2", "--n-trials", "6", "--pruner", "none",
                                "--storage", f"grpc://127.0.0.1:{port}", "data=digits", "num_epochs=10",
-                               f"mlruns_dir={mlruns}"], capture_output=True, text=True, timeout=600, env=_env())
+                               f"mlruns_dir={mlruns}"], capture_output=True, text=True, timeout=600, env=clean_env())
         assert done.returncode == 0, done.stderr[-3000:]
         study = _study(f"grpc://127.0.0.1:{port}")
         assert 6 <= len(study.trials) <= 7 and all(t.state == TrialState.COMPLETE for t in study.trials)
     finally:
         proxy.terminate()
         output, _ = proxy.communicate(timeout=30)
-    assert f"serving Optuna storage postgresql://postgres:***@127.0.0.1:5432/" in output
+    assert "serving Optuna storage postgresql://postgres:***@127.0.0.1:5432/" in output
     assert SECRET not in output

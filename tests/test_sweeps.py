@@ -1,12 +1,9 @@
 """Sweeps: the Hydra sweeper plugin, the study scripts, MLflow parent/child runs, pruning, faults."""
 from __future__ import annotations
 
-import os
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -24,15 +21,11 @@ from softmax_sweep.sweeping.script import build_parser, run_study
 from softmax_sweep.sweeping.search_space import bound_warnings, parse_search_space
 from softmax_sweep.sweeping.study import make_storage
 
-from conftest import run_statuses
+from conftest import clean_env, run_statuses, wait_for_count
 
 TUNE = [sys.executable, str(PROJECT_ROOT / "sweeps" / "tune.py")]
 OVERFIT = [sys.executable, str(PROJECT_ROOT / "sweeps" / "overfit.py")]
 TRAIN = [sys.executable, "-m", "softmax_sweep.train"]
-
-
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
 
 
 def _study(mlruns: Path, name: str) -> optuna.Study:
@@ -211,7 +204,7 @@ def test_optuna_sweep_from_hydra_multirun(tmp_path: Path) -> None:
     mlruns = tmp_path / "mlruns"
     done = subprocess.run([*TRAIN, "-m", "sweep=tune", "data=digits", f"mlruns_dir={mlruns}",
                            "hydra.sweeper.n_trials=4", "num_epochs=range(2, 4)"],
-                          capture_output=True, text=True, timeout=600, env=_env())
+                          capture_output=True, text=True, timeout=600, env=clean_env())
     assert done.returncode == 0, done.stderr[-2000:]
     output = done.stdout + done.stderr
     assert "[4/4] trial 3" in output and "best value" in output
@@ -227,7 +220,7 @@ def test_optuna_sweep_from_hydra_multirun(tmp_path: Path) -> None:
 def test_basic_multirun_has_one_parent_and_survives_a_failing_job(tmp_path: Path) -> None:
     mlruns = tmp_path / "mlruns"
     done = subprocess.run([*TRAIN, "-m", "data=digits", "num_epochs=2", "lr=0.5,1e38", "batch_size=64,128",
-                           f"mlruns_dir={mlruns}"], capture_output=True, text=True, timeout=600, env=_env())
+                           f"mlruns_dir={mlruns}"], capture_output=True, text=True, timeout=600, env=clean_env())
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Traceback" not in done.stdout + done.stderr
     table = done.stdout[done.stdout.index("job  overrides"):].splitlines()
@@ -240,43 +233,27 @@ def test_basic_multirun_has_one_parent_and_survives_a_failing_job(tmp_path: Path
 
 
 def test_study_scripts_end_to_end_and_help(tmp_path: Path) -> None:
-    help_text = subprocess.run([*TUNE, "--help"], capture_output=True, text=True, env=_env()).stdout
+    help_text = subprocess.run([*TUNE, "--help"], capture_output=True, text=True, env=clean_env()).stdout
     for flag in ("--n-trials", "--storage", "--study-name", "--sampler", "--pruner", "--timeout", "OVERRIDE"):
         assert flag in help_text
     mlruns = tmp_path / "mlruns"
     done = subprocess.run([*OVERFIT, "--n-trials", "3", "data=digits", "num_epochs=8", f"mlruns_dir={mlruns}"],
-                          capture_output=True, text=True, timeout=600, env=_env())
+                          capture_output=True, text=True, timeout=600, env=clean_env())
     assert done.returncode == 0, done.stderr[-2000:]
     study = _study(mlruns, "overfit-digits")
     assert len(study.trials) == 3 and {"lr", "data.train_size", "weight_decay"} <= set(study.trials[0].params)
     assert_consistent(mlruns, study)
-    bad = subprocess.run([*TUNE, "--sampler", "annealing"], capture_output=True, text=True, env=_env())
+    bad = subprocess.run([*TUNE, "--sampler", "annealing"], capture_output=True, text=True, env=clean_env())
     assert bad.returncode == 2 and "invalid choice: 'annealing'" in bad.stderr
-
-
-def _wait_for_running_trial(db: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        if db.exists():
-            try:
-                with sqlite3.connect(db) as con:
-                    rows = con.execute("SELECT count(*) FROM metrics m JOIN tags t ON m.run_uuid = t.run_uuid "
-                                       "WHERE t.key = 'optuna.trial_number' AND m.key = 'val_acc'").fetchone()
-                    if rows[0] >= 1:
-                        return
-            except sqlite3.OperationalError:
-                pass
-        time.sleep(0.2)
-    raise AssertionError("no trial started logging")
 
 
 def test_sigint_leaves_nothing_running_and_the_rerun_resumes(tmp_path: Path) -> None:
     mlruns = tmp_path / "mlruns"
     command = [*TUNE, "--n-trials", "2", "--pruner", "none", "data=digits", "num_epochs=2500",
                "batch_size=256", f"mlruns_dir={mlruns}"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
-    _wait_for_running_trial(mlruns / "mlflow.db", proc)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env())
+    wait_for_count(mlruns / "mlflow.db", proc, "SELECT count(*) FROM metrics m JOIN tags t ON m.run_uuid = t.run_uuid "
+                   "WHERE t.key = 'optuna.trial_number' AND m.key = 'val_acc'", 1, "a trial logging epochs")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
@@ -287,7 +264,7 @@ def test_sigint_leaves_nothing_running_and_the_rerun_resumes(tmp_path: Path) -> 
     assert [t.state for t in study.trials] == [TrialState.FAIL]
     parent_id = study.user_attrs["mlflow_parent_run_id"]
 
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env())
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=clean_env())
     assert done.returncode == 0, done.stderr[-2000:]
     study = _study(mlruns, "tune-digits")
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE], "resumed, not restarted"

@@ -5,7 +5,8 @@ import os
 import re
 import signal
 import sys
-from typing import Callable, NoReturn, Optional, TypeVar
+from collections.abc import Callable
+from typing import NoReturn, Optional, TypeVar
 
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException

@@ -1,12 +1,15 @@
 """Data sets held in memory as normalized float32 NDArrays, loaded once per process."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 from mxnet import nd
@@ -142,10 +145,25 @@ def _digits() -> Dataset:
     return Dataset("digits", "sklearn.datasets.load_digits", digest, X_train, y_train, X_test, y_test, 10)
 
 
+_loading = threading.Lock()
+
+
 def load_dataset(name: str, root: Optional[str] = None, url: Optional[str] = None,
                  progress: bool = True) -> Dataset:
-    """Load (downloading if needed) a data set once per process; later calls reuse it."""
-    return _load_dataset(name, root, url, progress)
+    """Load (downloading if needed) a data set once per process; later calls reuse it (and a
+    call made while another thread loads it waits for that load)."""
+    with _loading:
+        return _load_dataset(name, root, url, progress)
+
+
+def preload_dataset(name: str, root: Optional[str] = None, url: Optional[str] = None) -> None:
+    """Start loading a data set in the background (a sweep does so while it opens its stores);
+    errors are left for the first real load to report."""
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            load_dataset(name, root, url)
+
+    threading.Thread(target=load, name="preload-dataset", daemon=True).start()
 
 
 @functools.lru_cache(maxsize=4)

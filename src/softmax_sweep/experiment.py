@@ -7,8 +7,9 @@ import functools
 import logging
 import subprocess
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 import mxnet as mx
 import numpy as np
@@ -196,7 +197,8 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
         summary = summarize(result)
         run.log_metrics(summary, tags={"stopped_early": result.stopped_early})
         log.log(logging.DEBUG if in_sweep else logging.INFO,
-                "run %s: best val_acc %.4f at epoch %d, test_acc there %.4f (MLflow: %s)", run.run_id, summary["best_val_acc"], result.best_epoch, summary["test_acc_at_best_epoch"],
-                 mask_password(tracker.uri))
+                "run %s: best val_acc %.4f at epoch %d, test_acc there %.4f (MLflow: %s)", run.run_id,
+                summary["best_val_acc"], result.best_epoch, summary["test_acc_at_best_epoch"],
+                mask_password(tracker.uri))
     return {**summary, "val_acc": result.best["val_acc"], "val_loss": result.best["val_loss"],
             "run_id": run.run_id}

@@ -1,8 +1,8 @@
 """Figures: the chapter's accuracy and loss curves against epoch."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 

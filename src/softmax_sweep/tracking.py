@@ -13,8 +13,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from mlflow.entities import Dataset as MlflowDataset
@@ -135,13 +136,13 @@ class Tracker:
         return found.experiment_id
 
     @_uninterrupted
-    def start_run(self, run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None) -> "RunLogger":
+    def start_run(self, run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None) -> RunLogger:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags or {}))
         return RunLogger(self.client, run.info.run_id)
 
     @contextlib.contextmanager
     def run(self, run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None,
-            on_end: Optional[RunEndHook] = None) -> Iterator["RunLogger"]:
+            on_end: Optional[RunEndHook] = None) -> Iterator[RunLogger]:
         """A run that always ends: FINISHED, FAILED with the reason, or KILLED on Ctrl-C/SIGTERM.
         An exception with an `mlflow_status` attribute (a pruned trial) ends with that status."""
         logger = self.start_run(run_name, tags)
@@ -161,7 +162,7 @@ class Tracker:
             logger.end("FINISHED")
 
 
-def _call_quietly(hook: Optional[RunEndHook], logger: "RunLogger", error: BaseException) -> None:
+def _call_quietly(hook: Optional[RunEndHook], logger: RunLogger, error: BaseException) -> None:
     """Run a hook on the way out of a failed run without letting it hide the original error."""
     if hook is None:
         return
@@ -196,7 +197,8 @@ class RunLogger:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self._tags.update({k: str(v) for k, v in tags.items()})
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int = 0, tags: Optional[Mapping[str, Any]] = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0,
+                    tags: Optional[Mapping[str, Any]] = None) -> None:
         self._queue(metrics, step)
         self.set_tags(tags or {})
         self.flush()

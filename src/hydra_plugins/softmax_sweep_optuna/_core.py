@@ -6,24 +6,33 @@ import os
 import shlex
 import threading
 import time
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import optuna
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
-from hydra.core.plugins import Plugins
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from softmax_sweep.config import int_keys, to_settings
+from softmax_sweep.data import preload_dataset
 from softmax_sweep.errors import SweepFailed, UserError
 from softmax_sweep.jobs import PARENT_ENV, TRIAL_ENV
 from softmax_sweep.sweeping.parent import finish_sweep, open_parent_run
 from softmax_sweep.sweeping.recovery import StaleTrialHandler
 from softmax_sweep.sweeping.search_space import parse_search_space
 from softmax_sweep.sweeping.study import (
-    make_pruner, make_sampler, make_storage, next_step, open_study, too_many_failures, trial_line, trials_to_go,
+    make_pruner,
+    make_sampler,
+    make_storage,
+    next_step,
+    open_study,
+    too_many_failures,
+    trial_line,
+    trials_to_go,
 )
 from softmax_sweep.sweeping.trials import LIVE_TRIALS, SWEEP_ENV_STORAGE, SWEEP_ENV_STUDY
 from softmax_sweep.tracking import mask_password
@@ -57,6 +66,7 @@ class OptunaSweeperImpl:
     def sweep(self, arguments: list[str]) -> None:
         app_cfg = OmegaConf.masked_copy(self.config, [k for k in self.config if k != "hydra"])
         settings = to_settings(app_cfg)
+        preload_dataset(settings.data.name, settings.data.root, settings.data.url)  # jobs run in this process
         space = parse_search_space(self.params, arguments, int_keys())
         if not self.storage_url:
             raise UserError("hydra.sweeper.storage is empty: give an Optuna storage URL")
@@ -84,7 +94,7 @@ class OptunaSweeperImpl:
                          "hydra.sweeper.study_name={study}"])
         try:
             self._loop(study, space, n_trials)
-        except KeyboardInterrupt as e:
+        except KeyboardInterrupt:
             finish_sweep(parent, study, space, hint, "KILLED", "interrupted", metric=settings.optimized_metric)
             raise
         except Exception as e:

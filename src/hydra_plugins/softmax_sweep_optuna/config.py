@@ -5,7 +5,7 @@
 `hydra/sweeper/pruner=median|hyperband|none`."""
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -80,7 +80,7 @@ class NopPrunerConfig:
 @dataclass
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.softmax_sweep_optuna.optuna_sweeper.OptunaSweeper"
-    defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
     sampler: Any = MISSING
     pruner: Any = MISSING
     direction: str = "maximize"
@@ -98,7 +98,7 @@ class OptunaSweeperConf:
     heartbeat_interval: Optional[int] = None
     grace_period: Optional[int] = None
     # key: choice(...) | range(...) | interval(...) | tag(log, interval(...)) | fixed value
-    params: Optional[Dict[str, str]] = None
+    params: Optional[dict[str, str]] = None
 
 
 _store = ConfigStore.instance()

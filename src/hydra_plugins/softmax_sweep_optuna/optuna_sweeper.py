@@ -1,6 +1,6 @@
 """The Sweeper class Hydra discovers; the work is in _core, imported only when a sweep starts."""
 
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
@@ -18,5 +18,5 @@ class OptunaSweeper(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
-    def sweep(self, arguments: List[str]) -> Optional[Any]:
+    def sweep(self, arguments: list[str]) -> Optional[Any]:
         return self.sweeper.sweep(arguments)

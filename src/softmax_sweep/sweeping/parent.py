@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import json
-import math
 import logging
+import math
 import tempfile
 from pathlib import Path
 from typing import Optional

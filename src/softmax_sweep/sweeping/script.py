@@ -9,7 +9,8 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -86,14 +87,22 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) ->
     process) writes the sweep report and ends the MLflow parent run."""
     import optuna
 
+    from softmax_sweep.data import preload_dataset
     from softmax_sweep.errors import TrainingDiverged, UserError
     from softmax_sweep.experiment import tracker_for
     from softmax_sweep.sweeping.parent import finish_sweep, open_parent_run
     from softmax_sweep.sweeping.recovery import StaleTrialHandler
     from softmax_sweep.sweeping.search_space import parse_search_space
     from softmax_sweep.sweeping.study import (
-        make_pruner, make_sampler, make_storage, next_step, open_study, overshoot, too_many_failures,
-        trial_line, trials_to_go,
+        make_pruner,
+        make_sampler,
+        make_storage,
+        next_step,
+        open_study,
+        overshoot,
+        too_many_failures,
+        trial_line,
+        trials_to_go,
     )
     from softmax_sweep.sweeping.trials import run_trial
 
@@ -102,6 +111,8 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) ->
     sweeper = full.hydra.sweeper
     app_cfg = OmegaConf.masked_copy(full, [k for k in full if k != "hydra"])
     settings = to_settings(app_cfg)
+    if args.workers == 1:  # this process trains: load the data while the stores open
+        preload_dataset(settings.data.name, settings.data.root, settings.data.url)
     task_overrides = [o for o in plain if not o.startswith(("hydra", "+hydra", "++hydra"))]
     space = parse_search_space(OmegaConf.to_container(sweeper.params or {}), [*task_overrides, *sweep_overrides],
                                int_keys())

@@ -4,7 +4,8 @@ from __future__ import annotations
 import math
 import os
 import socket
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 import optuna
 from omegaconf import DictConfig
