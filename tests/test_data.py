@@ -11,8 +11,9 @@ from softmax_sweep.data import DataIter, load_dataset, split_indices
 from softmax_sweep.download import DownloadError, RemoteFile, fetch
 from softmax_sweep.errors import UserError
 from softmax_sweep.idx import DataFileError, read_idx, read_idx_pair, write_idx
+from softmax_sweep.synthetic import IDX_FILES
 
-from conftest import IDX_FILES, make_idx_folder
+from conftest import make_idx_folder
 
 
 @pytest.mark.parametrize("name", ["images-idx3-ubyte", "images-idx3-ubyte.gz"])

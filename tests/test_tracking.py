@@ -13,9 +13,10 @@ from softmax_sweep import data as data_module
 from softmax_sweep.download import RemoteFile
 from softmax_sweep.errors import TrainingDiverged
 from softmax_sweep.experiment import train
+from softmax_sweep.synthetic import IDX_FILES
 from softmax_sweep.tracking import mask_password
 
-from conftest import IDX_FILES, compose_config, run_statuses
+from conftest import compose_config, run_statuses
 
 SIX = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 
