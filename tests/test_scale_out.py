@@ -240,3 +240,27 @@ def test_workers_through_the_grpc_storage_proxy(postgres, tmp_path: Path) -> Non
         output, _ = proxy.communicate(timeout=30)
     assert "serving Optuna storage postgresql://postgres:***@127.0.0.1:5432/" in output
     assert SECRET not in output
+
+
+def test_a_study_on_mysql(tmp_path: Path) -> None:
+    """mysql:// URLs work as storages too (MariaDB on 127.0.0.1:3306 on these machines)."""
+    try:
+        import pymysql
+
+        pymysql.connect(host="127.0.0.1", port=3306, user="root", connect_timeout=3).close()
+    except Exception as e:  # noqa: BLE001 - any reason there is no server to use
+        pytest.skip(f"no MySQL/MariaDB server for root on 127.0.0.1:3306 ({e})")
+    name = f"softmax_sweep_test_{uuid.uuid4().hex[:10]}"
+    with pymysql.connect(host="127.0.0.1", user="root", autocommit=True) as con:
+        con.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        storage = f"mysql://root@127.0.0.1:3306/{name}"
+        done = subprocess.run([*TUNE, "--n-trials", "3", "--pruner", "none", "--storage", storage, "data=digits",
+                               "num_epochs=3", f"mlruns_dir={tmp_path / 'mlruns'}"],
+                              capture_output=True, text=True, timeout=600, env=clean_env())
+        assert done.returncode == 0, done.stderr[-3000:]
+        study = _study(storage)
+        assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    finally:
+        with pymysql.connect(host="127.0.0.1", user="root", autocommit=True) as con:
+            con.cursor().execute(f"DROP DATABASE IF EXISTS {name}")

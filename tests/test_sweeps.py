@@ -1,7 +1,9 @@
 """Sweeps: the Hydra sweeper plugin, the study scripts, MLflow parent/child runs, pruning, faults."""
 from __future__ import annotations
 
+import contextlib
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -270,3 +272,18 @@ def test_sigint_leaves_nothing_running_and_the_rerun_resumes(tmp_path: Path) -> 
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE], "resumed, not restarted"
     assert study.user_attrs["mlflow_parent_run_id"] == parent_id
     assert_consistent(mlruns, study)
+
+
+def test_hydra_sweeper_on_a_database_storage_with_heartbeats(tmp_path: Path) -> None:
+    mlruns = tmp_path / "mlruns"
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    done = subprocess.run([*TRAIN, "-m", "sweep=tune", "data=digits", f"mlruns_dir={mlruns}", "num_epochs=400",
+                           "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage={storage}",
+                           "hydra.sweeper.heartbeat_interval=1", "hydra/sweeper/pruner=none"],
+                          capture_output=True, text=True, timeout=600, env=clean_env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    study = optuna.load_study(study_name="tune-digits", storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    with contextlib.closing(sqlite3.connect(tmp_path / "optuna.db")) as con:
+        beating = {row[0] for row in con.execute("SELECT trial_id FROM trial_heartbeats")}
+    assert beating == {t._trial_id for t in study.trials}, "the sweeper recorded heartbeats while trials ran"
