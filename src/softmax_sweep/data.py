@@ -1,7 +1,6 @@
 """Data sets held in memory as normalized float32 NDArrays, loaded once per process."""
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import os
@@ -154,16 +153,6 @@ def load_dataset(name: str, root: Optional[str] = None, url: Optional[str] = Non
     call made while another thread loads it waits for that load)."""
     with _loading:
         return _load_dataset(name, root, url, progress)
-
-
-def preload_dataset(name: str, root: Optional[str] = None, url: Optional[str] = None) -> None:
-    """Start loading a data set in the background (a sweep does so while it opens its stores);
-    errors are left for the first real load to report."""
-    def load() -> None:
-        with contextlib.suppress(Exception):
-            load_dataset(name, root, url)
-
-    threading.Thread(target=load, name="preload-dataset", daemon=True).start()
 
 
 @functools.lru_cache(maxsize=4)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from softmax_sweep.config import int_keys, to_settings
-from softmax_sweep.data import preload_dataset
+from softmax_sweep.data import load_dataset
 from softmax_sweep.errors import SweepFailed, UserError
 from softmax_sweep.jobs import PARENT_ENV, TRIAL_ENV
 from softmax_sweep.sweeping.parent import finish_sweep, open_parent_run
@@ -66,7 +66,8 @@ class OptunaSweeperImpl:
     def sweep(self, arguments: list[str]) -> None:
         app_cfg = OmegaConf.masked_copy(self.config, [k for k in self.config if k != "hydra"])
         settings = to_settings(app_cfg)
-        preload_dataset(settings.data.name, settings.data.root, settings.data.url)  # jobs run in this process
+        # a data set that cannot be loaded fails the sweep now, not every trial; in-process jobs reuse it
+        load_dataset(settings.data.name, settings.data.root, settings.data.url)
         space = parse_search_space(self.params, arguments, int_keys())
         if not self.storage_url:
             raise UserError("hydra.sweeper.storage is empty: give an Optuna storage URL")

@@ -87,7 +87,7 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) ->
     process) writes the sweep report and ends the MLflow parent run."""
     import optuna
 
-    from softmax_sweep.data import preload_dataset
+    from softmax_sweep.data import load_dataset
     from softmax_sweep.errors import TrainingDiverged, UserError
     from softmax_sweep.experiment import tracker_for
     from softmax_sweep.sweeping.parent import finish_sweep, open_parent_run
@@ -111,8 +111,8 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) ->
     sweeper = full.hydra.sweeper
     app_cfg = OmegaConf.masked_copy(full, [k for k in full if k != "hydra"])
     settings = to_settings(app_cfg)
-    if args.workers == 1:  # this process trains: load the data while the stores open
-        preload_dataset(settings.data.name, settings.data.root, settings.data.url)
+    # a data set that cannot be loaded fails the sweep now, not every trial; trials reuse it
+    load_dataset(settings.data.name, settings.data.root, settings.data.url)
     task_overrides = [o for o in plain if not o.startswith(("hydra", "+hydra", "++hydra"))]
     space = parse_search_space(OmegaConf.to_container(sweeper.params or {}), [*task_overrides, *sweep_overrides],
                                int_keys())
