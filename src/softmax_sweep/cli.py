@@ -3,23 +3,19 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import sys
 from collections.abc import Callable
-from typing import NoReturn, Optional, TypeVar
+from typing import Optional, TypeVar
 
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from softmax_sweep import interrupts
 from softmax_sweep.errors import Terminated, TrainingDiverged, UserError
 
 T = TypeVar("T")
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 _DETAIL_LINE = re.compile(r"^\s*(full_key|object_type|reference_type|Set the environment)")
-
-
-def _raise_terminated(signum, frame) -> NoReturn:
-    raise Terminated()
 
 
 def _omegaconf_cause(exc: BaseException) -> Optional[OmegaConfBaseException]:
@@ -84,7 +80,7 @@ def run_cli(body: Callable[[], T]) -> T:
     """Run a command: SIGTERM acts like Ctrl-C, user errors become `error: ...` and exit 2."""
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra raise, so the errors can be printed here
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    interrupts.install()
     try:
         result = body()
         if _deferred:

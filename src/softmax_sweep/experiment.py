@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from softmax_sweep.config import PROJECT_ROOT, TrainConfig, to_settings
 from softmax_sweep.data import DataIter, Dataset, check_val_size, load_dataset, split_indices
+from softmax_sweep.interrupts import InterruptCheck
 from softmax_sweep.model import build_net, build_step
 from softmax_sweep.plots import plot_curves
 from softmax_sweep.tracking import RunEndHook, RunLogger, Tracker, mask_password, resolve_tracking_uri
@@ -187,7 +188,8 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
                 val_size=data_cfg.val_size, weight_decay=settings.weight_decay, seed=settings.seed,
                 train_size=data_cfg.train_size, patience=settings.early_stopping_patience,
                 monitor=settings.optimized_metric,
-                callbacks=[history, EpochLogger(settings.num_epochs, quiet=in_sweep), run, *callbacks],
+                callbacks=[history, EpochLogger(settings.num_epochs, quiet=in_sweep), run, *callbacks,
+                           InterruptCheck()],
             )
         except BaseException:
             with contextlib.suppress(Exception):  # keep the curves so far; the original error wins

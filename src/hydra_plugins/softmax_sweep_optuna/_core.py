@@ -17,6 +17,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from softmax_sweep import interrupts
 from softmax_sweep.config import int_keys, to_settings
 from softmax_sweep.data import load_dataset
 from softmax_sweep.errors import SweepFailed, UserError
@@ -107,6 +108,7 @@ class OptunaSweeperImpl:
     def _loop(self, study: optuna.Study, space, n_trials: int) -> None:
         heartbeats = bool(self.heartbeat_interval)
         while (step := next_step(study, n_trials, heartbeats)) != "done":
+            interrupts.check()
             if step == "wait":  # running trials elsewhere: finish them, or fail them when their worker died
                 time.sleep(self.heartbeat_interval / 2)
                 continue

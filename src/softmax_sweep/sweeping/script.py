@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from softmax_sweep import interrupts
 from softmax_sweep.cli import run_cli
 from softmax_sweep.config import CONF_DIR, int_keys, to_settings
 from softmax_sweep.errors import SweepFailed, Terminated
@@ -158,6 +159,7 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) ->
     def work() -> None:
         deadline = time.monotonic() + args.timeout if args.timeout else None
         while (step := next_step(study, n_trials, bool(heartbeat))) != "done":
+            interrupts.check()
             if too_many_failures(study, sweeper.max_failure_rate) or (deadline and time.monotonic() > deadline):
                 return
             if step == "wait":  # running trials elsewhere: finish them, or fail them when their worker died

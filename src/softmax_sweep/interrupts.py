@@ -1,0 +1,51 @@
+"""Ctrl-C and SIGTERM that cannot get lost.
+
+Python raises KeyboardInterrupt wherever the main thread happens to be, and where that is a
+`__del__` (MXNet frees NDArrays in Python, thousands of times per epoch) the exception is
+printed and dropped: training would go on. So the handlers also remember the signal, and the
+training loop and the sweep loops call check() at safe points to raise it again.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+from softmax_sweep.errors import Terminated
+
+_received: list[int] = []
+
+
+def _exception(signum: int) -> KeyboardInterrupt:
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _handler(signum: int, frame) -> None:
+    _received.append(signum)
+    raise _exception(signum)
+
+
+def _unraisable(unraisable, previous=sys.unraisablehook) -> None:
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        return  # raised in a __del__: dropped by Python, raised again by check(); nothing to print
+    previous(unraisable)
+
+
+def install() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _handler)
+        signal.signal(signal.SIGTERM, _handler)
+        sys.unraisablehook = _unraisable
+
+
+def check() -> None:
+    """Raise the interrupt again if one arrived (its first raise may have been swallowed)."""
+    if _received:
+        raise _exception(_received[-1])
+
+
+class InterruptCheck:
+    """Training callback: an interrupt stops training at the latest after the current epoch."""
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        check()
