@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,15 +143,10 @@ def _digits() -> Dataset:
     return Dataset("digits", "sklearn.datasets.load_digits", digest, X_train, y_train, X_test, y_test, 10)
 
 
-_loading = threading.Lock()
-
-
 def load_dataset(name: str, root: Optional[str] = None, url: Optional[str] = None,
                  progress: bool = True) -> Dataset:
-    """Load (downloading if needed) a data set once per process; later calls reuse it (and a
-    call made while another thread loads it waits for that load)."""
-    with _loading:
-        return _load_dataset(name, root, url, progress)
+    """Load (downloading if needed) a data set once per process; later calls reuse it."""
+    return _load_dataset(name, root, url, progress)
 
 
 @functools.lru_cache(maxsize=4)
