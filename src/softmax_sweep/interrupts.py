@@ -7,9 +7,11 @@ training loop and the sweep loops call check() at safe points to raise it again.
 """
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 
 from softmax_sweep.errors import Terminated
 
@@ -49,3 +51,30 @@ class InterruptCheck:
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         check()
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block is done, then act on them as they would have.
+
+    Python-level handlers, not a signal mask: in a process with other threads (MXNet's engine)
+    the kernel may hand the signal to a thread that does not block it, and Python would still
+    raise KeyboardInterrupt in the main thread, in the middle of a database commit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            handler = previous[received[0]]
+            if callable(handler):
+                handler(received[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(received[0])

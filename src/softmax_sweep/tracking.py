@@ -7,9 +7,7 @@ import functools
 import logging
 import os
 import re
-import signal
 import sqlite3
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +21,7 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from softmax_sweep import interrupts
 from softmax_sweep.config import default_tracking_uri
 from softmax_sweep.errors import Terminated, UserError
 
@@ -86,7 +85,7 @@ def _uninterrupted(method: Callable) -> Callable:
 
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with _signals_blocked():
+        with interrupts.deferred():
             return method(*args, **kwargs)
 
     return wrapper
@@ -167,7 +166,7 @@ def _call_quietly(hook: Optional[RunEndHook], logger: RunLogger, error: BaseExce
     if hook is None:
         return
     try:
-        with _signals_blocked():
+        with interrupts.deferred():
             hook(logger, error)
     except Exception as e:  # noqa: BLE001
         logging.getLogger("softmax_sweep").warning("run end hook failed: %s", e)
@@ -236,36 +235,9 @@ class RunLogger:
 
     def end(self, status: str, reason: Optional[str] = None) -> None:
         """Write what is queued and end the run; a second Ctrl-C meanwhile cannot leave it RUNNING."""
-        with _signals_blocked():
+        with interrupts.deferred():
             if reason and status != "FINISHED":
                 self.set_tags({"failure_reason": reason[:5000]})
             with contextlib.suppress(MlflowException):
                 self.flush()
             self.client.set_terminated(self.run_id, status=status)
-
-
-@contextlib.contextmanager
-def _signals_blocked() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block is done, then act on them as they would have.
-
-    Python-level handlers, not a signal mask: in a process with other threads (MXNet's engine)
-    the kernel may hand the signal to a thread that does not block it, and Python would still
-    raise KeyboardInterrupt in the main thread, in the middle of a database commit.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum))
-                for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if received:
-            handler = previous[received[0]]
-            if callable(handler):
-                handler(received[0], None)
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(received[0])
