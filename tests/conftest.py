@@ -29,6 +29,16 @@ def _no_ambient_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _data_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Decompressed data sets go to a folder of this test session, not the user's ~/.cache
+    (subprocesses inherit it)."""
+    folder = tmp_path_factory.mktemp("data-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SOFTMAX_SWEEP_CACHE", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def digits_cfg_template() -> DictConfig:
     return compose_config(["data=digits", "num_epochs=3", "lr=0.5", "batch_size=32"])

@@ -119,6 +119,45 @@ def test_idx_data_set_from_folder(tmp_path: Path) -> None:
         load_dataset("idx", str(tmp_path / "broken"))
 
 
+def test_gzip_data_set_is_decompressed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            _data_cache_in_tmp: Path) -> None:
+    import softmax_sweep.data as data_module
+
+    def entries() -> set[Path]:
+        return set(_data_cache_in_tmp.glob("idx-*.npz"))
+
+    def load_in_new_process():
+        data_module._load_dataset.cache_clear()
+        return load_dataset("idx", str(folder))
+
+    folder = tmp_path / "gz"
+    make_idx_folder(folder, n_train=50, n_test=20, side=12)
+    before = entries()
+    first = load_dataset("idx", str(folder))
+    (entry,) = entries() - before
+    assert not list(_data_cache_in_tmp.glob("*.part"))
+
+    def no_decompressing(*args):
+        raise AssertionError("decompressed again")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(data_module, "read_idx_pair", no_decompressing)
+        again = load_in_new_process()
+    assert again.digest == first.digest
+    assert np.array_equal(again.X_train.asnumpy(), first.X_train.asnumpy())
+    assert np.array_equal(again.y_test.asnumpy(), first.y_test.asnumpy())
+
+    make_idx_folder(folder, n_train=60, n_test=20, side=12, seed=1)  # new files, new entry and digest
+    changed = load_in_new_process()
+    assert changed.num_train == 60 and changed.digest != first.digest
+    (new_entry,) = entries() - before - {entry}
+
+    new_entry.write_bytes(b"not a zip file")  # a damaged entry is read around and replaced
+    assert load_in_new_process().digest == changed.digest
+    with np.load(new_entry) as saved:
+        assert saved["a0"].shape == (60, 12, 12)
+
+
 def test_digits_test_split_is_fixed_and_stratified() -> None:
     data = load_dataset("digits")
     assert data.X_train.shape == (1347, 64) and data.X_test.shape == (450, 64)

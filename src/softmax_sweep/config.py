@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from dataclasses import dataclass, field
@@ -86,11 +87,17 @@ class TrainConfig:
             )
 
 
+@functools.lru_cache(maxsize=1)
+def _schema() -> DictConfig:
+    """TrainConfig as an OmegaConf node, built once (merging into it leaves it unchanged)."""
+    return OmegaConf.structured(TrainConfig)
+
+
 def to_settings(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
     """Resolve a composed config into a validated TrainConfig (the dataclass checks run here)."""
     # A plain copy: Hydra's `+key=value` can add keys to the typed node, a fresh merge cannot.
     plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-    typed = OmegaConf.merge(OmegaConf.structured(TrainConfig), plain)
+    typed = OmegaConf.merge(_schema(), plain)
     settings: TrainConfig = OmegaConf.to_object(typed)  # type: ignore[assignment]
     settings.check()
     return settings

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from softmax_sweep.config import PROJECT_ROOT, TrainConfig, to_settings
 from softmax_sweep.data import DataIter, Dataset, check_val_size, load_dataset, split_indices
+from softmax_sweep.heap import freeze_before_first_run
 from softmax_sweep.interrupts import InterruptCheck
 from softmax_sweep.model import build_net, build_step
 from softmax_sweep.plots import plot_curves
@@ -168,6 +169,7 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
     data_cfg = settings.data
     dataset = load_dataset(data_cfg.name, data_cfg.root, data_cfg.url)
     check_val_size(dataset.num_train, data_cfg.val_size)  # fails before the run starts
+    freeze_before_first_run()
     resolved = _resolved_config(cfg, settings)
     run_tags = {"data.name": dataset.name, "data.digest": dataset.digest, **(tags or {})}
     if commit := git_commit():

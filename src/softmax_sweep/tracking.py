@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from mlflow.entities import Dataset as MlflowDataset
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
 from softmax_sweep import interrupts
@@ -137,7 +138,7 @@ class Tracker:
     @_uninterrupted
     def start_run(self, run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None) -> RunLogger:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags or {}))
-        return RunLogger(self.client, run.info.run_id)
+        return RunLogger(self.client, run.info.run_id, run.info.artifact_uri)
 
     @contextlib.contextmanager
     def run(self, run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None,
@@ -175,16 +176,17 @@ def _call_quietly(hook: Optional[RunEndHook], logger: RunLogger, error: BaseExce
 class RunLogger:
     """Logs one MLflow run; as a training callback it records the six metrics every epoch.
 
-    Params, tags and epoch metrics are queued and written together, at most once per
+    Params, tags and metrics are queued and written together, at most once per
     flush_seconds and always when the run ends: a sub-second epoch (or a trial of a sweep, with
     other workers sharing the database) does not pay a commit for each of them.
     """
 
     flush_seconds = 1.0
 
-    def __init__(self, client: MlflowClient, run_id: str) -> None:
+    def __init__(self, client: MlflowClient, run_id: str, artifact_uri: Optional[str] = None) -> None:
         self.client = client
         self.run_id = run_id
+        self.artifact_uri = artifact_uri
         self._metrics: list[Metric] = []
         self._params: list[Param] = []
         self._tags: dict[str, str] = {}
@@ -200,10 +202,13 @@ class RunLogger:
                     tags: Optional[Mapping[str, Any]] = None) -> None:
         self._queue(metrics, step)
         self.set_tags(tags or {})
-        self.flush()
+        self._flush_if_due()
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         self._queue(metrics, epoch)
+        self._flush_if_due()
+
+    def _flush_if_due(self) -> None:
         if time.monotonic() - self._flushed_at >= self.flush_seconds:
             self.flush()
 
@@ -231,7 +236,10 @@ class RunLogger:
 
     @_uninterrupted
     def log_artifacts(self, folder: Path) -> None:
-        self.client.log_artifacts(self.run_id, str(folder))
+        if self.artifact_uri is None:
+            self.client.log_artifacts(self.run_id, str(folder))
+        else:  # MlflowClient would read the whole run back from the store first, to learn this URI
+            get_artifact_repository(self.artifact_uri, tracking_uri=self.client.tracking_uri).log_artifacts(str(folder))
 
     def end(self, status: str, reason: Optional[str] = None) -> None:
         """Write what is queued and end the run; a second Ctrl-C meanwhile cannot leave it RUNNING."""

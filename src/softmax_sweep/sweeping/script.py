@@ -20,6 +20,7 @@ from softmax_sweep import interrupts
 from softmax_sweep.cli import run_cli
 from softmax_sweep.config import CONF_DIR, int_keys, to_settings
 from softmax_sweep.errors import SweepFailed, Terminated
+from softmax_sweep.heap import freeze_setup
 from softmax_sweep.sweeping.trials import worker_name
 from softmax_sweep.tracking import mask_password
 
@@ -107,6 +108,7 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) ->
     )
     from softmax_sweep.sweeping.trials import run_trial
 
+    freeze_setup()
     plain, sweep_overrides = split_overrides(args.overrides)
     full = compose_sweep(sweep, args, plain)
     sweeper = full.hydra.sweeper
