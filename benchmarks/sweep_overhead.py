@@ -81,11 +81,26 @@ def command_wall(command: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def line(label: str, wall: float, mlruns: Path, epochs: int, study: str = "tune-idx") -> float:
+def parent_seconds(mlruns: Path, study: str) -> float:
+    """Start to end of the study's MLflow parent run (opened after the data set is loaded)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("softmax-sweep")
+    parent_of_study = f"tags.`sweep.kind` = 'optuna' and tags.`optuna.study_name` = '{study}'"
+    (parent,) = client.search_runs([experiment.experiment_id], filter_string=parent_of_study)
+    return (parent.info.end_time - parent.info.start_time) / 1000
+
+
+def line(label: str, wall: float, mlruns: Path, epochs: int, study: str = "tune-idx", parent: bool = False) -> float:
     train, n = training_seconds(mlruns, study)
     overhead = 100 * (wall / train - 1)
+    inside = ""
+    if parent:
+        sweep = parent_seconds(mlruns, study)
+        inside = f"; parent run {sweep:5.2f} s, overhead {100 * (sweep / train - 1):4.1f}%"
     print(f"  {label:24s} {n} trials x {epochs} epochs: wall {wall:5.2f} s, training {train:5.2f} s, "
-          f"overhead {overhead:4.1f}%", flush=True)
+          f"overhead {overhead:4.1f}%{inside}", flush=True)
     return overhead
 
 
@@ -128,14 +143,15 @@ def main() -> None:
         mlruns = Path(tmp) / "warm-0"
         line("sweeps/tune.py command:", command_wall(
             [sys.executable, "sweeps/tune.py", *study_args(folder, mlruns, args.trials, args.epochs),
-             "--study-name", "command"]), mlruns, args.epochs, study="command")
+             "--study-name", "command"]), mlruns, args.epochs, study="command", parent=True)
         mlruns = Path(tmp) / "multirun"
         line("multirun command:", command_wall(
             [sys.executable, "-m", "softmax_sweep.train", "-m", "sweep=tune", f"hydra.sweeper.n_trials={args.trials}",
              "hydra/sweeper/sampler=random", "hydra/sweeper/pruner=none", *overrides(folder, mlruns, args.epochs)]),
-             mlruns, args.epochs)
-        print("(the commands include interpreter start-up and imports; the multirun command also a new store "
-              "and Hydra's composition of each job's config)")
+             mlruns, args.epochs, parent=True)
+        print("(the commands include interpreter start-up and imports, the multirun command also a new store; "
+              "the parent run lasts from after the data set is loaded to the end of the report, and for the "
+              "multirun command includes Hydra's composition of each job's config)")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from softmax_sweep import interrupts
 from softmax_sweep.config import int_keys, to_settings
 from softmax_sweep.data import load_dataset
 from softmax_sweep.errors import SweepFailed, UserError
+from softmax_sweep.heap import freeze_setup
 from softmax_sweep.jobs import PARENT_ENV, TRIAL_ENV
 from softmax_sweep.sweeping.parent import finish_sweep, open_parent_run
 from softmax_sweep.sweeping.recovery import StaleTrialHandler
@@ -65,6 +66,7 @@ class OptunaSweeperImpl:
             config=config, hydra_context=hydra_context, task_function=task_function)
 
     def sweep(self, arguments: list[str]) -> None:
+        freeze_setup()
         app_cfg = OmegaConf.masked_copy(self.config, [k for k in self.config if k != "hydra"])
         settings = to_settings(app_cfg)
         # a data set that cannot be loaded fails the sweep now, not every trial; in-process jobs reuse it
