@@ -1,13 +1,19 @@
 """Trials per minute with 1 and with 2 local workers on one 20-trial digits study.
 
-    python benchmarks/workers.py [--trials 20] [--epochs 0] [--repeats 3]
+    python benchmarks/workers.py [--trials 20] [--repeats 5] [--own-trials]
 
-Each run is `sweeps/tune.py --workers K --n-trials 20 --pruner none data=digits` (sweep=tune's
-search space; --epochs N fixes num_epochs=N instead) on fresh default stores (a journal file for
-Optuna, SQLite for MLflow). Throughput counts trials from the first trial's start to the last
-trial's end as Optuna recorded them (process start-up excluded); the wall time of the whole
-command is printed too. Each setting runs --repeats times; the median counts. Target: 2 workers
->= 1.6x the trials per minute of 1 on this 2-core machine.
+Each timed run is `sweeps/tune.py --workers K --n-trials 20 --pruner none data=digits` on fresh
+default stores (a journal file for Optuna, SQLite for MLflow). The runs compare like with like:
+before each, the same 20 trials are queued in its study (Optuna's enqueue_trial), namely the
+trials that sweep=tune's TPE sampler chose in an untimed reference run; the workers take them
+from the queue. (Left to sample on their own, the workers of a 2-worker run draw other
+parameters than a single worker, since each worker's sampler gets its own seed, and a run that
+happens to draw more epochs or smaller batches looks slower: --own-trials measures that way.)
+
+Throughput counts trials from the first trial's start to the last trial's end as Optuna
+recorded them (process start-up excluded); the wall time of the whole command is printed too.
+Each setting runs --repeats times, alternating; the median counts. Target: 2 workers >= 1.6x the
+trials per minute of 1 on this 2-core machine.
 """
 from __future__ import annotations
 
@@ -18,40 +24,56 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import optuna
 
 from softmax_sweep.sweeping.study import make_storage
 
 ROOT = Path(__file__).resolve().parents[1]
+STUDY = "tune-digits"
 
 
-def run(workers: int, trials: int, epochs: int, mlruns: Path) -> tuple[float, float]:
+def storage(mlruns: Path):
+    return make_storage(f"journal:///{mlruns / 'optuna.journal'}")
+
+
+def run(workers: int, trials: int, mlruns: Path, queued: Optional[list[dict]]) -> tuple[float, float]:
     """(trials per minute, wall seconds of the command)."""
+    if queued:
+        study = optuna.create_study(study_name=STUDY, storage=storage(mlruns), direction="maximize")
+        for params in queued:
+            study.enqueue_trial(params)
     start = time.perf_counter()
-    epochs_override = [f"num_epochs={epochs}"] if epochs else []
     subprocess.run([sys.executable, str(ROOT / "sweeps" / "tune.py"), "--workers", str(workers), "--n-trials",
-                    str(trials), "--pruner", "none", "data=digits", *epochs_override, f"mlruns_dir={mlruns}"],
+                    str(trials), "--pruner", "none", "data=digits", f"mlruns_dir={mlruns}"],
                    check=True, capture_output=True)
     wall = time.perf_counter() - start
-    study = optuna.load_study(study_name="tune-digits", storage=make_storage(f"journal:///{mlruns / 'optuna.journal'}"))
-    first = min(t.datetime_start for t in study.trials)
-    last = max(t.datetime_complete for t in study.trials)
-    return len(study.trials) / (last - first).total_seconds() * 60, wall
+    done = optuna.load_study(study_name=STUDY, storage=storage(mlruns)).trials
+    first = min(t.datetime_start for t in done)
+    last = max(t.datetime_complete for t in done)
+    return len(done) / (last - first).total_seconds() * 60, wall
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=0,
-                        help="fixed epochs per trial (a digits epoch takes milliseconds); 0: sweep=tune's range")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--own-trials", action="store_true",
+                        help="no queue: every run's workers sample their own trials")
     args = parser.parse_args()
-    results = {1: [], 2: []}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    results: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
     with tempfile.TemporaryDirectory() as tmp:
+        queued = None
+        if not args.own_trials:
+            reference = Path(tmp) / "reference"
+            run(1, args.trials, reference, None)
+            queued = [t.params for t in optuna.load_study(study_name=STUDY, storage=storage(reference)).trials]
+            print(f"queued in every run: the {len(queued)} trials of a reference run of sweep=tune (TPE, seed 0)")
         for repeat in range(args.repeats):
             for k in (1, 2):
-                results[k].append(run(k, args.trials, args.epochs, Path(tmp) / f"{k}-{repeat}"))
+                results[k].append(run(k, args.trials, Path(tmp) / f"{k}-{repeat}", queued))
     rate = {k: statistics.median(r[0] for r in runs) for k, runs in results.items()}
     wall = {k: statistics.median(r[1] for r in runs) for k, runs in results.items()}
     for k in (1, 2):
