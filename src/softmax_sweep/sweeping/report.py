@@ -84,7 +84,9 @@ def _val_curves(trials, curves: Curves, metric: str):
     for t in drawn:
         style, alpha = STATE_STYLE.get(t.state, ("-", 0.5))
         epochs, values = zip(*curves[t.number])
-        ax.plot(epochs, values, style, alpha=alpha, linewidth=1)
+        (line,) = ax.plot(epochs, values, style, alpha=alpha, linewidth=1)
+        if t.state != TrialState.COMPLETE:  # where it stopped (a trial pruned after one epoch has no line)
+            ax.plot(epochs[-1:], values[-1:], "x", color=line.get_color(), alpha=alpha)
     best = max((t for t in drawn if t.state == TrialState.COMPLETE), key=lambda t: t.value or 0, default=None)
     if best is not None:
         epochs, values = zip(*curves[best.number])
@@ -92,7 +94,7 @@ def _val_curves(trials, curves: Curves, metric: str):
         ax.legend()
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
-    ax.set_title("all trials (solid: complete, dotted: pruned, dashed: failed)")
+    ax.set_title("all trials (solid: complete; dotted, ending in x: pruned; dashed, ending in x: failed)")
     ax.grid(alpha=0.3)
     return figure
 
