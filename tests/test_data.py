@@ -152,7 +152,7 @@ def test_gzip_data_set_is_decompressed_once(tmp_path: Path, monkeypatch: pytest.
     assert changed.num_train == 60 and changed.digest != first.digest
     (new_entry,) = entries() - before - {entry}
 
-    new_entry.write_bytes(b"not a zip file")  # a damaged entry is read around and replaced
+    new_entry.write_bytes(new_entry.read_bytes()[:200])  # a damaged entry is read around and replaced
     assert load_in_new_process().digest == changed.digest
     with np.load(new_entry) as saved:
         assert saved["a0"].shape == (60, 12, 12)

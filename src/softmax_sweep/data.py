@@ -5,6 +5,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,7 +113,7 @@ def _read_idx_set(paths: list[Path]) -> tuple[list[np.ndarray], str]:
         try:
             with np.load(cached) as saved:
                 return [saved[f"a{i}"] for i in range(4)], str(saved["digest"])
-        except (OSError, ValueError, KeyError, EOFError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # a damaged cache file: read the data files again and replace it
     arrays = [*read_idx_pair(paths[0], paths[1]), *read_idx_pair(paths[2], paths[3])]
     digest = hashlib.sha256()
