@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from softmax_sweep.config import PROJECT_ROOT, int_keys
+from softmax_sweep.config import CONF_DIR, PROJECT_ROOT, int_keys
 from softmax_sweep.errors import SweepFailed, UserError
 from softmax_sweep.sweeping.script import build_parser, run_study
 from softmax_sweep.sweeping.search_space import bound_warnings, parse_search_space
@@ -97,6 +97,38 @@ def test_overrides_become_distributions() -> None:
         space.grid()
     with pytest.raises(UserError, match="not a valid interval"):
         parse_search_space({"lr": "tag(log, interval(0, 1))"})
+
+
+def test_job_configs_reused_for_values_equal_hydras_own(tmp_path: Path) -> None:
+    """The sweeper composes a job's config once per set of group choices and sets the trial's
+    values on a copy: the result must be what Hydra composes itself, for every job."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.softmax_sweep_optuna._reuse import ReusingConfigLoader
+
+    Plugins.instance()  # registers the plugin's configs, as Hydra's start-up does
+    hydra_loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF_DIR)))
+    master = hydra_loader.load_configuration(
+        "train", ["sweep=tune", "hydra/sweeper/sampler=random", "hydra.sweeper.n_trials=3", "data=digits",
+                  f"mlruns_dir={tmp_path}"], run_mode=RunMode.MULTIRUN)
+    reusing = ReusingConfigLoader(hydra_loader)
+    fixed = ["sweep=tune", f"mlruns_dir={tmp_path}"]  # the task's own overrides come with every job
+    jobs = [["lr=0.5", "batch_size=64", "data=digits", "++hydra.job.env_set.SOFTMAX_SWEEP_TRIAL_ID=1", *fixed],
+            ["lr=0.013", "batch_size=256", "data=digits", "++hydra.job.env_set.SOFTMAX_SWEEP_TRIAL_ID=2", *fixed],
+            ["lr=0.2", "batch_size=32", "data=idx", "++hydra.job.env_set.SOFTMAX_SWEEP_TRIAL_ID=3", *fixed],  # a group
+            ["lr=0.3", "batch_size=32", "data=idx", "++hydra.job.env_set.SOFTMAX_SWEEP_TRIAL_ID=4", *fixed]]
+    for job in jobs:
+        ours, hydras = reusing.load_sweep_config(master, job), hydra_loader.load_sweep_config(master, job)
+        assert OmegaConf.to_container(ours) == OmegaConf.to_container(hydras)
+        assert ours.lr == float(job[0][3:]) and ours.hydra.job.env_set.SOFTMAX_SWEEP_TRIAL_ID == job[3][-1]
+        assert ours.hydra.job.override_dirname == hydras.hydra.job.override_dirname
+    assert reusing.reused == 2, "jobs 2 and 4 reuse the compositions of jobs 1 and 3"
+    with pytest.raises(Exception, match="batch_size"):  # values are still type-checked
+        reusing.load_sweep_config(master, ["lr=0.5", "batch_size=abc", "data=digits",
+                                           "++hydra.job.env_set.SOFTMAX_SWEEP_TRIAL_ID=5", *fixed])
 
 
 def test_best_value_at_a_bound_suggests_a_wider_range() -> None:

@@ -39,6 +39,8 @@ from softmax_sweep.sweeping.study import (
 from softmax_sweep.sweeping.trials import LIVE_TRIALS, SWEEP_ENV_STORAGE, SWEEP_ENV_STUDY
 from softmax_sweep.tracking import mask_password
 
+from ._reuse import ReusingConfigLoader
+
 log = logging.getLogger("softmax_sweep.sweep")
 DEFAULT_STUDY = "softmax-sweep"
 
@@ -62,8 +64,10 @@ class OptunaSweeperImpl:
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
+        self.config_loader = ReusingConfigLoader(hydra_context.config_loader)
         self.launcher: Launcher = Plugins.instance().instantiate_launcher(
-            config=config, hydra_context=hydra_context, task_function=task_function)
+            config=config, hydra_context=HydraContext(self.config_loader, hydra_context.callbacks),
+            task_function=task_function)
 
     def sweep(self, arguments: list[str]) -> None:
         freeze_setup()
