@@ -126,3 +126,41 @@ def test_fashion_mnist_download_through_loopback_and_train(idx_server, tmp_path:
     run = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}").get_run(summary["run_id"])
     assert run.data.tags["data.name"] == "fashion_mnist"
     assert run.inputs.dataset_inputs[0].dataset.source == server.url
+
+
+def test_data_set_inserted_by_another_worker_meanwhile(tmp_path: Path) -> None:
+    """Two workers' first trials log the same data set at once: MLflow looks it up, finds
+    nothing, and inserts; the second insert breaks the unique key. Reproduced on a real store by
+    letting another connection insert the row between MLflow's lookup and its insert."""
+    import sqlite3
+    import uuid
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from softmax_sweep.tracking import Tracker
+
+    db = tmp_path / "mlflow.db"
+    tracker = Tracker(f"sqlite:///{db}", "race", str(tmp_path))
+    run = tracker.start_run("trial-0")
+    raced = []
+
+    def other_worker_first(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.startswith("INSERT INTO datasets") and not raced:
+            raced.append(statement)
+            with sqlite3.connect(db) as other:
+                other.execute("INSERT INTO datasets (dataset_uuid, experiment_id, name, digest, "
+                              "dataset_source_type, dataset_source) VALUES (?, ?, ?, ?, ?, ?)",
+                              (uuid.uuid4().hex, int(tracker.experiment_id), "digits", "abc123", "local", "x"))
+
+    event.listen(Engine, "before_cursor_execute", other_worker_first)
+    try:
+        run.log_dataset("digits", "abc123", "x")
+    finally:
+        event.remove(Engine, "before_cursor_execute", other_worker_first)
+    assert raced, "the race was not provoked"
+    inputs = MlflowClient(f"sqlite:///{db}").get_run(run.run_id).inputs.dataset_inputs
+    assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [("digits", "abc123")]
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT count(*) FROM datasets WHERE digest = 'abc123'").fetchone() == (1,)
+    run.end("FINISHED")

@@ -231,8 +231,14 @@ class RunLogger:
     def log_dataset(self, name: str, digest: str, source: str, context: str = "training") -> None:
         dataset = MlflowDataset(name=name, digest=digest, source_type="local" if "://" not in source else "http",
                                 source=source)
-        tags = [InputTag(key="mlflow.data.context", value=context)]
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset=dataset, tags=tags)])
+        inputs = [DatasetInput(dataset=dataset, tags=[InputTag(key="mlflow.data.context", value=context)])]
+        try:
+            self.client.log_inputs(self.run_id, datasets=inputs)
+        except MlflowException:
+            # MLflow looks the data set up, then inserts it: two workers starting their first
+            # trials together can both insert, and one fails on the unique key. Its transaction
+            # was rolled back; the data set exists now, so logging again links the run to it.
+            self.client.log_inputs(self.run_id, datasets=inputs)
 
     @_uninterrupted
     def log_artifacts(self, folder: Path) -> None:
