@@ -23,19 +23,9 @@ from softmax_sweep.data import load_dataset
 from softmax_sweep.errors import SweepFailed, UserError
 from softmax_sweep.heap import freeze_setup
 from softmax_sweep.jobs import PARENT_ENV, TRIAL_ENV
-from softmax_sweep.sweeping.parent import finish_sweep, open_parent_run
-from softmax_sweep.sweeping.recovery import StaleTrialHandler
+from softmax_sweep.sweeping.parent import end_stopped_sweep, finish_sweep, open_sweep
 from softmax_sweep.sweeping.search_space import parse_search_space
-from softmax_sweep.sweeping.study import (
-    make_pruner,
-    make_sampler,
-    make_storage,
-    next_step,
-    open_study,
-    too_many_failures,
-    trial_line,
-    trials_to_go,
-)
+from softmax_sweep.sweeping.study import next_step, too_many_failures, trial_line, trials_to_go
 from softmax_sweep.sweeping.trials import LIVE_TRIALS, SWEEP_ENV_STORAGE, SWEEP_ENV_STUDY
 from softmax_sweep.tracking import mask_password
 
@@ -78,20 +68,11 @@ class OptunaSweeperImpl:
         space = parse_search_space(self.params, arguments, int_keys())
         if not self.storage_url:
             raise UserError("hydra.sweeper.storage is empty: give an Optuna storage URL")
-        on_stale = StaleTrialHandler()
-        self.storage = make_storage(self.storage_url, self.heartbeat_interval, self.grace_period, on_stale)
-        study = open_study(self.storage, self.study_name, self.direction, make_sampler(self.sampler_node, space),
-                           make_pruner(self.pruner_node))
-        from softmax_sweep.experiment import tracker_for
-
-        tracker = tracker_for(settings)
-        on_stale.client = tracker.client
-        parent = open_parent_run(tracker, study, self.storage_url)
+        opened = open_sweep(settings, space, self.storage_url, self.study_name, self.direction, self.sampler_node,
+                            self.pruner_node, self.n_trials, self.heartbeat_interval, self.grace_period)
+        self.storage, study, parent, n_trials = opened.storage, opened.study, opened.parent, opened.n_trials
         os.environ.update({PARENT_ENV: parent.run_id, SWEEP_ENV_STORAGE: self.storage_url,
                            SWEEP_ENV_STUDY: self.study_name})
-        n_trials = self.n_trials
-        if isinstance(study.sampler, optuna.samplers.GridSampler):
-            n_trials = min(n_trials, space.grid_size())
         log.info("study %s in %s: %d trials to go of %d (%s, %s); MLflow parent run %s", self.study_name,
                  mask_password(self.storage_url), trials_to_go(study, n_trials), n_trials,
                  type(study.sampler).__name__, type(study.pruner).__name__, parent.run_id)
@@ -102,11 +83,8 @@ class OptunaSweeperImpl:
                          "hydra.sweeper.study_name={study}"])
         try:
             self._loop(study, space, n_trials)
-        except KeyboardInterrupt:
-            finish_sweep(parent, study, space, hint, "KILLED", "interrupted", metric=settings.optimized_metric)
-            raise
-        except Exception as e:
-            finish_sweep(parent, study, space, hint, "FAILED", str(e), metric=settings.optimized_metric)
+        except (KeyboardInterrupt, Exception) as e:
+            end_stopped_sweep(parent, study, space, hint, e, settings.optimized_metric)
             raise
         for line in finish_sweep(parent, study, space, hint, metric=settings.optimized_metric):
             log.info(line)

@@ -5,19 +5,47 @@ import json
 import logging
 import math
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import optuna
 from mlflow.exceptions import MlflowException
 
+from softmax_sweep.config import TrainConfig
+from softmax_sweep.sweeping.recovery import StaleTrialHandler
 from softmax_sweep.sweeping.report import Curves, write_report
 from softmax_sweep.sweeping.search_space import SearchSpace, bound_warnings
-from softmax_sweep.sweeping.study import count_trials
+from softmax_sweep.sweeping.study import count_trials, make_pruner, make_sampler, make_storage, open_study
 from softmax_sweep.tracking import RunLogger, Tracker, mask_password
 
 log = logging.getLogger("softmax_sweep.sweep")
 PARENT_ATTR = "mlflow_parent_run_id"
+
+
+@dataclass
+class OpenSweep:
+    study: optuna.Study
+    storage: Any
+    parent: RunLogger
+    n_trials: int  # at most the grid's size with the grid sampler
+
+
+def open_sweep(settings: TrainConfig, space: SearchSpace, storage_url: str, study_name: str, direction: str,
+               sampler: Any, pruner: Any, n_trials: int, heartbeat_interval: Optional[int] = None,
+               grace_period: Optional[int] = None) -> OpenSweep:
+    """Create or resume the study and open its MLflow parent run, as the Hydra sweeper and the
+    study scripts both do; a trial whose worker died gets its MLflow run closed in the same store."""
+    from softmax_sweep.experiment import tracker_for
+
+    on_stale = StaleTrialHandler()
+    storage = make_storage(storage_url, heartbeat_interval, grace_period, on_stale)
+    study = open_study(storage, study_name, direction, make_sampler(sampler, space), make_pruner(pruner))
+    if isinstance(study.sampler, optuna.samplers.GridSampler):
+        n_trials = min(n_trials, space.grid_size())
+    tracker = tracker_for(settings)
+    on_stale.client = tracker.client
+    return OpenSweep(study, storage, open_parent_run(tracker, study, storage_url), n_trials)
 
 
 def open_parent_run(tracker: Tracker, study: optuna.Study, storage_url: str) -> RunLogger:
@@ -72,6 +100,14 @@ def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rer
         parent.log_artifacts(folder)
     parent.end(status, reason)
     return lines
+
+
+def end_stopped_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rerun_hint: str,
+                      error: BaseException, metric: str) -> None:
+    """finish_sweep for a sweep that stopped on `error`: KILLED on Ctrl-C/SIGTERM, else FAILED."""
+    interrupted = isinstance(error, KeyboardInterrupt)
+    finish_sweep(parent, study, space, rerun_hint, "KILLED" if interrupted else "FAILED",
+                 "interrupted" if interrupted else str(error), metric=metric)
 
 
 def _from_mlflow(parent: RunLogger, study: optuna.Study, metric: str) -> tuple[Curves, dict[int, float]]:

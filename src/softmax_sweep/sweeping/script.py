@@ -91,21 +91,9 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) ->
 
     from softmax_sweep.data import load_dataset
     from softmax_sweep.errors import TrainingDiverged, UserError
-    from softmax_sweep.experiment import tracker_for
-    from softmax_sweep.sweeping.parent import finish_sweep, open_parent_run
-    from softmax_sweep.sweeping.recovery import StaleTrialHandler
+    from softmax_sweep.sweeping.parent import end_stopped_sweep, finish_sweep, open_sweep
     from softmax_sweep.sweeping.search_space import parse_search_space
-    from softmax_sweep.sweeping.study import (
-        make_pruner,
-        make_sampler,
-        make_storage,
-        next_step,
-        open_study,
-        overshoot,
-        too_many_failures,
-        trial_line,
-        trials_to_go,
-    )
+    from softmax_sweep.sweeping.study import next_step, overshoot, too_many_failures, trial_line, trials_to_go
     from softmax_sweep.sweeping.trials import run_trial
 
     freeze_setup()
@@ -125,18 +113,13 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) ->
     if n_trials < 1 or args.workers < 1:
         raise UserError(f"--n-trials and --workers must be at least 1, got {n_trials} and {args.workers}")
     heartbeat = args.heartbeat_interval or sweeper.heartbeat_interval
-    on_stale = StaleTrialHandler()
     sampler_cfg = sweeper.sampler
     if args.worker is not None and sampler_cfg.get("seed") is not None:
         # workers with one seed would suggest the same parameters at the same time
         sampler_cfg = OmegaConf.merge(sampler_cfg, {"seed": sampler_cfg.seed + args.worker})
-    study = open_study(make_storage(storage_url, heartbeat, sweeper.grace_period, on_stale), study_name,
-                       sweeper.direction, make_sampler(sampler_cfg, space), make_pruner(sweeper.pruner))
-    if isinstance(study.sampler, optuna.samplers.GridSampler):
-        n_trials = min(n_trials, space.grid_size())
-    tracker = tracker_for(settings)
-    on_stale.client = tracker.client
-    parent = open_parent_run(tracker, study, storage_url)
+    opened = open_sweep(settings, space, storage_url, study_name, sweeper.direction, sampler_cfg, sweeper.pruner,
+                        n_trials, heartbeat, sweeper.grace_period)
+    study, parent, n_trials = opened.study, opened.parent, opened.n_trials
     if args.worker is None:
         log.info("study %s: %d trials to go of %d (%s, %s, %d worker%s); MLflow parent run %s", study_name,
                  trials_to_go(study, n_trials), n_trials, type(study.sampler).__name__,
@@ -183,9 +166,7 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) ->
             raise SweepFailed(failure)
     except BaseException as e:
         if args.worker is None:
-            interrupted = isinstance(e, KeyboardInterrupt)
-            finish_sweep(parent, study, space, rerun, "KILLED" if interrupted else "FAILED",
-                         "interrupted" if interrupted else str(e), metric=settings.optimized_metric)
+            end_stopped_sweep(parent, study, space, rerun, e, settings.optimized_metric)
         raise
     if args.worker is not None:
         return
