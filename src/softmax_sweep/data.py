@@ -105,23 +105,33 @@ def _cache_folder() -> Path:
 
 def _read_idx_set(paths: list[Path]) -> tuple[list[np.ndarray], str]:
     """The four arrays of an IDX data set and a digest of its files. Gzip-compressed files are
-    decompressed once: the arrays are kept in a cache file keyed by the files' paths, sizes and
-    modification times (decompressing 60,000 images took longer than a training epoch)."""
-    stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
-    cached = _cache_folder() / f"idx-{hashlib.sha1(repr(stats).encode()).hexdigest()[:20]}.npz"
-    if any(p.name.endswith(".gz") for p in paths) and cached.exists():
+    decompressed once: the arrays are kept in a cache file (decompressing 60,000 images took
+    longer than a training epoch)."""
+    cached = _cache_file(paths) if any(p.name.endswith(".gz") for p in paths) else None
+    if cached is not None and cached.exists():
         try:
             with np.load(cached) as saved:
                 return [saved[f"a{i}"] for i in range(4)], str(saved["digest"])
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # a damaged cache file: read the data files again and replace it
     arrays = [*read_idx_pair(paths[0], paths[1]), *read_idx_pair(paths[2], paths[3])]
-    digest = hashlib.sha256()
+    files = hashlib.sha256()
     for path in paths:
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    if any(p.name.endswith(".gz") for p in paths):
-        _save_atomically(cached, digest.hexdigest()[:16], arrays)
-    return arrays, digest.hexdigest()[:16]
+        files.update(hashlib.sha256(path.read_bytes()).digest())
+    digest = files.hexdigest()[:16]
+    if cached is not None:
+        _save_atomically(cached, digest, arrays)
+    return arrays, digest
+
+
+def _cache_file(paths: list[Path]) -> Path:
+    """Where the decompressed arrays of these files are kept, named after their paths, sizes and
+    modification times (changed files get a new entry)."""
+    stats = []
+    for path in paths:
+        info = path.stat()
+        stats.append((str(path.resolve()), info.st_size, info.st_mtime_ns))
+    return _cache_folder() / f"idx-{hashlib.sha1(repr(stats).encode()).hexdigest()[:20]}.npz"
 
 
 def _save_atomically(path: Path, digest: str, arrays: list[np.ndarray]) -> None:
