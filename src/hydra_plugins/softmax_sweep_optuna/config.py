@@ -12,42 +12,41 @@ from omegaconf import MISSING
 
 
 @dataclass
-class TPESamplerConfig:
-    _target_: str = "optuna.samplers.TPESampler"
+class SamplerConfig:
+    """What every sampler node holds; each sampler below names its class and adds its own keys."""
+
+    _target_: str = MISSING
     _partial_: bool = True  # completed (grid: with the search space) by the sweeper
     seed: Optional[int] = None
+
+
+@dataclass
+class TPESamplerConfig(SamplerConfig):
+    _target_: str = "optuna.samplers.TPESampler"
     n_startup_trials: int = 10
 
 
 @dataclass
-class RandomSamplerConfig:
+class RandomSamplerConfig(SamplerConfig):
     _target_: str = "optuna.samplers.RandomSampler"
-    _partial_: bool = True
-    seed: Optional[int] = None
 
 
 @dataclass
-class GridSamplerConfig:
+class GridSamplerConfig(SamplerConfig):
     """Takes choice() and range() params; the search space is filled in by the sweeper."""
 
     _target_: str = "optuna.samplers.GridSampler"
-    _partial_: bool = True
-    seed: Optional[int] = None
 
 
 @dataclass
-class CmaEsSamplerConfig:
+class CmaEsSamplerConfig(SamplerConfig):
     _target_: str = "optuna.samplers.CmaEsSampler"
-    _partial_: bool = True
-    seed: Optional[int] = None
     n_startup_trials: int = 1
 
 
 @dataclass
-class QMCSamplerConfig:
+class QMCSamplerConfig(SamplerConfig):
     _target_: str = "optuna.samplers.QMCSampler"
-    _partial_: bool = True
-    seed: Optional[int] = None
     qmc_type: str = "sobol"
     scramble: bool = True
 
