@@ -34,13 +34,18 @@ IMPORTS = ("import mxnet, mlflow, optuna, matplotlib.pyplot, hydra, softmax_swee
            "softmax_sweep.sweeping.parent, softmax_sweep.experiment")
 
 
-def training_seconds(mlruns: Path, study: str) -> tuple[float, int]:
+def study_runs(mlruns: Path, study: str, which: str):
+    """(client, the study's runs matching `which`) from the benchmark's MLflow store."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("softmax-sweep")
-    trials_of_study = f"tags.`optuna.study_name` = '{study}' and tags.`optuna.trial_number` != ''"
-    runs = client.search_runs([experiment.experiment_id], filter_string=trials_of_study, max_results=10000)
+    return client, client.search_runs([experiment.experiment_id], max_results=10000,
+                                      filter_string=f"tags.`optuna.study_name` = '{study}' and {which}")
+
+
+def training_seconds(mlruns: Path, study: str) -> tuple[float, int]:
+    client, runs = study_runs(mlruns, study, "tags.`optuna.trial_number` != ''")
     total = sum(m.value for run in runs for m in client.get_metric_history(run.info.run_id, "epoch_seconds"))
     return total, len(runs)
 
@@ -83,12 +88,7 @@ def command_wall(command: list[str]) -> float:
 
 def parent_seconds(mlruns: Path, study: str) -> float:
     """Start to end of the study's MLflow parent run (opened after the data set is loaded)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("softmax-sweep")
-    parent_of_study = f"tags.`sweep.kind` = 'optuna' and tags.`optuna.study_name` = '{study}'"
-    (parent,) = client.search_runs([experiment.experiment_id], filter_string=parent_of_study)
+    _, (parent,) = study_runs(mlruns, study, "tags.`sweep.kind` = 'optuna'")
     return (parent.info.end_time - parent.info.start_time) / 1000
 
 
