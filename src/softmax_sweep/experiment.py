@@ -108,7 +108,7 @@ def _hydra_output_dir() -> Optional[str]:
     return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
 
 
-def _resolved_config(cfg: DictConfig | Mapping[str, Any], settings: TrainConfig) -> dict[str, Any]:
+def _resolved_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     tree = OmegaConf.to_container(OmegaConf.create(cfg) if not isinstance(cfg, DictConfig) else cfg,
                                   resolve=True)
     if tree.get("tracking", {}).get("uri"):
@@ -170,7 +170,7 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
     dataset = load_dataset(data_cfg.name, data_cfg.root, data_cfg.url)
     check_val_size(dataset.num_train, data_cfg.val_size)  # fails before the run starts
     freeze_before_first_run()
-    resolved = _resolved_config(cfg, settings)
+    resolved = _resolved_config(cfg)
     run_tags = {"data.name": dataset.name, "data.digest": dataset.digest, **(tags or {})}
     if commit := git_commit():
         run_tags["mlflow.source.git.commit"] = commit
