@@ -131,3 +131,25 @@ def wait_for_count(db: Path, proc: subprocess.Popen, sql: str, at_least: int, wh
                 pass  # tables not created yet
         time.sleep(0.2)
     raise AssertionError(f"never saw {what}")
+
+
+REAL_FASHION = Path("/usr/share/datasets/fashion-mnist")
+needs_real_fashion = pytest.mark.skipif(
+    not (REAL_FASHION / "train-images-idx3-ubyte.gz").exists(),
+    reason="real Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+
+
+@pytest.fixture
+def places_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every place a data set is looked for moved under tmp_path: MXNet's cache (tmp/mxnet),
+    Keras' (tmp/keras), the system folders (tmp/system/<name>); loaded data sets forgotten."""
+    import softmax_sweep.data as data_module
+    import softmax_sweep.places as places_module
+
+    monkeypatch.setenv("MXNET_HOME", str(tmp_path / "mxnet"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    for name in places_module.SYSTEM_FOLDERS:
+        monkeypatch.setitem(places_module.SYSTEM_FOLDERS, name, str(tmp_path / "system" / name))
+    data_module._load_dataset.cache_clear()
+    yield tmp_path
+    data_module._load_dataset.cache_clear()

@@ -12,7 +12,7 @@ import pytest
 
 from softmax_sweep.idx import write_idx
 
-from conftest import clean_env, make_idx_folder, run_statuses, wait_for_count
+from conftest import REAL_FASHION, clean_env, make_idx_folder, needs_real_fashion, run_statuses, wait_for_count
 
 TRAIN = [sys.executable, "-m", "softmax_sweep.train"]
 
@@ -35,6 +35,20 @@ def test_a_run_from_the_command_line(tmp_path: Path) -> None:
     assert run_statuses(tmp_path / "mlruns" / "mlflow.db") == ["FINISHED"]
     hydra_runs = list((tmp_path / "mlruns" / "hydra" / "runs").glob("*/*/.hydra/config.yaml"))
     assert len(hydra_runs) == 1, "Hydra's run folder goes under mlruns/"
+
+
+@needs_real_fashion
+def test_the_default_command_trains_on_the_real_fashion_mnist_copy(tmp_path: Path) -> None:
+    """What a new user types first, on a machine with Debian's package and nothing downloaded."""
+    env = {**clean_env(), "MXNET_HOME": str(tmp_path / "mxnet")}
+    done = subprocess.run([*TRAIN, f"mlruns_dir={tmp_path / 'mlruns'}", "num_epochs=2"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    assert f"Fashion-MNIST from {REAL_FASHION} (debian)" in output
+    test_acc = float(output.rsplit("test_acc there ", 1)[1].split()[0])
+    assert 0.78 < test_acc < 0.86, test_acc  # the chapter's model after 2 epochs
+    assert not (tmp_path / "mxnet").exists()
 
 
 def _bad_idx_folder(tmp_path: Path) -> str:

@@ -52,7 +52,7 @@ def test_idx_pair_counts_must_match(tmp_path: Path) -> None:
 
 
 def _remote_files(md5s: dict[str, str]) -> list[RemoteFile]:
-    return [RemoteFile(name, (md5s[name],)) for name in IDX_FILES]
+    return [RemoteFile(name, digests=(md5s[name],)) for name in IDX_FILES]
 
 
 def test_download_verifies_and_caches(idx_server, tmp_path: Path) -> None:
@@ -71,9 +71,9 @@ def test_download_verifies_and_caches(idx_server, tmp_path: Path) -> None:
 def test_download_checksum_failure_leaves_cache_clean(idx_server, tmp_path: Path) -> None:
     server, md5s = idx_server
     files = _remote_files(md5s)
-    files[2] = RemoteFile(files[2].name, ("0" * 32,))
+    files[2] = RemoteFile(files[2].name, digests=("0" * 32,))
     cache = tmp_path / "cache"
-    with pytest.raises(DownloadError, match="t10k-images-idx3-ubyte.gz failed its checksum"):
+    with pytest.raises(DownloadError, match="t10k-images-idx3-ubyte.gz failed its check"):
         fetch(files, cache, [server.url], "test set", progress=False)
     assert sorted(f.name for f in cache.iterdir()) == sorted(IDX_FILES[:2]), "no partial or bad file kept"
 
@@ -89,21 +89,22 @@ def test_interrupted_download_never_poisons_the_cache(idx_server, tmp_path: Path
     assert len(fetch(_remote_files(md5s), cache, [server.url], "test set", progress=False)) == 4
 
 
-def test_offline_without_cache_names_folder_and_files(tmp_path: Path) -> None:
+def test_offline_without_a_copy_names_the_cache_and_files(places_in_tmp: Path) -> None:
     with pytest.raises(DownloadError) as err:
-        load_dataset("fashion_mnist", str(tmp_path / "empty"), "http://127.0.0.1:9/", progress=False)
+        load_dataset("mnist", str(places_in_tmp / "empty"), "http://127.0.0.1:9/", progress=False)
     message = str(err.value)
     assert "\n" not in message
-    assert str(tmp_path / "empty") in message
+    assert str(places_in_tmp / "mxnet" / "datasets" / "mnist") in message
     for name in IDX_FILES:
         assert name in message
+    assert not (places_in_tmp / "empty").exists(), "data.root is never written into"
 
 
-def test_corrupt_cached_file_is_named_and_not_used(tmp_path: Path) -> None:
+def test_damaged_file_in_the_cache_is_named_when_it_cannot_be_replaced(tmp_path: Path) -> None:
     md5s = make_idx_folder(tmp_path / "cache")
     target = tmp_path / "cache" / IDX_FILES[1]
     target.write_bytes(target.read_bytes()[:-10])
-    with pytest.raises(DownloadError, match=f"{target} is corrupt .*replace or delete it"):
+    with pytest.raises(DownloadError, match=f"{target} in the download cache is damaged .*set data.root"):
         fetch(_remote_files(md5s), tmp_path / "cache", ["http://127.0.0.1:9/"], "test set", progress=False)
 
 
@@ -124,7 +125,7 @@ def test_gzip_data_set_is_decompressed_once(tmp_path: Path, monkeypatch: pytest.
     import softmax_sweep.data as data_module
 
     def entries() -> set[Path]:
-        return set(_data_cache_in_tmp.glob("idx-*.npz"))
+        return set(_data_cache_in_tmp.glob("idx2-*.npz"))
 
     def load_in_new_process():
         data_module._load_dataset.cache_clear()
@@ -141,7 +142,7 @@ def test_gzip_data_set_is_decompressed_once(tmp_path: Path, monkeypatch: pytest.
         raise AssertionError("decompressed again")
 
     with monkeypatch.context() as mp:
-        mp.setattr(data_module, "read_idx_pair", no_decompressing)
+        mp.setattr(data_module, "read_idx_bytes", no_decompressing)
         again = load_in_new_process()
     assert again.digest == first.digest
     assert np.array_equal(again.X_train.asnumpy(), first.X_train.asnumpy())

@@ -13,6 +13,7 @@ from softmax_sweep import data as data_module
 from softmax_sweep.download import RemoteFile
 from softmax_sweep.errors import TrainingDiverged
 from softmax_sweep.experiment import train
+from softmax_sweep.idx import content_sha256
 from softmax_sweep.synthetic import IDX_FILES
 from softmax_sweep.tracking import mask_password
 
@@ -108,16 +109,17 @@ def test_mask_password() -> None:
     assert mask_password("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
 
 
-def test_fashion_mnist_download_through_loopback_and_train(idx_server, tmp_path: Path,
+def test_fashion_mnist_download_through_loopback_and_train(idx_server, places_in_tmp: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """The whole path a new user takes: download, verify, cache, train, track. The official
-    checksums are swapped for those of the generated files; nothing else is changed."""
+    """The whole path a new user without a copy takes: download, verify, cache, train, track. The
+    official digests are swapped for those of the generated files; nothing else is changed."""
     server, md5s = idx_server
+    tmp_path = places_in_tmp
     what, _, _ = data_module.DOWNLOADS["fashion_mnist"]
-    files = [RemoteFile(name, (md5s[name],)) for name in IDX_FILES]
+    files = [RemoteFile(name, content_sha256(server.folder / name), (md5s[name],)) for name in IDX_FILES]
     monkeypatch.setitem(data_module.DOWNLOADS, "fashion_mnist", (what, [server.url], files))
-    cache = tmp_path / "cache"
-    cfg = compose_config(["data=fashion_mnist", f"data.root={cache}", f"data.url={server.url}",
+    cache = tmp_path / "mxnet" / "datasets" / "fashion-mnist"
+    cfg = compose_config(["data=fashion_mnist", f"data.url={server.url}",
                           "data.val_size=100", "num_epochs=4", "lr=0.5", "batch_size=32",
                           f"mlruns_dir={tmp_path / 'mlruns'}"])
     summary = train(cfg)
@@ -125,6 +127,7 @@ def test_fashion_mnist_download_through_loopback_and_train(idx_server, tmp_path:
     assert summary["test_acc_at_best_epoch"] > 0.9  # the generated classes are easy
     run = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}").get_run(summary["run_id"])
     assert run.data.tags["data.name"] == "fashion_mnist"
+    assert (run.data.tags["data.place"], run.data.tags["data.source"]) == ("download", server.url)
     assert run.inputs.dataset_inputs[0].dataset.source == server.url
 
 

@@ -24,11 +24,12 @@ OPTIMIZABLE_METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
 @dataclass
 class DataConfig:
     name: str = MISSING
-    # folder of the IDX files (cache folder for downloads); unused by digits
+    # a folder holding the IDX files, tried before the other places (never written to); unused by digits
     root: Optional[str] = None
     # base URL to download from instead of the official address (mirrors, tests)
     url: Optional[str] = None
-    # validation examples carved from the training set (seeded, disjoint)
+    # validation examples carved from the training set (seeded, disjoint); 0 = none: train on all
+    # of it and report the last epoch, as the chapter does
     val_size: int = 5000
     # keep only this many training examples (after the validation split); null = all
     train_size: Optional[int] = None
@@ -36,8 +37,8 @@ class DataConfig:
     def check(self) -> None:
         if self.name not in DATASETS:
             raise UserError(f"unknown data set {self.name!r}; choose one of {', '.join(DATASETS)}")
-        if self.val_size < 1:
-            raise UserError(f"data.val_size must be at least 1, got {self.val_size}")
+        if self.val_size < 0:
+            raise UserError(f"data.val_size must be at least 0, got {self.val_size}")
         if self.train_size is not None and self.train_size < 1:
             raise UserError(f"data.train_size must be at least 1 or null, got {self.train_size}")
         if self.name == "idx" and not self.root:
@@ -76,6 +77,8 @@ class TrainConfig:
             raise UserError(f"num_epochs must be at least 1, got {self.num_epochs}")
         if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
             raise UserError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.early_stopping_patience is not None and self.data.val_size == 0:
+            raise UserError("early stopping watches validation accuracy: it needs data.val_size > 0")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise UserError(
                 f"early_stopping_patience must be at least 1 or null, got {self.early_stopping_patience}"

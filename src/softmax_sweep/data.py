@@ -4,9 +4,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -14,9 +15,10 @@ from typing import Optional
 import numpy as np
 from mxnet import nd
 
-from softmax_sweep.download import RemoteFile, fetch
+from softmax_sweep.download import RemoteFile, fetch, file_digests
 from softmax_sweep.errors import UserError
-from softmax_sweep.idx import DataFileError, read_idx_pair
+from softmax_sweep.idx import DataFileError, check_pair, parse_idx, read_idx_bytes
+from softmax_sweep.places import places
 
 IDX_NAMES = (
     "train-images-idx3-ubyte",
@@ -25,19 +27,25 @@ IDX_NAMES = (
     "t10k-labels-idx1-ubyte",
 )
 
-# Official addresses first; files are checked against official MD5s and MXNet's SHA-1s.
+# Official addresses first. Fashion-MNIST files are checked by the SHA-256 of their decompressed
+# contents (Debian recompresses them); MNIST, whose content digests are not recorded here, by the
+# official .gz files' MD5s and MXNet's SHA-1s.
 DOWNLOADS = {
     "fashion_mnist": (
         "Fashion-MNIST",
         ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
         [
             RemoteFile("train-images-idx3-ubyte.gz",
+                       "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
                        ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "0cf37b0d40ed5169c6b3aba31069a9770ac9043d")),
             RemoteFile("train-labels-idx1-ubyte.gz",
+                       "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
                        ("25c81989df183df01b3e8a0aad5dffbe", "236021d52f1e40852b06a4c3008d8de8aef1e40b")),
             RemoteFile("t10k-images-idx3-ubyte.gz",
+                       "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
                        ("bef4ecab320f06d8554ea6380940ec79", "626ed6a7c06dd17c0eec72fa3be1740f146a2863")),
             RemoteFile("t10k-labels-idx1-ubyte.gz",
+                       "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
                        ("bb300cfdad3c16e7a12a480ee83cd310", "17f9ab60e7257a1620f4ad76bbbaf857c3920701")),
         ],
     ),
@@ -45,18 +53,18 @@ DOWNLOADS = {
         "MNIST",
         ["http://yann.lecun.com/exdb/mnist/", "https://ossci-datasets.s3.amazonaws.com/mnist/"],
         [
-            RemoteFile("train-images-idx3-ubyte.gz",
+            RemoteFile("train-images-idx3-ubyte.gz", None,
                        ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "6c95f4b05d2bf285e1bfb0e7960c31bd3b3f8a7d")),
-            RemoteFile("train-labels-idx1-ubyte.gz",
+            RemoteFile("train-labels-idx1-ubyte.gz", None,
                        ("d53e105ee54ea40749a09fcbcd1e9432", "2a80914081dc54586dbdf242f9805a6b8d2a15fc")),
-            RemoteFile("t10k-images-idx3-ubyte.gz",
+            RemoteFile("t10k-images-idx3-ubyte.gz", None,
                        ("9fb629c4189551a2d022fa330f9573f3", "c3a25af1f52dad7f726cce8cacb138654b760d48")),
-            RemoteFile("t10k-labels-idx1-ubyte.gz",
+            RemoteFile("t10k-labels-idx1-ubyte.gz", None,
                        ("ec29112dd5afa0611ce80d1b7f02629c", "763e7fa3757d93b0cdec073cef058b2004252c17")),
         ],
     ),
 }
-DEFAULT_ROOTS = {"fashion_mnist": "~/.mxnet/datasets/fashion-mnist", "mnist": "~/.mxnet/datasets/mnist"}
+log = logging.getLogger("softmax_sweep")
 DIGITS_TEST_FRACTION = 0.25
 DIGITS_SPLIT_SEED = 0  # fixed: the digits test split must not move with `seed`
 
@@ -66,13 +74,14 @@ class Dataset:
     """A whole data set in memory: features flattened and scaled to [0, 1], labels as float32."""
 
     name: str
-    source: str
-    digest: str
+    source: str  # the folder (or loader) the data came from
+    digest: str  # of the decompressed contents: the same for any copy of the same files
     X_train: nd.NDArray
     y_train: nd.NDArray
     X_test: nd.NDArray
     y_test: nd.NDArray
     num_classes: int
+    place: str = ""  # which of the places searched held the copy (data.root, cache, debian, ...)
     _val_batches: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -103,10 +112,17 @@ def _cache_folder() -> Path:
     return Path(os.environ.get("SOFTMAX_SWEEP_CACHE") or Path(base) / "softmax-sweep")
 
 
-def _read_idx_set(paths: list[Path]) -> tuple[list[np.ndarray], str]:
-    """The four arrays of an IDX data set and a digest of its files. Gzip-compressed files are
-    decompressed once: the arrays are kept in a cache file (decompressing 60,000 images took
-    longer than a training epoch)."""
+class ContentMismatch(DataFileError):
+    def __init__(self, path: Path, finding: str) -> None:
+        super().__init__(f"{path} is not the official file: {finding}")
+        self.path, self.finding = path, finding
+
+
+def _read_idx_set(paths: list[Path], expected: Sequence[RemoteFile] = ()) -> tuple[list[np.ndarray], str]:
+    """The four arrays of an IDX data set and the digest of their contents, each file checked
+    against `expected` (ContentMismatch). Gzip-compressed files are decompressed once: the arrays
+    are kept in a cache file (decompressing 60,000 images took longer than a training epoch), which
+    is written only after the check passed."""
     cached = _cache_file(paths) if any(p.name.endswith(".gz") for p in paths) else None
     if cached is not None and cached.exists():
         try:
@@ -114,11 +130,23 @@ def _read_idx_set(paths: list[Path]) -> tuple[list[np.ndarray], str]:
                 return [saved[f"a{i}"] for i in range(4)], str(saved["digest"])
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # a damaged cache file: read the data files again and replace it
-    arrays = [*read_idx_pair(paths[0], paths[1]), *read_idx_pair(paths[2], paths[3])]
-    files = hashlib.sha256()
-    for path in paths:
-        files.update(hashlib.sha256(path.read_bytes()).digest())
-    digest = files.hexdigest()[:16]
+    arrays, contents = [], hashlib.sha256()
+    for i, path in enumerate(paths):
+        raw = read_idx_bytes(path)
+        digest = hashlib.sha256(raw).hexdigest()
+        if i < len(expected):
+            remote = expected[i]
+            if remote.content and digest != remote.content:
+                raise ContentMismatch(path, f"its IDX contents have SHA-256 {digest[:16]}..., "
+                                            f"the official {remote.content[:16]}...")
+            if not remote.content and remote.digests and not file_digests(path) & set(remote.digests):
+                log.warning("%s: no official digest of its contents is recorded and it is not the "
+                            "official .gz file; accepted after checking its format", path)
+        arrays.append(parse_idx(raw, path, 3 if i % 2 == 0 else 1))
+        contents.update(digest.encode())
+    check_pair(arrays[0], arrays[1], paths[0], paths[1])
+    check_pair(arrays[2], arrays[3], paths[2], paths[3])
+    digest = contents.hexdigest()[:16]
     if cached is not None:
         _save_atomically(cached, digest, arrays)
     return arrays, digest
@@ -131,7 +159,7 @@ def _cache_file(paths: list[Path]) -> Path:
     for path in paths:
         info = path.stat()
         stats.append((str(path.resolve()), info.st_size, info.st_mtime_ns))
-    return _cache_folder() / f"idx-{hashlib.sha1(repr(stats).encode()).hexdigest()[:20]}.npz"
+    return _cache_folder() / f"idx2-{hashlib.sha1(repr(stats).encode()).hexdigest()[:20]}.npz"
 
 
 def _save_atomically(path: Path, digest: str, arrays: list[np.ndarray]) -> None:
@@ -150,8 +178,9 @@ def _save_atomically(path: Path, digest: str, arrays: list[np.ndarray]) -> None:
             raise
 
 
-def _from_idx_files(name: str, source: str, paths: list[Path], square: Optional[int]) -> Dataset:
-    (train_images, train_labels, test_images, test_labels), digest = _read_idx_set(paths)
+def _from_idx_files(name: str, source: str, paths: list[Path], square: Optional[int],
+                    expected: Sequence[RemoteFile] = (), place: str = "") -> Dataset:
+    (train_images, train_labels, test_images, test_labels), digest = _read_idx_set(paths, expected)
     if train_images.shape[1:] != test_images.shape[1:]:
         raise DataFileError(
             f"{paths[0]} holds {train_images.shape[1:]} images but {paths[2]} holds {test_images.shape[1:]}"
@@ -164,18 +193,54 @@ def _from_idx_files(name: str, source: str, paths: list[Path], square: Optional[
     X_train, y_train = _to_ndarrays(train_images, train_labels, 255.0)
     X_test, y_test = _to_ndarrays(test_images, test_labels, 255.0)
     num_classes = 10 if square else labels_max + 1
-    return Dataset(name, source, digest, X_train, y_train, X_test, y_test, num_classes)
+    return Dataset(name, source, digest, X_train, y_train, X_test, y_test, num_classes, place)
+
+
+def _idx_files_in(folder: Path) -> Optional[list[Path]]:
+    """The four IDX files in folder, each plain or .gz (torchvision keeps both); None if any is missing."""
+    paths = []
+    for base in IDX_NAMES:
+        found = [folder / f"{base}{ext}" for ext in (".gz", "") if (folder / f"{base}{ext}").is_file()]
+        if not found:
+            return None
+        paths.append(found[0])
+    return paths
 
 
 def _find_idx_files(root: Path) -> list[Path]:
-    paths = []
-    for base in IDX_NAMES:
-        found = [root / f"{base}{ext}" for ext in (".gz", "") if (root / f"{base}{ext}").exists()]
-        if not found:
-            names = ", ".join(f"{b}[.gz]" for b in IDX_NAMES)
-            raise DataFileError(f"data folder {root} lacks {base}[.gz]; data=idx needs {names}")
-        paths.append(found[0])
+    paths = _idx_files_in(root)
+    if paths is None:
+        missing = next(b for b in IDX_NAMES if not any((root / f"{b}{e}").is_file() for e in (".gz", "")))
+        names = ", ".join(f"{b}[.gz]" for b in IDX_NAMES)
+        raise DataFileError(f"data folder {root} lacks {missing}[.gz] (or it is not a file); data=idx needs {names}")
     return paths
+
+
+def _named_data_set(name: str, root: Optional[str], url: Optional[str], progress: bool) -> Dataset:
+    """A copy the user already has, found and checked; else a download into the project's cache.
+    A damaged file is replaced only in that cache: anywhere else it is an error naming the file."""
+    what, official, files = DOWNLOADS[name]
+    searched = places(name, root)
+    for place in searched:
+        paths = _idx_files_in(place.folder)
+        if paths is None:
+            continue
+        try:
+            data = _from_idx_files(name, str(place.folder), paths, 28, files, place.label)
+        except DataFileError as e:
+            if place.owned:
+                log.warning("%s: %s; downloading it again", place, e)
+                break
+            raise DataFileError(f"{e}; point data.root at a good copy of {what} "
+                                f"(files outside the project's cache are never changed)") from None
+        log.info("%s from %s", what, place)
+        return data
+    cache = next(p for p in searched if p.owned)
+    bases = [url] if url else official
+    log.info("%s not found in %s: downloading it into %s", what, ", ".join(str(p.folder) for p in searched),
+             cache.folder)
+    paths = fetch(files, cache.folder, bases, what, progress=progress)
+    return _from_idx_files(name, bases[0], paths, 28, files, "download")
 
 
 def _digits() -> Dataset:
@@ -206,14 +271,10 @@ def _load_dataset(name: str, root: Optional[str], url: Optional[str], progress: 
         return _digits()
     if name == "idx":
         folder = Path(os.path.expanduser(root or ""))
-        return _from_idx_files("idx", str(folder), _find_idx_files(folder), square=None)
+        return _from_idx_files("idx", str(folder), _find_idx_files(folder), square=None, place="data.root")
     if name not in DOWNLOADS:
         raise UserError(f"unknown data set {name!r}")
-    what, official, files = DOWNLOADS[name]
-    folder = Path(os.path.expanduser(root or DEFAULT_ROOTS[name]))
-    bases = [url] if url else official
-    paths = fetch(files, folder, bases, what, progress=progress)
-    return _from_idx_files(name, bases[0], paths, square=28)
+    return _named_data_set(name, root, url, progress)
 
 
 def check_val_size(num_train: int, val_size: int) -> None:

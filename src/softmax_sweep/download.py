@@ -8,10 +8,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from tqdm import tqdm
 
-from softmax_sweep.idx import DataFileError
+from softmax_sweep.idx import DataFileError, content_sha256
 
 CHUNK = 1 << 20
 
@@ -19,8 +20,21 @@ CHUNK = 1 << 20
 @dataclass(frozen=True)
 class RemoteFile:
     name: str
-    # any one matching digest accepts the file: official MD5s and MXNet's SHA-1s of the same files
-    digests: tuple[str, ...]
+    # SHA-256 of the decompressed IDX contents: accepts a genuine copy whatever gzip wrapper it has
+    content: Optional[str] = None
+    # MD5s / SHA-1s of the official .gz files: the check where no content digest is known (MNIST)
+    digests: tuple[str, ...] = ()
+
+    def problem(self, path: Path) -> Optional[str]:
+        """None when the file at `path` is this file, else what the check found (one phrase)."""
+        if self.content:
+            found = content_sha256(path)
+            if found != self.content:
+                return f"its IDX contents have SHA-256 {found[:16]}..., the official {self.content[:16]}..."
+            return None
+        if self.digests and not file_digests(path) & set(self.digests):
+            return "its checksum is not the official file's"
+        return None
 
 
 class DownloadError(DataFileError):
@@ -36,8 +50,11 @@ def file_digests(path: Path) -> set[str]:
     return {md5.hexdigest(), sha1.hexdigest()}
 
 
-def is_valid(path: Path, remote: RemoteFile) -> bool:
-    return bool(file_digests(path) & set(remote.digests))
+def _problem(path: Path, remote: RemoteFile) -> Optional[str]:
+    try:
+        return remote.problem(path)
+    except DataFileError as e:
+        return str(e)
 
 
 def download(url: str, dest: Path, remote: RemoteFile, progress: bool = True) -> None:
@@ -55,8 +72,8 @@ def download(url: str, dest: Path, remote: RemoteFile, progress: bool = True) ->
                     bar.update(len(chunk))
             out.flush()
             os.fsync(out.fileno())
-        if not is_valid(tmp, remote):
-            raise DataFileError(f"{url} failed its checksum: the download is corrupt or not {dest.name}")
+        if problem := _problem(tmp, remote):
+            raise DataFileError(f"{url} failed its check ({problem}): the download is corrupt or not {dest.name}")
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -64,14 +81,15 @@ def download(url: str, dest: Path, remote: RemoteFile, progress: bool = True) ->
 
 def fetch(files: list[RemoteFile], folder: Path, base_urls: list[str], what: str,
           progress: bool = True) -> list[Path]:
-    """Return the verified local paths of `files`, downloading what the cache lacks."""
+    """Return the verified local paths of `files` in `folder`, the project's own cache: what it
+    lacks, or holds damaged, is downloaded (a damaged file is replaced)."""
     paths = []
     for remote in files:
         dest = folder / remote.name
-        if dest.exists() and is_valid(dest, remote):
+        damage = _problem(dest, remote) if dest.exists() else None
+        if dest.exists() and damage is None:
             paths.append(dest)
             continue
-        corrupt = dest.exists()
         errors = []
         for base in base_urls:
             try:
@@ -82,10 +100,10 @@ def fetch(files: list[RemoteFile], folder: Path, base_urls: list[str], what: str
             except (urllib.error.URLError, OSError, ValueError) as e:
                 errors.append(f"{base}: {getattr(e, 'reason', e)}")
         else:
-            if corrupt:
+            if damage:
                 raise DownloadError(
-                    f"{dest} is corrupt (checksum mismatch) and could not be downloaded again "
-                    f"({errors[-1]}); replace or delete it"
+                    f"{dest} in the download cache is damaged ({damage}) and could not be downloaded again "
+                    f"({errors[-1]}); it is replaced once a download works, or set data.root to a good copy"
                 )
             names = ", ".join(f.name for f in files)
             raise DownloadError(

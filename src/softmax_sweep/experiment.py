@@ -36,7 +36,8 @@ class EpochLogger:
         self.level = logging.DEBUG if quiet else logging.INFO
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        shown = "  ".join(f"{k} {metrics[k]:.4f}" for k in ("train_loss", "train_acc", "val_acc", "test_acc"))
+        shown = "  ".join(f"{k} {metrics[k]:.4f}" for k in ("train_loss", "train_acc", "val_acc", "test_acc")
+                          if k in metrics)
         log.log(self.level, "epoch %d/%d  %s  (%.2fs)", epoch, self.num_epochs, shown, metrics["epoch_seconds"])
 
 
@@ -49,26 +50,28 @@ def train_softmax(dataset: Dataset, *, lr: float, batch_size: int, num_epochs: i
     train_idx, val_idx = split_indices(dataset.num_train, val_size, seed, train_size)
     train_iter = DataIter(dataset.X_train, dataset.y_train, train_idx, batch_size, shuffle=True,
                           rng=np.random.RandomState(seed))
-    val_iter = dataset.val_batches(val_idx)
+    val_iter = dataset.val_batches(val_idx) if len(val_idx) else None
     test_iter = dataset.test_batches()
     net = build_net(dataset.num_classes)
     step = build_step(net)
     trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr, "wd": weight_decay},
                             kvstore=None, update_on_kvstore=False)
-    result = fit(net, step, train_iter, val_iter, test_iter, trainer, num_epochs,
+    result = fit(net, step, train_iter, val_iter, test_iter, trainer, num_epochs, batch_size,
                  patience=patience, monitor=monitor, callbacks=callbacks)
     return net, result
 
 
 def summarize(result: FitResult) -> dict[str, float]:
     best, last = result.best, result.last
-    return {
-        "best_val_acc": best["val_acc"],
+    summary = {
         "best_epoch": result.best_epoch,
         "test_acc_at_best_epoch": best["test_acc"],
-        "generalization_gap": last["train_acc"] - last["val_acc"],
         "epochs_trained": len(result.history),
     }
+    if "val_acc" in best:  # without a validation set the last epoch is reported
+        summary["best_val_acc"] = best["val_acc"]
+        summary["generalization_gap"] = last["train_acc"] - last["val_acc"]
+    return summary
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -171,7 +174,8 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
     check_val_size(dataset.num_train, data_cfg.val_size)  # fails before the run starts
     freeze_before_first_run()
     resolved = _resolved_config(cfg)
-    run_tags = {"data.name": dataset.name, "data.digest": dataset.digest, **(tags or {})}
+    run_tags = {"data.name": dataset.name, "data.digest": dataset.digest, "data.source": dataset.source,
+                "data.place": dataset.place, **(tags or {})}
     if commit := git_commit():
         run_tags["mlflow.source.git.commit"] = commit
     if output_dir := _hydra_output_dir():
@@ -200,9 +204,9 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
         artifacts.log(history.epochs, result.best_epoch, net)
         summary = summarize(result)
         run.log_metrics(summary, tags={"stopped_early": result.stopped_early})
-        log.log(logging.DEBUG if in_sweep else logging.INFO,
-                "run %s: best val_acc %.4f at epoch %d, test_acc there %.4f (MLflow: %s)", run.run_id,
-                summary["best_val_acc"], result.best_epoch, summary["test_acc_at_best_epoch"],
-                mask_password(tracker.uri))
-    return {**summary, "val_acc": result.best["val_acc"], "val_loss": result.best["val_loss"],
-            "run_id": run.run_id}
+        picked = (f"best val_acc {summary['best_val_acc']:.4f} at epoch {result.best_epoch}"
+                  if "best_val_acc" in summary else f"no validation set: epoch {result.best_epoch}")
+        log.log(logging.DEBUG if in_sweep else logging.INFO, "run %s: %s, test_acc there %.4f (MLflow: %s)",
+                run.run_id, picked, summary["test_acc_at_best_epoch"], mask_password(tracker.uri))
+    validation = {k: result.best[k] for k in ("val_acc", "val_loss") if k in result.best}
+    return {**summary, **validation, "run_id": run.run_id}

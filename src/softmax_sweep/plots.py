@@ -18,6 +18,8 @@ def plot_curves(history: Sequence[dict[str, float]], path: Path, best_epoch: int
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for ax, kind in ((acc_ax, "acc"), (loss_ax, "loss")):
         for split, style in SPLIT_STYLES.items():
+            if f"{split}_{kind}" not in history[0]:
+                continue
             ax.plot(epochs, [m[f"{split}_{kind}"] for m in history], style, marker=".", label=split)
         if best_epoch:
             ax.axvline(best_epoch, color="grey", linewidth=0.8, label=f"best epoch ({best_epoch})")

@@ -13,6 +13,7 @@ import optuna
 from mlflow.exceptions import MlflowException
 
 from softmax_sweep.config import TrainConfig
+from softmax_sweep.errors import UserError
 from softmax_sweep.sweeping.recovery import StaleTrialHandler
 from softmax_sweep.sweeping.report import Curves, write_report
 from softmax_sweep.sweeping.search_space import SearchSpace, bound_warnings
@@ -38,6 +39,8 @@ def open_sweep(settings: TrainConfig, space: SearchSpace, storage_url: str, stud
     study scripts both do; a trial whose worker died gets its MLflow run closed in the same store."""
     from softmax_sweep.experiment import tracker_for
 
+    if settings.data.val_size == 0:
+        raise UserError("a sweep picks hyperparameters by validation accuracy: data.val_size must be at least 1")
     on_stale = StaleTrialHandler()
     storage = make_storage(storage_url, heartbeat_interval, grace_period, on_stale)
     study = open_study(storage, study_name, direction, make_sampler(sampler, space), make_pruner(pruner))
