@@ -116,3 +116,12 @@ def test_signal_ends_the_run_killed(tmp_path: Path, signum: int, code: int) -> N
     assert proc.returncode == code, err
     assert "Traceback" not in err
     assert run_statuses(db) == ["KILLED"]
+
+
+def test_chapter_switch_and_its_refusals(tmp_path: Path) -> None:
+    done = run_train(tmp_path, "data=digits", "num_epochs=2", "data.val_size=0")
+    assert done.returncode == 0, done.stderr
+    assert "no validation set: epoch 2" in done.stdout + done.stderr
+    refused = run_train(tmp_path, "data=digits", "data.val_size=0", "early_stopping_patience=2")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1].endswith("it needs data.val_size > 0")

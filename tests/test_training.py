@@ -64,3 +64,20 @@ def test_train_accuracy_is_measured_over_the_epoch(digits) -> None:
     _, result = train_softmax(digits, lr=0.5, batch_size=32, num_epochs=2, val_size=300)
     for m in result.history:
         assert 0 < m["train_acc"] <= 1 and np.isfinite(m["train_loss"])
+
+
+def test_without_a_validation_set_every_training_image_is_used_and_the_last_epoch_counts(digits) -> None:
+    """data.val_size=0, the chapter's setup: no validation metrics, the last epoch is the result."""
+    _, result = train_softmax(digits, lr=0.5, batch_size=32, num_epochs=4, val_size=0)
+    assert result.best_epoch == 4 and len(result.history) == 4
+    assert all("val_acc" not in m and "val_loss" not in m for m in result.history)
+    assert result.best["test_acc"] >= 0.9
+
+
+def test_the_last_partial_batch_steps_like_the_others(digits) -> None:
+    """Every step divides by batch_size (the chapter's train_ch3): with one example in the last
+    batch, its step is 1/batch_size of a full one, so a huge lr on it cannot blow the run up."""
+    n_train = digits.num_train - 300
+    batch = n_train - 1  # two batches: n_train - 1 examples, then 1
+    _, result = train_softmax(digits, lr=1.0, batch_size=batch, num_epochs=3, val_size=300)
+    assert result.history[-1]["test_acc"] > 0.8

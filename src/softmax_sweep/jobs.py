@@ -43,7 +43,7 @@ def run_job(cfg: DictConfig) -> Optional[float]:
         if _multirun():
             tags["hydra.overrides"] = " ".join(HydraConfig.get().overrides.task)
             tags["hydra.job_num"] = str(HydraConfig.get().job.num)
-        return train(cfg, tags=tags)[cfg.optimized_metric]
+        return train(cfg, tags=tags).get(cfg.optimized_metric)  # None without a validation set
     except Exception as e:
         message = describe(e)
         if message is None or trial_id is not None:
