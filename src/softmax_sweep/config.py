@@ -19,6 +19,7 @@ CONF_DIR = PROJECT_ROOT / "conf"
 
 DATASETS = ("fashion_mnist", "mnist", "idx", "digits")
 OPTIMIZABLE_METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -60,6 +61,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     early_stopping_patience: Optional[int] = None
+    # constant, or cosine: lr decays to 0 over num_epochs (a remedy for a late fall in accuracy)
+    lr_schedule: str = "constant"
+    # also measure the model on its training examples after each epoch (train_eval_acc)
+    eval_train: bool = False
     optimized_metric: str = "val_acc"
     # where run data goes: MLflow DB and artifacts, Optuna storage, Hydra folders
     mlruns_dir: str = "${project_root:}/mlruns"
@@ -83,6 +88,8 @@ class TrainConfig:
             raise UserError(
                 f"early_stopping_patience must be at least 1 or null, got {self.early_stopping_patience}"
             )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UserError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.optimized_metric not in OPTIMIZABLE_METRICS:
             raise UserError(
                 f"optimized_metric must be one of {', '.join(OPTIMIZABLE_METRICS)} "

@@ -17,13 +17,13 @@ from mxnet import gluon
 from omegaconf import DictConfig, OmegaConf
 
 from softmax_sweep.config import PROJECT_ROOT, TrainConfig, to_settings
-from softmax_sweep.data import DataIter, Dataset, check_val_size, load_dataset, split_indices
+from softmax_sweep.data import DataIter, Dataset, check_val_size, fixed_batches, load_dataset, split_indices
 from softmax_sweep.heap import freeze_before_first_run
 from softmax_sweep.interrupts import InterruptCheck
 from softmax_sweep.model import build_net, build_step
 from softmax_sweep.plots import plot_curves
 from softmax_sweep.tracking import RunEndHook, RunLogger, Tracker, mask_password, resolve_tracking_uri
-from softmax_sweep.training import METRICS, Callback, FitResult, fit
+from softmax_sweep.training import METRICS, TRAIN_EVAL_METRICS, Callback, FitResult, fit
 
 log = logging.getLogger("softmax_sweep")
 
@@ -43,9 +43,12 @@ class EpochLogger:
 
 def train_softmax(dataset: Dataset, *, lr: float, batch_size: int, num_epochs: int, val_size: int,
                   weight_decay: float = 0.0, seed: int = 0, train_size: Optional[int] = None,
-                  patience: Optional[int] = None, monitor: str = "val_acc",
-                  callbacks: Sequence[Callback] = ()) -> tuple[gluon.Block, FitResult]:
-    """Train the softmax regression model on `dataset`; validation picks the best epoch."""
+                  patience: Optional[int] = None, monitor: str = "val_acc", lr_schedule: str = "constant",
+                  eval_train: bool = False, callbacks: Sequence[Callback] = ()) -> tuple[gluon.Block, FitResult]:
+    """Train the softmax regression model on `dataset`; validation picks the best epoch.
+
+    lr_schedule "cosine" decays lr to 0 over the num_epochs (MXNet's CosineScheduler, per update);
+    eval_train measures the model on its training examples after every epoch."""
     mx.random.seed(seed)
     train_idx, val_idx = split_indices(dataset.num_train, val_size, seed, train_size)
     train_iter = DataIter(dataset.X_train, dataset.y_train, train_idx, batch_size, shuffle=True,
@@ -54,10 +57,13 @@ def train_softmax(dataset: Dataset, *, lr: float, batch_size: int, num_epochs: i
     test_iter = dataset.test_batches()
     net = build_net(dataset.num_classes)
     step = build_step(net)
-    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr, "wd": weight_decay},
-                            kvstore=None, update_on_kvstore=False)
+    optimizer = {"learning_rate": lr, "wd": weight_decay}
+    if lr_schedule == "cosine":
+        optimizer["lr_scheduler"] = mx.lr_scheduler.CosineScheduler(num_epochs * len(train_iter), base_lr=lr)
+    trainer = gluon.Trainer(net.collect_params(), "sgd", optimizer, kvstore=None, update_on_kvstore=False)
+    train_eval_iter = fixed_batches(dataset.X_train, dataset.y_train, train_idx) if eval_train else None
     result = fit(net, step, train_iter, val_iter, test_iter, trainer, num_epochs, batch_size,
-                 patience=patience, monitor=monitor, callbacks=callbacks)
+                 patience=patience, monitor=monitor, callbacks=callbacks, train_eval_iter=train_eval_iter)
     return net, result
 
 
@@ -121,7 +127,8 @@ def _resolved_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
 
 def _write_history(history: Sequence[dict[str, float]], path: Path) -> None:
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["epoch", *METRICS, "epoch_seconds"])
+        extra = [k for k in TRAIN_EVAL_METRICS if history and k in history[0]]
+        writer = csv.DictWriter(f, fieldnames=["epoch", *METRICS, *extra, "epoch_seconds"])
         writer.writeheader()
         for epoch, metrics in enumerate(history, start=1):
             writer.writerow({"epoch": epoch, **metrics})
@@ -161,7 +168,8 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
           on_run_start: Optional[Callable[[RunLogger], None]] = None, on_run_end: Optional[RunEndHook] = None,
           in_sweep: bool = False) -> dict[str, Any]:
     """Validate cfg, train, and record the whole run in MLflow. Returns the summary metrics plus
-    the validation metrics of the best epoch (`val_acc`, `val_loss`) and the MLflow `run_id`.
+    the validation metrics of the best epoch (`val_acc`, `val_loss`), the MLflow `run_id` and the
+    per-epoch `history`.
 
     on_run_start(run) is called once the run exists; on_run_end(run, error) as it ends, error None
     on success (sweeps tie trials to runs);
@@ -193,7 +201,8 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
                 dataset, lr=settings.lr, batch_size=settings.batch_size, num_epochs=settings.num_epochs,
                 val_size=data_cfg.val_size, weight_decay=settings.weight_decay, seed=settings.seed,
                 train_size=data_cfg.train_size, patience=settings.early_stopping_patience,
-                monitor=settings.optimized_metric,
+                monitor=settings.optimized_metric, lr_schedule=settings.lr_schedule,
+                eval_train=settings.eval_train,
                 callbacks=[history, EpochLogger(settings.num_epochs, quiet=in_sweep), run, *callbacks,
                            InterruptCheck()],
             )
@@ -209,4 +218,4 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
         log.log(logging.DEBUG if in_sweep else logging.INFO, "run %s: %s, test_acc there %.4f (MLflow: %s)",
                 run.run_id, picked, summary["test_acc_at_best_epoch"], mask_password(tracker.uri))
     validation = {k: result.best[k] for k in ("val_acc", "val_loss") if k in result.best}
-    return {**summary, **validation, "run_id": run.run_id}
+    return {**summary, **validation, "run_id": run.run_id, "history": history.epochs}

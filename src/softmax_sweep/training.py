@@ -14,6 +14,8 @@ from softmax_sweep.errors import TrainingDiverged
 from softmax_sweep.model import LossAndCorrect
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
+# the model at the epoch's end on the training set (train_acc is the running average over the epoch)
+TRAIN_EVAL_METRICS = ("train_eval_loss", "train_eval_acc")
 
 
 class Callback(Protocol):
@@ -75,11 +77,12 @@ def _improved(value: float, best: Optional[float], maximize: bool) -> bool:
 def fit(net: gluon.Block, step: LossAndCorrect, train_iter: Iterable, val_iter: Optional[Iterable],
         test_iter: Iterable, trainer: gluon.Trainer, num_epochs: int, batch_size: int, *,
         patience: Optional[int] = None, monitor: str = "val_acc",
-        callbacks: Sequence[Callback] = ()) -> FitResult:
+        callbacks: Sequence[Callback] = (), train_eval_iter: Optional[Iterable] = None) -> FitResult:
     """Train for num_epochs (fewer with early stopping on `monitor`, validation only).
 
     The best epoch's parameters are kept in FitResult.best_params and loaded back into net.
     Without val_iter (no validation set, the chapter's setup) the last epoch counts as the best.
+    With train_eval_iter, the model at each epoch's end is also measured on it (train_eval_*).
     Raises TrainingDiverged after the epoch whose training loss is not finite.
     """
     maximize = monitor.endswith("acc")
@@ -93,6 +96,8 @@ def fit(net: gluon.Block, step: LossAndCorrect, train_iter: Iterable, val_iter: 
             del metrics["val_loss"], metrics["val_acc"]
         else:
             metrics["val_loss"], metrics["val_acc"] = evaluate(step, val_iter)
+        if train_eval_iter is not None:
+            metrics["train_eval_loss"], metrics["train_eval_acc"] = evaluate(step, train_eval_iter)
         metrics["epoch_seconds"] = time.perf_counter() - start
         result.history.append(metrics)
         diverged = not math.isfinite(train_loss)

@@ -26,7 +26,7 @@ from softmax_sweep.jobs import PARENT_ENV, TRIAL_ENV
 from softmax_sweep.sweeping.parent import end_stopped_sweep, finish_sweep, open_sweep
 from softmax_sweep.sweeping.search_space import parse_search_space
 from softmax_sweep.sweeping.study import next_step, too_many_failures, trial_line, trials_to_go
-from softmax_sweep.sweeping.trials import LIVE_TRIALS, SWEEP_ENV_STORAGE, SWEEP_ENV_STUDY
+from softmax_sweep.sweeping.trials import LIVE_TRIALS, SEEDS_ENV, SWEEP_ENV_STORAGE, SWEEP_ENV_STUDY
 from softmax_sweep.tracking import mask_password
 
 from ._reuse import ReusingConfigLoader
@@ -37,17 +37,17 @@ DEFAULT_STUDY = "softmax-sweep"
 
 class OptunaSweeperImpl:
     def __init__(self, sampler: Any, pruner: Any, direction: str, storage: Optional[str],
-                 study_name: Optional[str], n_trials: int, n_jobs: int, max_failure_rate: float,
+                 study_name: Optional[str], n_trials: int, n_jobs: int, seeds: int, max_failure_rate: float,
                  heartbeat_interval: Optional[int], grace_period: Optional[int],
                  params: Optional[DictConfig]) -> None:
-        if n_trials < 1 or n_jobs < 1 or not 0 <= max_failure_rate <= 1:
-            raise UserError("hydra.sweeper: n_trials and n_jobs must be at least 1, max_failure_rate in [0, 1]")
+        if n_trials < 1 or n_jobs < 1 or seeds < 1 or not 0 <= max_failure_rate <= 1:
+            raise UserError("hydra.sweeper: n_trials, n_jobs and seeds must be at least 1, max_failure_rate in [0, 1]")
         if direction not in ("maximize", "minimize"):
             raise UserError(f"hydra.sweeper.direction must be maximize or minimize, got {direction!r}")
         self.sampler_node, self.pruner_node = sampler, pruner
         self.direction, self.storage_url = direction, storage
         self.study_name = study_name or DEFAULT_STUDY
-        self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
+        self.n_trials, self.n_jobs, self.seeds, self.max_failure_rate = n_trials, n_jobs, seeds, max_failure_rate
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
         self.params = OmegaConf.to_container(params) if params else {}
         self.job_idx = 0
@@ -99,7 +99,8 @@ class OptunaSweeperImpl:
             waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
             batch = min(self.n_jobs, max(trials_to_go(study, n_trials), waiting))
             trials = [study.ask(space.distributions) for _ in range(batch)]
-            overrides = [space.overrides(t.params) + [f"++hydra.job.env_set.{TRIAL_ENV}={t._trial_id}"]
+            overrides = [space.overrides(t.params) + [f"++hydra.job.env_set.{TRIAL_ENV}={t._trial_id}",
+                                                      f"++hydra.job.env_set.{SEEDS_ENV}={self.seeds}"]
                          for t in trials]
             LIVE_TRIALS.update({t._trial_id: t for t in trials})
             beating = _Heartbeats(self.storage, [t._trial_id for t in trials], self.heartbeat_interval)

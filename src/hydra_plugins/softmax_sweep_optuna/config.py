@@ -72,6 +72,17 @@ class HyperbandPrunerConfig:
 
 
 @dataclass
+class SuccessiveHalvingPrunerConfig:
+    """Asynchronous successive halving over epochs: at epochs min_resource * reduction_factor**k a
+    trial goes on only if it is in the top 1/reduction_factor of the trials that got there."""
+    _target_: str = "optuna.pruners.SuccessiveHalvingPruner"
+    min_resource: Any = 1
+    reduction_factor: int = 3
+    min_early_stopping_rate: int = 0
+    bootstrap_count: int = 0
+
+
+@dataclass
 class NopPrunerConfig:
     _target_: str = "optuna.pruners.NopPruner"
 
@@ -91,6 +102,8 @@ class OptunaSweeperConf:
     n_trials: int = 20
     # trials asked for and launched together (in parallel with a parallel launcher)
     n_jobs: int = 1
+    # each configuration trained with this many seeds (seed, seed + 1, ...); its value is their mean
+    seeds: int = 1
     # stop when more than this fraction of finished trials failed (judged from 5 trials on)
     max_failure_rate: float = 0.5
     # seconds between trial heartbeats (RDB storages); a silent trial is failed and retried
@@ -106,5 +119,5 @@ for _name, _node in (("tpe", TPESamplerConfig), ("random", RandomSamplerConfig),
                      ("cmaes", CmaEsSamplerConfig), ("qmc", QMCSamplerConfig)):
     _store.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider="softmax_sweep")
 for _name, _node in (("median", MedianPrunerConfig), ("hyperband", HyperbandPrunerConfig),
-                     ("none", NopPrunerConfig)):
+                     ("successive_halving", SuccessiveHalvingPrunerConfig), ("none", NopPrunerConfig)):
     _store.store(group="hydra/sweeper/pruner", name=_name, node=_node, provider="softmax_sweep")

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import optuna
 from mlflow.exceptions import MlflowException
+from optuna.trial import TrialState
 
 from softmax_sweep.config import TrainConfig
 from softmax_sweep.errors import UserError
@@ -91,6 +92,7 @@ def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rer
         shown = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
         lines.append(f"best value {best.value:.4f} (trial {best.number}, MLflow run "
                      f"{best.user_attrs.get('mlflow_run_id', '?')}): {shown}")
+        lines += seed_comparison(study, best)
         for message, override in bound_warnings(space, best.params):
             command = rerun_hint.format(study=f"{study.study_name}-wider")
             lines.append(f"{message}; widen the range: {command} {override}")
@@ -130,6 +132,30 @@ def _from_mlflow(parent: RunLogger, study: optuna.Study, metric: str) -> tuple[C
         if math.isfinite(gap):
             gaps[trial.number] = gap
     return curves, gaps
+
+
+def seed_comparison(study: optuna.Study, best: optuna.trial.FrozenTrial) -> list[str]:
+    """With seeds: the best configuration's mean and confidence interval, and whether it is really
+    better than the runner-up (a paired t-test over the same seeds)."""
+    from softmax_sweep.stats import mean_ci, paired_p_value
+
+    if "seed_values" not in best.user_attrs:
+        return []
+    values = best.user_attrs["seed_values"]
+    mean, half = mean_ci(values)
+    line = f"best trial {best.number}: {mean:.4f} +- {half:.4f} (95% CI over {len(values)} seeds)"
+    rivals = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if t.number != best.number and len(t.user_attrs.get("seed_values", ())) == len(values)]
+    if not rivals:
+        return [line]
+    runner_up = max(rivals, key=lambda t: t.value) if study.direction.name == "MAXIMIZE" else \
+        min(rivals, key=lambda t: t.value)
+    other = runner_up.user_attrs["seed_values"]
+    other_mean, other_half = mean_ci(other)
+    p = paired_p_value(values, other)
+    verdict = "significantly better" if p < 0.05 else "not significantly better"
+    return [f"{line}; runner-up trial {runner_up.number}: {other_mean:.4f} +- {other_half:.4f}; "
+            f"paired t-test over seeds p = {p:.3g}: the best is {verdict} (at 0.05)"]
 
 
 def _best_trial(study: optuna.Study) -> Optional[optuna.trial.FrozenTrial]:

@@ -26,7 +26,7 @@ from softmax_sweep.tracking import mask_password
 
 log = logging.getLogger("softmax_sweep.sweep")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("median", "successive_halving", "hyperband", "none")
 
 
 def build_parser(sweep: str, description: str) -> argparse.ArgumentParser:
@@ -48,6 +48,10 @@ def build_parser(sweep: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--sampler", choices=SAMPLERS, help="search algorithm (default: tpe)")
     parser.add_argument("--pruner", choices=PRUNERS,
                         help="stop unpromising trials after an epoch (default: the sweep config's)")
+    parser.add_argument("--seeds", type=int, metavar="K",
+                        help="train each configuration with K seeds (seed, seed + 1, ...) and optimize their mean; "
+                             "the report gives each configuration's 95%% confidence interval and tests the best "
+                             "against the runner-up (default: hydra.sweeper.seeds)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS",
                         help="stop starting new trials after this many seconds")
     parser.add_argument("--workers", type=int, default=1, metavar="K",
@@ -109,9 +113,11 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) ->
                                int_keys())
     storage_url = args.storage or sweeper.storage
     study_name = args.study_name or sweeper.study_name or "softmax-sweep"
-    n_trials = args.n_trials or sweeper.n_trials
-    if n_trials < 1 or args.workers < 1:
-        raise UserError(f"--n-trials and --workers must be at least 1, got {n_trials} and {args.workers}")
+    n_trials = sweeper.n_trials if args.n_trials is None else args.n_trials
+    seeds = sweeper.seeds if args.seeds is None else args.seeds
+    if n_trials < 1 or args.workers < 1 or seeds < 1:
+        raise UserError(f"--n-trials, --workers and --seeds must be at least 1, got {n_trials}, {args.workers} "
+                        f"and {seeds}")
     heartbeat = args.heartbeat_interval or sweeper.heartbeat_interval
     sampler_cfg = sweeper.sampler
     if args.worker is not None and sampler_cfg.get("seed") is not None:
@@ -136,7 +142,7 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) ->
         else:
             with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
                 cfg = compose(config_name="train", overrides=[f"sweep={sweep}", *space.overrides(params)])
-        return run_trial(cfg, trial, study_name, parent.run_id)
+        return run_trial(cfg, trial, study_name, parent.run_id, seeds)
 
     def after_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
         log.info(trial_line(study, frozen.number, n_trials))

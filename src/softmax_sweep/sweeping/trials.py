@@ -17,6 +17,8 @@ LIVE_TRIALS: dict[int, optuna.Trial] = {}
 # (storage URL, study name) of the sweep under way in this process, for jobs in other processes.
 SWEEP_ENV_STORAGE = "SOFTMAX_SWEEP_STORAGE"
 SWEEP_ENV_STUDY = "SOFTMAX_SWEEP_STUDY"
+# Seeds per configuration, set for each job by the project's Optuna sweeper (hydra.sweeper.seeds)
+SEEDS_ENV = "SOFTMAX_SWEEP_SEEDS"
 
 
 class EpochPruned(optuna.TrialPruned):
@@ -59,8 +61,12 @@ def worker_name() -> str:
 
 
 def run_trial(cfg: DictConfig | Mapping[str, Any], trial: optuna.Trial, study_name: str,
-              parent_run_id: Optional[str]) -> float:
-    """Train cfg as `trial`; the MLflow child run is tagged with the trial and its final state."""
+              parent_run_id: Optional[str], seeds: int = 1) -> float:
+    """Train cfg as `trial`; the MLflow child run is tagged with the trial and its final state.
+
+    With seeds > 1 the configuration is trained with seeds seed, seed + 1, ...: the trial's run
+    holds one nested run per seed and the mean and 95% confidence interval of the seeds' results,
+    and the trial's value is the seeds' mean. Pruning watches the first seed's epochs."""
     from softmax_sweep.experiment import train
 
     reporter = PruningReporter(trial, cfg["optimized_metric"])
@@ -76,9 +82,51 @@ def run_trial(cfg: DictConfig | Mapping[str, Any], trial: optuna.Trial, study_na
     tags = {"optuna.study_name": study_name, "optuna.trial_number": str(trial.number), "worker": worker_name()}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
-    summary = train(cfg, callbacks=[reporter], run_name=f"trial-{trial.number}", tags=tags,
-                    on_run_start=on_start, on_run_end=on_end, in_sweep=True)
-    return summary[reporter.monitor]
+    if seeds == 1:
+        summary = train(cfg, callbacks=[reporter], run_name=f"trial-{trial.number}", tags=tags,
+                        on_run_start=on_start, on_run_end=on_end, in_sweep=True)
+        return summary[reporter.monitor]
+    return _run_seeds(cfg, trial, reporter, seeds, tags, on_start, on_end)
+
+
+def _run_seeds(cfg, trial: optuna.Trial, reporter: PruningReporter, seeds: int, tags: dict[str, str],
+               on_start, on_end) -> float:
+    from omegaconf import OmegaConf
+
+    from softmax_sweep.config import to_settings
+    from softmax_sweep.experiment import tracker_for, train
+    from softmax_sweep.stats import mean_ci
+
+    settings = to_settings(cfg)
+    first = settings.seed
+    with tracker_for(settings).run(f"trial-{trial.number}", {**tags, "seeds": str(seeds)}, on_end=on_end) as group:
+        on_start(group)
+        group.log_params({**trial.params, "seeds": seeds, "seed": first})
+        results: dict[str, list[float]] = {reporter.monitor: [], "test_acc_at_best_epoch": []}
+        run_ids, histories = [], []
+        for seed in range(first, first + seeds):
+            seed_cfg = OmegaConf.create(OmegaConf.to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg))
+            seed_cfg.seed = seed
+            summary = train(seed_cfg, callbacks=[reporter] if seed == first else [],
+                            run_name=f"trial-{trial.number} seed={seed}",
+                            tags={**tags, "mlflow.parentRunId": group.run_id, "seed": str(seed)}, in_sweep=True)
+            run_ids.append(summary["run_id"])
+            histories.append(summary["history"])
+            trial.set_user_attr("seed_run_ids", run_ids)
+            for key, values in results.items():
+                values.append(summary[key])
+        trial.set_user_attr("seed_values", results[reporter.monitor])
+        metrics = {"seeds": seeds}
+        for key, values in results.items():
+            name = "best_val_acc" if key == "val_acc" else key
+            mean, half = mean_ci(values)
+            metrics.update({name: mean, f"{name}_ci95": half})
+        group.log_metrics(metrics)
+        for epoch in range(1, max(map(len, histories)) + 1):  # the seeds' mean curves (early stopping: fewer)
+            at = [h[epoch - 1] for h in histories if len(h) >= epoch]
+            group.log_metrics({k: sum(m[k] for m in at) / len(at) for k in at[0] if k != "epoch_seconds"},
+                              step=epoch)
+    return sum(results[reporter.monitor]) / seeds
 
 
 def run_trial_job(cfg: DictConfig, trial_id: int) -> float:
@@ -95,4 +143,5 @@ def run_trial_job(cfg: DictConfig, trial_id: int) -> float:
                                   storage=make_storage(os.environ[SWEEP_ENV_STORAGE]),
                                   pruner=make_pruner(HydraConfig.get().sweeper.pruner))
         trial = optuna.Trial(study, trial_id)
-    return run_trial(cfg, trial, trial.study.study_name, os.environ.get(PARENT_ENV))
+    return run_trial(cfg, trial, trial.study.study_name, os.environ.get(PARENT_ENV),
+                     int(os.environ.get(SEEDS_ENV, "1")))

@@ -1,0 +1,68 @@
+"""Exercise 1 on real Fashion-MNIST: does a `sweep=tune` study find the model's ceiling in a minute?
+
+    python benchmarks/exercise1.py [--seeds 0 1 2] [--entry script multirun]
+
+For each sampler seed it runs, each in a fresh process on a new store, the study script
+`sweeps/tune.py` and the Hydra sweep `python -m softmax_sweep.train -m sweep=tune`, and prints the
+wall time of the whole command and the test accuracy at the best validation epoch of the study's
+best trial (the trial chosen by val_acc). Targets: test accuracy >= 0.843 and <= 60 s per study.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+from mlflow.tracking import MlflowClient
+
+from softmax_sweep.sweeping.study import make_storage
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMANDS = {
+    "script": [sys.executable, str(ROOT / "sweeps" / "tune.py")],
+    "multirun": [sys.executable, "-m", "softmax_sweep.train", "-m", "sweep=tune"],
+}
+
+
+def run(entry: str, seed: int, mlruns: Path, extra: list[str]) -> tuple[float, optuna.trial.FrozenTrial, float, dict]:
+    start = time.perf_counter()
+    done = subprocess.run([*COMMANDS[entry], f"mlruns_dir={mlruns}", f"hydra.sweeper.sampler.seed={seed}", *extra],
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode:
+        raise SystemExit(f"{entry} seed {seed} failed:\n{done.stderr[-3000:]}")
+    study = optuna.load_study(study_name="tune-fashion_mnist",
+                              storage=make_storage(f"journal:///{mlruns / 'optuna.journal'}"))
+    best = study.best_trial
+    run_data = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}").get_run(best.user_attrs["mlflow_run_id"]).data
+    states: dict[str, int] = {}
+    for trial in study.trials:
+        states[trial.state.name.lower()] = states.get(trial.state.name.lower(), 0) + 1
+    return wall, best, run_data.metrics["test_acc_at_best_epoch"], states
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--entry", nargs="+", choices=COMMANDS, default=list(COMMANDS))
+    parser.add_argument("--workers", type=int, default=1, help="sweeps/tune.py --workers K (both cores: 2)")
+    parser.add_argument("overrides", nargs="*", help="passed to both commands (e.g. hydra.sweeper.n_trials=20)")
+    args = parser.parse_args()
+    print(f"{'command':9s} {'seed':>4s} {'wall s':>7s} {'val_acc':>8s} {'test_acc':>9s}  best trial's values; trials")
+    for entry in args.entry:
+        for seed in args.seeds:
+            with tempfile.TemporaryDirectory() as tmp:
+                extra = [*args.overrides, *(["--workers", str(args.workers)] if entry == "script" else [])]
+                wall, best, test_acc, states = run(entry, seed, Path(tmp), extra)
+            shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
+            print(f"{entry:9s} {seed:>4d} {wall:>7.1f} {best.value:>8.4f} {test_acc:>9.4f}  {shown}; {states}",
+                  flush=True)
+    print("targets: test_acc >= 0.843 and wall <= 60 s for every seed and both commands")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Every file in conf/sweep/ sets what a trial trains with: its top-level values win over
+conf/train.yaml's, from `-m sweep=NAME` and from the study scripts alike."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from softmax_sweep.config import CONF_DIR
+from softmax_sweep.sweeping.script import build_parser, run_study
+
+from conftest import clean_env
+
+SWEEPS = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
+
+
+def file_values(name: str) -> dict:
+    tree = yaml.safe_load((CONF_DIR / "sweep" / f"{name}.yaml").read_text()) or {}
+    return {k: v for k, v in tree.items() if k not in ("defaults", "hydra")}
+
+
+def trained_params(mlruns: Path) -> list[dict[str, str]]:
+    client = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("softmax-sweep")
+    runs = client.search_runs([experiment.experiment_id])
+    return [r.data.params for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+
+def assert_trained_with(mlruns: Path, values: dict) -> None:
+    (params,) = trained_params(mlruns)
+    for key, value in values.items():
+        assert params[key] == str(value), f"{key}: the file says {value}, the trial trained with {params[key]}"
+
+
+def test_the_sweep_files_set_values_that_differ_from_the_defaults() -> None:
+    assert file_values("overfit")["num_epochs"] == 60 and file_values("overfit")["batch_size"] == 32
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_hydra_multirun_trains_with_the_sweep_files_values(name: str, tmp_path: Path) -> None:
+    mlruns = tmp_path / "mlruns"
+    done = subprocess.run([sys.executable, "-m", "softmax_sweep.train", "-m", f"sweep={name}", "data=digits",
+                           "hydra.sweeper.n_trials=1", f"mlruns_dir={mlruns}"],
+                          capture_output=True, text=True, timeout=600, env=clean_env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_trained_with(mlruns, file_values(name))
+
+
+@pytest.mark.parametrize("name", [n for n in SWEEPS if (CONF_DIR.parent / "sweeps" / f"{n}.py").exists()])
+def test_study_scripts_train_with_the_sweep_files_values(name: str, tmp_path: Path) -> None:
+    mlruns = tmp_path / "mlruns"
+    run_study(name, build_parser(name, "").parse_intermixed_args(
+        ["--n-trials", "1", "data=digits", f"mlruns_dir={mlruns}"]))
+    assert_trained_with(mlruns, file_values(name))
