@@ -290,6 +290,9 @@ def split_indices(num_train: int, val_size: int, seed: int,
     order = np.random.RandomState(seed).permutation(num_train)
     val_idx, train_idx = order[:val_size], order[val_size:]
     if train_size is not None:
+        if train_size > len(train_idx):
+            raise UserError(f"data.train_size={train_size} is more than the {len(train_idx)} training examples "
+                            f"left after data.val_size={val_size}")
         train_idx = train_idx[:train_size]
     train_idx, val_idx = np.sort(train_idx), np.sort(val_idx)
     train_idx.flags.writeable = val_idx.flags.writeable = False

@@ -182,8 +182,9 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
     check_val_size(dataset.num_train, data_cfg.val_size)  # fails before the run starts
     freeze_before_first_run()
     resolved = _resolved_config(cfg)
+    train_examples = len(split_indices(dataset.num_train, data_cfg.val_size, settings.seed, data_cfg.train_size)[0])
     run_tags = {"data.name": dataset.name, "data.digest": dataset.digest, "data.source": dataset.source,
-                "data.place": dataset.place, **(tags or {})}
+                "data.place": dataset.place, "data.train_examples": str(train_examples), **(tags or {})}
     if commit := git_commit():
         run_tags["mlflow.source.git.commit"] = commit
     if output_dir := _hydra_output_dir():

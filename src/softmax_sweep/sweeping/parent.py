@@ -14,7 +14,9 @@ from mlflow.exceptions import MlflowException
 from optuna.trial import TrialState
 
 from softmax_sweep.config import TrainConfig
+from softmax_sweep.data_names import data_label
 from softmax_sweep.errors import UserError
+from softmax_sweep.sweeping import answer
 from softmax_sweep.sweeping.recovery import StaleTrialHandler
 from softmax_sweep.sweeping.report import Curves, write_report
 from softmax_sweep.sweeping.search_space import SearchSpace, bound_warnings
@@ -98,7 +100,11 @@ def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rer
             lines.append(f"{message}; widen the range: {command} {override}")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        write_report(study, space, folder, *_from_mlflow(parent, study, metric), metric=metric)
+        write_report(study, space, folder, *_from_mlflow(parent, study, metric), metric=metric,
+                     title=_report_title(parent, study))
+        if answer.is_controlled_study(list(space.distributions)):
+            text = _write_answer(parent, study, folder)
+            lines.append("exercise 2's answer (answer.md in the parent run's artifacts):\n\n" + text)
         if best is not None:
             (folder / "best.json").write_text(json.dumps(
                 {"value": best.value, "trial_number": best.number, "params": best.params}, indent=2))
@@ -115,8 +121,54 @@ def end_stopped_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace
                  "interrupted" if interrupted else str(error), metric=metric)
 
 
+def _report_title(parent: RunLogger, study: optuna.Study) -> str:
+    """What the trials trained on, as their runs recorded it: `Fashion-MNIST, 55000 training
+    images, 3 seeds`."""
+    sizes, seeds, tags = set(), 1, {}
+    for trial in study.get_trials(deepcopy=False):
+        run_ids = trial.user_attrs.get("seed_run_ids") or [trial.user_attrs.get("mlflow_run_id")]
+        seeds = max(seeds, len(run_ids))
+        if run_ids[0] and len(sizes) < 2:
+            try:
+                run = parent.client.get_run(run_ids[0])
+            except MlflowException:
+                continue
+            tags = tags or run.data.tags
+            sizes.add(run.data.tags.get("data.train_examples", ""))
+    if not tags:
+        return ""
+    sizes.discard("")
+    shown = next(iter(sizes)) if len(sizes) == 1 else "various"
+    label = data_label(tags.get("data.name", ""), tags.get("data.source", ""))
+    return f"{label}, {shown} training images, {seeds} seed{'s' if seeds > 1 else ''}"
+
+
+def _write_answer(parent: RunLogger, study: optuna.Study, folder: Path) -> str:
+    """Exercise 2's answer.md and figures, from the seed runs' curves in MLflow."""
+    histories, tags, params = {}, {}, {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        for run_id in trial.user_attrs.get("seed_run_ids", [trial.user_attrs.get("mlflow_run_id")]):
+            try:
+                histories[run_id] = {m: [x.value for x in sorted(parent.client.get_metric_history(run_id, m),
+                                                                 key=lambda x: x.step)] for m in answer.CURVES}
+                if not tags:
+                    run = parent.client.get_run(run_id)
+                    tags, params = run.data.tags, run.data.params
+            except MlflowException:
+                continue  # a run in another tracking store
+    configs = answer.load_configs(study, histories)
+    label = data_label(tags.get("data.name", ""), tags.get("data.source", ""))
+    text = answer.answer_markdown(answer.settings(configs), label, int(params.get("batch_size", 0)))
+    (folder / "answer.md").write_text(text)
+    if configs:
+        answer.plot_curves_by_size(configs, label, folder / "exercise2_curves.png")
+        answer.plot_remedies(configs, label, folder / "exercise2_remedies.png")
+    return text
+
+
 def _from_mlflow(parent: RunLogger, study: optuna.Study, metric: str) -> tuple[Curves, dict[int, float]]:
-    """Each trial's validation curve and last-epoch train - val accuracy gap, from its run."""
+    """Each trial's validation curve, and for complete trials that measured their training
+    accuracy (eval_train) the gap train_eval_acc - val_acc at the best validation epoch."""
     curves, gaps = {}, {}
     for trial in study.get_trials(deepcopy=False):
         run_id = trial.user_attrs.get("mlflow_run_id")
@@ -124,13 +176,17 @@ def _from_mlflow(parent: RunLogger, study: optuna.Study, metric: str) -> tuple[C
             continue
         try:
             history = parent.client.get_metric_history(run_id, metric)
-            last = parent.client.get_run(run_id).data.metrics
+            train = (parent.client.get_metric_history(run_id, "train_eval_acc")
+                     if trial.state == TrialState.COMPLETE else [])
+            val = parent.client.get_metric_history(run_id, "val_acc") if train else []
         except MlflowException:
             continue  # a run in another tracking store
         curves[trial.number] = sorted((m.step, m.value) for m in history)
-        gap = last.get("train_acc", math.nan) - last.get("val_acc", math.nan)
-        if math.isfinite(gap):
-            gaps[trial.number] = gap
+        if train and val:
+            best = max(val, key=lambda m: m.value)
+            at_best = [m.value for m in train if m.step == best.step]
+            if at_best and math.isfinite(at_best[0] - best.value):
+                gaps[trial.number] = at_best[0] - best.value
     return curves, gaps
 
 

@@ -23,22 +23,24 @@ STATE_STYLE = {TrialState.COMPLETE: ("-", 0.9), TrialState.PRUNED: (":", 0.6), T
 DEFAULT_MARGINS = {"left": 0.08, "right": 0.97, "bottom": 0.11, "top": 0.91}
 MARGINS = {"param_importances.png": {**DEFAULT_MARGINS, "left": 0.16},
            "parallel_coordinates.png": {**DEFAULT_MARGINS, "left": 0.09, "right": 0.88, "bottom": 0.2}}
-MARGINS.update({name: DEFAULT_MARGINS for name in ("optimization_history.png", "val_curves.png")})
+MARGINS.update({"optimization_history.png": DEFAULT_MARGINS, "val_curves.png": {**DEFAULT_MARGINS, "top": 0.87}})
 
 
 Curves = Mapping[int, Sequence[tuple[int, float]]]  # trial number -> (epoch, value) as MLflow logged them
 
 
 def write_report(study: optuna.Study, space: SearchSpace, folder: Path, curves: Curves,
-                 gaps: Mapping[int, float], metric: str = "val_acc") -> list[Path]:
+                 gaps: Mapping[int, float], metric: str = "val_acc", title: str = "") -> list[Path]:
     """Write every figure that the study's trials allow, plus trials.csv; return the files.
-    curves and gaps (train_acc - val_acc at the last epoch) come from the trials' MLflow runs."""
+    curves and gaps (train_eval_acc - val_acc at the best epoch of complete trials) come from the
+    trials' MLflow runs."""
     trials = study.get_trials(deepcopy=False)
     written = []
     study.trials_dataframe().to_csv(folder / "trials.csv", index=False)
     written.append(folder / "trials.csv")
-    for name, figure in (("val_curves.png", _val_curves(trials, curves, metric)),
-                         ("overfitting_map.png", _overfitting_map(trials, space, gaps))):
+    title = f", {title}" if title else ""
+    for name, figure in (("val_curves.png", _val_curves(trials, curves, metric, title)),
+                         ("overfitting_map.png", _overfitting_map(trials, space, gaps, title))):
         if _save(figure, folder / name):
             written.append(folder / name)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -74,7 +76,7 @@ def _save(figure, path: Path) -> bool:
     return True
 
 
-def _val_curves(trials, curves: Curves, metric: str):
+def _val_curves(trials, curves: Curves, metric: str, title: str = ""):
     """The validation metric against epoch for every trial in one figure."""
     drawn = [t for t in trials if curves.get(t.number)]
     if not drawn:
@@ -94,13 +96,15 @@ def _val_curves(trials, curves: Curves, metric: str):
         ax.legend()
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
-    ax.set_title("all trials (solid: complete; dotted, ending in x: pruned; dashed, ending in x: failed)")
+    ax.set_title(f"{title.lstrip(', ')}\nall trials (solid: complete; dotted, ending in x: pruned; dashed, "
+                 "ending in x: failed)", fontsize=10)
     ax.grid(alpha=0.3)
     return figure
 
 
-def _overfitting_map(trials, space: SearchSpace, gaps: Mapping[int, float]):
-    """Generalization gap (train_acc - val_acc, last epoch) against each swept parameter."""
+def _overfitting_map(trials, space: SearchSpace, gaps: Mapping[int, float], title: str = ""):
+    """Generalization gap (training minus validation accuracy at the best epoch) against each swept
+    parameter; only complete trials: pruned and diverged ones have no meaningful gap."""
     rows = [t for t in trials if t.number in gaps]
     names = [n for n in space.distributions if any(n in t.params for t in rows)]
     if not rows or not names:
@@ -116,9 +120,12 @@ def _overfitting_map(trials, space: SearchSpace, gaps: Mapping[int, float]):
         scatter = ax.scatter(xs if numeric else [str(x) for x in xs], ys, c=values, cmap="viridis")
         if getattr(space.distributions[name], "log", False):
             ax.set_xscale("log")
+        if not numeric:
+            ax.tick_params(axis="x", labelrotation=20)
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.set_xlabel(name)
-        ax.set_ylabel("train_acc - val_acc")
+        ax.set_ylabel("train - val accuracy at the best epoch")
     figure.colorbar(scatter, ax=axes[0].tolist(), label="objective")
-    figure.suptitle("overfitting map: where training accuracy runs away from validation")
+    figure.suptitle(f"overfitting map{title}: where training accuracy runs away from validation "
+                    "(complete trials)")
     return figure
