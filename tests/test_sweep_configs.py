@@ -16,6 +16,7 @@ from softmax_sweep.sweeping.script import build_parser, run_study
 from conftest import clean_env
 
 SWEEPS = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
+SMALL = {"overfit": ["data.train_size=choice(100, 400)"]}  # digits has ~1000 training images
 
 
 def file_values(name: str) -> dict:
@@ -38,13 +39,15 @@ def assert_trained_with(mlruns: Path, values: dict) -> None:
 
 def test_the_sweep_files_set_values_that_differ_from_the_defaults() -> None:
     assert file_values("overfit")["num_epochs"] == 60 and file_values("overfit")["batch_size"] == 32
+    assert file_values("overfit")["eval_train"] is True
 
 
 @pytest.mark.parametrize("name", SWEEPS)
 def test_hydra_multirun_trains_with_the_sweep_files_values(name: str, tmp_path: Path) -> None:
     mlruns = tmp_path / "mlruns"
     done = subprocess.run([sys.executable, "-m", "softmax_sweep.train", "-m", f"sweep={name}", "data=digits",
-                           "hydra.sweeper.n_trials=1", f"mlruns_dir={mlruns}"],
+                           "hydra.sweeper.n_trials=1", "hydra.sweeper.seeds=1", *SMALL.get(name, []),
+                           f"mlruns_dir={mlruns}"],
                           capture_output=True, text=True, timeout=600, env=clean_env())
     assert done.returncode == 0, done.stderr[-2000:]
     assert_trained_with(mlruns, file_values(name))
@@ -54,5 +57,5 @@ def test_hydra_multirun_trains_with_the_sweep_files_values(name: str, tmp_path: 
 def test_study_scripts_train_with_the_sweep_files_values(name: str, tmp_path: Path) -> None:
     mlruns = tmp_path / "mlruns"
     run_study(name, build_parser(name, "").parse_intermixed_args(
-        ["--n-trials", "1", "data=digits", f"mlruns_dir={mlruns}"]))
+        ["--n-trials", "1", "--seeds", "1", "data=digits", *SMALL.get(name, []), f"mlruns_dir={mlruns}"]))
     assert_trained_with(mlruns, file_values(name))

@@ -271,11 +271,21 @@ def test_study_scripts_end_to_end_and_help(tmp_path: Path) -> None:
     for flag in ("--n-trials", "--storage", "--study-name", "--sampler", "--pruner", "--timeout", "OVERRIDE"):
         assert flag in help_text
     mlruns = tmp_path / "mlruns"
-    done = subprocess.run([*OVERFIT, "--n-trials", "3", "data=digits", "num_epochs=8", f"mlruns_dir={mlruns}"],
+    done = subprocess.run([*OVERFIT, "--seeds", "2", "data=digits", "num_epochs=8", "data.train_size=choice(100)",
+                           "lr=choice(1.0)", f"mlruns_dir={mlruns}"],
                           capture_output=True, text=True, timeout=600, env=clean_env())
     assert done.returncode == 0, done.stderr[-2000:]
     study = _study(mlruns, "overfit-digits")
-    assert len(study.trials) == 3 and {"lr", "data.train_size", "weight_decay"} <= set(study.trials[0].params)
+    assert len(study.trials) == 4, "the grid: one training-set size and lr, four remedies"
+    assert {t.params["remedy"] for t in study.trials} == {"none", "weight_decay", "early_stopping", "lr_decay"}
+    assert all(len(t.user_attrs["seed_values"]) == 2 for t in study.trials)
+    assert "## Answer" in done.stdout + done.stderr and "With 100 training images at lr 1" in done.stdout + done.stderr
+    client, runs = _runs(mlruns)
+    (parent,) = [r for r in runs if r.data.tags.get("sweep.kind") == "optuna"]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"answer.md", "exercise2_curves.png", "exercise2_remedies.png", "overfitting_map.png"} <= artifacts
+    seed_runs = [r for r in runs if "seed" in r.data.tags]
+    assert len(seed_runs) == 8 and all("train_eval_acc" in r.data.metrics for r in seed_runs)
     assert_consistent(mlruns, study)
     bad = subprocess.run([*TUNE, "--sampler", "annealing"], capture_output=True, text=True, env=clean_env())
     assert bad.returncode == 2 and "invalid choice: 'annealing'" in bad.stderr
@@ -319,3 +329,28 @@ def test_hydra_sweeper_on_a_database_storage_with_heartbeats(tmp_path: Path) -> 
     with contextlib.closing(sqlite3.connect(tmp_path / "optuna.db")) as con:
         beating = {row[0] for row in con.execute("SELECT trial_id FROM trial_heartbeats")}
     assert beating == {t._trial_id for t in study.trials}, "the sweeper recorded heartbeats while trials ran"
+
+
+def test_ctrl_c_while_the_report_is_written_leaves_nothing_running(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report step comes after the last trial; an interrupt there used to leave the parent
+    run RUNNING while the message said every unfinished run was marked KILLED."""
+    import softmax_sweep.sweeping.parent as parent_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    mlruns = tmp_path / "mlruns"
+    with monkeypatch.context() as mp:
+        mp.setattr(parent_module, "write_report", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            _run_tune(mlruns, "--n-trials", "2", "--pruner", "none", *_study_args(mlruns, "num_epochs=2"))
+    client, runs = _runs(mlruns)
+    (parent,) = [r for r in runs if r.data.tags.get("sweep.kind") == "optuna"]
+    assert parent.info.status == "KILLED"
+    assert parent.data.tags["failure_reason"] == "interrupted while writing the sweep report"
+    assert "RUNNING" not in run_statuses(mlruns / "mlflow.db")
+    _run_tune(mlruns, "--n-trials", "2", "--pruner", "none", *_study_args(mlruns, "num_epochs=2"))
+    _, runs = _runs(mlruns)
+    parents = [r for r in runs if r.data.tags.get("sweep.kind") == "optuna"]
+    assert [p.info.status for p in parents] == ["FINISHED"], "the rerun reopens the same parent and ends it"

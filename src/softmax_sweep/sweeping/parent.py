@@ -82,33 +82,40 @@ def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rer
 
     rerun_hint: the command that ran the sweep, with `{study}` where a new study name goes (a
     widened range is worth a fresh study: this one has its n_trials already)."""
-    counts = count_trials(study)
-    lines = [f"study {study.study_name}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
-             f"{counts['FAIL']} failed trials"]
-    best = _best_trial(study)
-    if best is not None:
-        finished = counts["COMPLETE"] + counts["PRUNED"] + counts["FAIL"]
-        parent.log_metrics({"best_value": best.value, "best_trial_number": best.number}, step=finished)
-        parent.set_tags({**{f"best.{k}": v for k, v in best.params.items()},
-                         "best.mlflow_run_id": best.user_attrs.get("mlflow_run_id", "")})
-        shown = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
-        lines.append(f"best value {best.value:.4f} (trial {best.number}, MLflow run "
-                     f"{best.user_attrs.get('mlflow_run_id', '?')}): {shown}")
-        lines += seed_comparison(study, best)
-        for message, override in bound_warnings(space, best.params):
-            command = rerun_hint.format(study=f"{study.study_name}-wider")
-            lines.append(f"{message}; widen the range: {command} {override}")
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        write_report(study, space, folder, *_from_mlflow(parent, study, metric), metric=metric,
-                     title=_report_title(parent, study))
-        if answer.is_controlled_study(list(space.distributions)):
-            text = _write_answer(parent, study, folder)
-            lines.append("exercise 2's answer (answer.md in the parent run's artifacts):\n\n" + text)
+    try:
+        counts = count_trials(study)
+        lines = [f"study {study.study_name}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
+                 f"{counts['FAIL']} failed trials"]
+        best = _best_trial(study)
         if best is not None:
-            (folder / "best.json").write_text(json.dumps(
-                {"value": best.value, "trial_number": best.number, "params": best.params}, indent=2))
-        parent.log_artifacts(folder)
+            finished = counts["COMPLETE"] + counts["PRUNED"] + counts["FAIL"]
+            parent.log_metrics({"best_value": best.value, "best_trial_number": best.number}, step=finished)
+            parent.set_tags({**{f"best.{k}": v for k, v in best.params.items()},
+                             "best.mlflow_run_id": best.user_attrs.get("mlflow_run_id", "")})
+            shown = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
+            lines.append(f"best value {best.value:.4f} (trial {best.number}, MLflow run "
+                         f"{best.user_attrs.get('mlflow_run_id', '?')}): {shown}")
+            lines += seed_comparison(study, best)
+            for message, override in bound_warnings(space, best.params):
+                command = rerun_hint.format(study=f"{study.study_name}-wider")
+                lines.append(f"{message}; widen the range: {command} {override}")
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            write_report(study, space, folder, *_from_mlflow(parent, study, metric), metric=metric,
+                         title=_report_title(parent, study))
+            if answer.is_controlled_study(list(space.distributions)):
+                text = _write_answer(parent, study, folder)
+                lines.append("exercise 2's answer (answer.md in the parent run's artifacts):\n\n" + text)
+            if best is not None:
+                (folder / "best.json").write_text(json.dumps(
+                    {"value": best.value, "trial_number": best.number, "params": best.params}, indent=2))
+            parent.log_artifacts(folder)
+    except KeyboardInterrupt:  # Ctrl-C while the report is written: the parent must not stay RUNNING
+        parent.end("KILLED", "interrupted while writing the sweep report")
+        raise
+    except BaseException as e:
+        parent.end("FAILED", f"the sweep report failed: {e}")
+        raise
     parent.end(status, reason)
     return lines
 
@@ -160,8 +167,9 @@ def _write_answer(parent: RunLogger, study: optuna.Study, folder: Path) -> str:
     label = data_label(tags.get("data.name", ""), tags.get("data.source", ""))
     text = answer.answer_markdown(answer.settings(configs), label, int(params.get("batch_size", 0)))
     (folder / "answer.md").write_text(text)
-    if configs:
+    if any(c.remedy == "none" for c in configs):
         answer.plot_curves_by_size(configs, label, folder / "exercise2_curves.png")
+    if configs:
         answer.plot_remedies(configs, label, folder / "exercise2_remedies.png")
     return text
 
