@@ -56,7 +56,10 @@ def test_answer_numbers_by_hand(tmp_path: Path) -> None:
     assert found.recovered == {"early_stopping": (pytest.approx(0.05), 0.0)}
     assert found.falls
     text = answer.answer_markdown([found], "Fashion-MNIST", 32)
-    assert "| 500 | 1 | 2 | 0.7967 | 0.7500 | +4.67 +- 1.43 | +7.00 +- 8.61 | +20.33 +- 1.43 |" in text
+    # one run, from its own best epoch: .05, .05, .05; gap growth: .15, .10, .15
+    assert found.single_fall == (pytest.approx(0.05), 0.0)
+    assert found.gap_growth == (pytest.approx(0.133333, abs=1e-6), pytest.approx(0.071711, abs=1e-6))
+    assert "| 500 | 1 | 2 | 0.7967 | 0.7500 | +4.67 +- 1.43 | +5.00 +- 0.00 | +7.00 +- 8.61 | +20.33 +- 1.43 |" in text
     assert "| 500 | 1 | +5.00 +- 0.00 |" in text
     assert "peaks at epoch 2 (0.7967) and falls 4.67 +- 1.43 points by epoch 4" in text
     assert "Best remedy here: early stopping, +5.00 +- 0.00 points" in text
@@ -68,4 +71,5 @@ def test_no_fall_is_said_so() -> None:
     flat = {k: {**h, "test_acc": [.70, .75, .77, .78 + 0.001 * i]} for i, (k, h) in enumerate(SEEDS.items())}
     (found,) = answer.settings(answer.load_configs(study_of({"none": list(flat)}), flat))
     assert not found.falls and found.peak_epoch == 4
-    assert "the data shows no fall" in answer.answer_markdown([found], "Fashion-MNIST", 32)
+    text = answer.answer_markdown([found], "Fashion-MNIST", 32)
+    assert "the data shows no fall" in text and "The model does overfit: the gap" in text
