@@ -2,13 +2,13 @@
 
     python benchmarks/epoch_speed.py [--epochs 5] [--baseline-epochs 2]
 
-On Fashion-MNIST-shaped IDX files it generates (60,000 train / 10,000 test, 28x28), at batch
-size 256, it times in the same process:
+On real Fashion-MNIST (Debian's /usr/share/datasets/fashion-mnist; Fashion-shaped files it generates
+where that is absent), at batch size 256, it times in the same process:
   baseline: the chapter's loop: gluon DataLoader over the dataset with the ToTensor transform,
             an un-hybridized Dense(10), two asscalar() syncs per batch, test accuracy per epoch;
   ours:     softmax_sweep's loop (whole data set as one NDArray, one cached graph per batch, no
             per-batch sync), which also computes validation and test loss and accuracy.
-Then it runs `python -m softmax_sweep.train data=idx num_epochs=10` as a child process and reports
+Then it runs `python -m softmax_sweep.train num_epochs=10` as a child process and reports
 its peak RSS. Targets: ratio >= 20x, peak RSS <= 1.5 GiB.
 """
 from __future__ import annotations
@@ -22,62 +22,23 @@ import tempfile
 import time
 from pathlib import Path
 
-import mxnet as mx
-from mxnet import autograd, gluon, init, nd
-from mxnet.gluon import loss as gloss
-from mxnet.gluon import nn
-from mxnet.gluon.data.vision import transforms
+from chapter_loop import chapter_run
 
 from softmax_sweep.data import load_dataset
 from softmax_sweep.experiment import train_softmax
-from softmax_sweep.idx import read_idx_pair
 from softmax_sweep.synthetic import write_synthetic_idx
 
 BATCH = 256
+REAL = Path("/usr/share/datasets/fashion-mnist")
 
 
 def chapter_epochs(folder: Path, num_epochs: int) -> list[float]:
-    """The chapter's train_ch3 loop, as the seed notebook runs it."""
-    def dataset(prefix: str) -> gluon.data.Dataset:
-        images, labels = read_idx_pair(folder / f"{prefix}-images-idx3-ubyte.gz",
-                                       folder / f"{prefix}-labels-idx1-ubyte.gz")
-        # what gluon.data.vision.FashionMNIST holds: uint8 HWC images, int32 labels
-        return gluon.data.ArrayDataset(nd.array(images.reshape(-1, 28, 28, 1), dtype="uint8"),
-                                       labels.astype("int32"))
-
-    transformer = transforms.ToTensor()
-    train_iter = gluon.data.DataLoader(dataset("train").transform_first(transformer), BATCH, shuffle=True)
-    test_iter = gluon.data.DataLoader(dataset("t10k").transform_first(transformer), BATCH, shuffle=False)
-    mx.random.seed(0)
-    net = nn.Sequential()
-    net.add(nn.Dense(10))
-    net.initialize(init.Normal(sigma=0.01))
-    loss = gloss.SoftmaxCrossEntropyLoss()
-    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
-    times = []
-    for _ in range(num_epochs):
-        start = time.perf_counter()
-        train_l_sum, train_acc_sum, n = 0.0, 0.0, 0
-        for X, y in train_iter:
-            with autograd.record():
-                y_hat = net(X)
-                batch_loss = loss(y_hat, y).sum()
-            batch_loss.backward()
-            trainer.step(BATCH)
-            y = y.astype("float32")
-            train_l_sum += batch_loss.asscalar()
-            train_acc_sum += (y_hat.argmax(axis=1) == y).sum().asscalar()
-            n += y.size
-        acc_sum, m = 0.0, 0
-        for X, y in test_iter:
-            acc_sum += (net(X).argmax(axis=1) == y.astype("float32")).sum().asscalar()
-            m += y.size
-        times.append(time.perf_counter() - start)
-    return times
+    """Seconds per epoch of the chapter's train_ch3 loop, as the seed notebook runs it."""
+    return chapter_run(folder, num_epochs, batch_size=BATCH)[1]
 
 
 def our_epochs(folder: Path, num_epochs: int) -> list[float]:
-    data = load_dataset("idx", str(folder))
+    data = load_dataset("fashion_mnist", str(folder)) if folder == REAL else load_dataset("idx", str(folder))
     _, result = train_softmax(data, lr=0.1, batch_size=BATCH, num_epochs=num_epochs, val_size=5000)
     return [m["epoch_seconds"] for m in result.history]
 
@@ -85,8 +46,9 @@ def our_epochs(folder: Path, num_epochs: int) -> list[float]:
 def full_run_peak_rss(folder: Path, mlruns: Path) -> tuple[float, float]:
     """(peak RSS in GiB, wall seconds) of a 10-epoch run of the real command."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "softmax_sweep.train", "data=idx", f"data.root={folder}",
-                    "num_epochs=10", f"mlruns_dir={mlruns}"], check=True, capture_output=True)
+    data = ["data=fashion_mnist"] if folder == REAL else ["data=idx", f"data.root={folder}"]
+    subprocess.run([sys.executable, "-m", "softmax_sweep.train", *data, "num_epochs=10", f"mlruns_dir={mlruns}"],
+                   check=True, capture_output=True)
     wall = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return peak_kib / 2**20, wall
@@ -98,8 +60,11 @@ def main() -> None:
     parser.add_argument("--baseline-epochs", type=int, default=2, help="epochs of the chapter's loop to time")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "fashion-shaped"
-        write_synthetic_idx(folder, n_train=60000, n_test=10000)
+        folder = REAL
+        if not (REAL / "train-images-idx3-ubyte.gz").exists():
+            print(f"real Fashion-MNIST not in {REAL}: timing generated Fashion-shaped files")
+            folder = Path(tmp) / "fashion-shaped"
+            write_synthetic_idx(folder, n_train=60000, n_test=10000)
         baseline = chapter_epochs(folder, args.baseline_epochs)
         ours = our_epochs(folder, args.epochs)
         peak_gib, wall = full_run_peak_rss(folder, Path(tmp) / "mlruns")

@@ -81,3 +81,20 @@ def test_the_last_partial_batch_steps_like_the_others(digits) -> None:
     batch = n_train - 1  # two batches: n_train - 1 examples, then 1
     _, result = train_softmax(digits, lr=1.0, batch_size=batch, num_epochs=3, val_size=300)
     assert result.history[-1]["test_acc"] > 0.8
+
+
+def test_every_exception_of_the_project_survives_pickling() -> None:
+    """Job results cross processes under joblib or submitit: an exception whose constructor
+    differs from its args must still unpickle, with its message and attributes."""
+    import pickle
+    from pathlib import Path
+
+    from softmax_sweep.data import ContentMismatch
+    from softmax_sweep.errors import SweepFailed, Terminated, UserError
+    from softmax_sweep.sweeping.trials import EpochPruned
+
+    for error in (TrainingDiverged(3, float("nan"), 2.5), EpochPruned(2, 0.5), ContentMismatch(Path("/x"), "bad"),
+                  UserError("u"), SweepFailed("s"), Terminated()):
+        again = pickle.loads(pickle.dumps(error))
+        assert type(again) is type(error) and str(again) == str(error)
+    assert pickle.loads(pickle.dumps(EpochPruned(2, 0.5))).epoch == 2

@@ -117,6 +117,9 @@ class ContentMismatch(DataFileError):
         super().__init__(f"{path} is not the official file: {finding}")
         self.path, self.finding = path, finding
 
+    def __reduce__(self):
+        return type(self), (self.path, self.finding)
+
 
 def _read_idx_set(paths: list[Path], expected: Sequence[RemoteFile] = ()) -> tuple[list[np.ndarray], str]:
     """The four arrays of an IDX data set and the digest of their contents, each file checked

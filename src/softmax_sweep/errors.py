@@ -15,7 +15,10 @@ class TrainingDiverged(RuntimeError):
     def __init__(self, epoch: int, loss: float, lr: float) -> None:
         kind = "NaN" if loss != loss else "infinite"
         super().__init__(f"loss became {kind} at epoch {epoch}; lr={lr:g} too large?")
-        self.epoch = epoch
+        self.epoch, self.loss, self.lr = epoch, loss, lr
+
+    def __reduce__(self):  # pickled with its constructor's arguments: job results cross processes
+        return type(self), (self.epoch, self.loss, self.lr)
 
 
 class Terminated(KeyboardInterrupt):

@@ -28,7 +28,10 @@ class EpochPruned(optuna.TrialPruned):
 
     def __init__(self, epoch: int, value: float) -> None:
         super().__init__(f"pruned at epoch {epoch} (val metric {value:.4f})")
-        self.epoch = epoch
+        self.epoch, self.value = epoch, value
+
+    def __reduce__(self):  # pickled with its constructor's arguments: job results cross processes
+        return type(self), (self.epoch, self.value)
 
 
 class PruningReporter:
