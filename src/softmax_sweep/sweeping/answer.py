@@ -211,20 +211,28 @@ def plot_curves_by_size(configs: Sequence[Config], data_label: str, path: Path) 
 
 
 def plot_remedies(configs: Sequence[Config], data_label: str, path: Path) -> Path:
-    """Test accuracy against epoch for each remedy beside no remedy, one panel per setting."""
-    keys = sorted({(c.train_size, c.lr) for c in configs})
-    figure, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4.5), squeeze=False)
-    for ax, (size, lr) in zip(axes[0], keys):
-        here = {c.remedy: c for c in configs if (c.train_size, c.lr) == (size, lr)}
-        for colour, remedy in zip(plt.cm.tab10.colors, [r for r in REMEDY_LABELS if r in here]):
-            _band(ax, here[remedy], "test_acc", colour, REMEDY_LABELS[remedy],
-                  width=2.2 if remedy == "none" else 1.2)
-        ax.set_title(f"{data_label}, {size} training images, lr {lr:g}, {len(configs[0].seeds)} seeds", fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("test accuracy")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
-    figure.subplots_adjust(left=0.05, right=0.98, bottom=0.12, top=0.9, wspace=0.22)
+    """Mean test accuracy against epoch for each remedy beside no remedy (its seeds' range shaded),
+    one panel per setting: a row per training-set size, a column per lr."""
+    sizes, lrs = sorted({c.train_size for c in configs}), sorted({c.lr for c in configs})
+    figure, axes = plt.subplots(len(sizes), len(lrs), figsize=(6 * len(lrs), 3.8 * len(sizes)), squeeze=False)
+    for row, size in zip(axes, sizes):
+        for ax, lr in zip(row, lrs):
+            here = {c.remedy: c for c in configs if (c.train_size, c.lr) == (size, lr)}
+            for colour, remedy in zip(plt.cm.tab10.colors, REMEDY_LABELS):
+                if remedy not in here:
+                    continue
+                if remedy == "none":
+                    _band(ax, here[remedy], "test_acc", "black", REMEDY_LABELS[remedy], width=2)
+                else:
+                    mean = here[remedy].mean("test_acc")
+                    ax.plot(_epochs(mean), mean, color=colour, linewidth=1.3, label=REMEDY_LABELS[remedy])
+            ax.set_title(f"{data_label}, {size} training images, lr {lr:g}, {len(configs[0].seeds)} seeds",
+                         fontsize=10)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("test accuracy")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8, loc="lower right")
+    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.08, top=0.94, wspace=0.2, hspace=0.35)
     return _save(figure, path)
 
 

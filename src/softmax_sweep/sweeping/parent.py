@@ -135,7 +135,7 @@ def _report_title(parent: RunLogger, study: optuna.Study) -> str:
     for trial in study.get_trials(deepcopy=False):
         run_ids = trial.user_attrs.get("seed_run_ids") or [trial.user_attrs.get("mlflow_run_id")]
         seeds = max(seeds, len(run_ids))
-        if run_ids[0] and len(sizes) < 2:
+        if run_ids[0]:
             try:
                 run = parent.client.get_run(run_ids[0])
             except MlflowException:
@@ -145,7 +145,7 @@ def _report_title(parent: RunLogger, study: optuna.Study) -> str:
     if not tags:
         return ""
     sizes.discard("")
-    shown = next(iter(sizes)) if len(sizes) == 1 else "various"
+    shown = "/".join(sorted(sizes, key=int)) if len(sizes) <= 4 else "various"
     label = data_label(tags.get("data.name", ""), tags.get("data.source", ""))
     return f"{label}, {shown} training images, {seeds} seed{'s' if seeds > 1 else ''}"
 
