@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sqlite3
 import subprocess
@@ -356,3 +357,22 @@ def test_ctrl_c_while_the_report_is_written_leaves_nothing_running(tmp_path: Pat
     _, runs = _runs(mlruns)
     parents = [r for r in runs if r.data.tags.get("sweep.kind") == "optuna"]
     assert [p.info.status for p in parents] == ["FINISHED"], "the rerun reopens the same parent and ends it"
+
+
+@pytest.mark.parametrize("launcher", ["joblib", pytest.param("submitit_local", marks=pytest.mark.slow)])
+def test_pruning_under_launchers_that_run_jobs_in_other_processes(launcher: str, tmp_path: Path) -> None:
+    """Under joblib and submitit (SLURM's code path) a job's result, a pruned trial's exception
+    included, is pickled back to the sweeper: pruned trials are PRUNED in Optuna and in MLflow."""
+    mlruns = tmp_path / "mlruns"
+    done = subprocess.run([*TRAIN, "-m", "sweep=tune", "data=digits", f"hydra/launcher={launcher}",
+                           "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=6", "num_epochs=range(2, 6)",
+                           f"mlruns_dir={mlruns}"], capture_output=True, text=True, timeout=600, env=clean_env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    study = _study(mlruns, "tune-digits")
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.PRUNED) >= 1 and states.count(TrialState.COMPLETE) >= 3, states
+    assert_consistent(mlruns, study)
+    client, _ = _runs(mlruns)
+    workers = {client.get_run(t.user_attrs["mlflow_run_id"]).data.tags["worker"] for t in study.trials}
+    assert len(workers) >= 2, "the jobs ran in other processes than the sweeper (in-process: one worker)"
