@@ -288,6 +288,14 @@ def test_study_scripts_end_to_end_and_help(tmp_path: Path) -> None:
     assert {"answer.md", "exercise2_curves.png", "exercise2_remedies.png", "overfitting_map.png"} <= artifacts
     seed_runs = [r for r in runs if "seed" in r.data.tags]
     assert len(seed_runs) == 8 and all("train_eval_acc" in r.data.metrics for r in seed_runs)
+    for trial in study.trials:  # each seed's run nests under its trial's run, which holds their mean
+        nested = [r for r in seed_runs if r.data.tags["mlflow.parentRunId"] == trial.user_attrs["mlflow_run_id"]]
+        assert sorted(r.data.tags["seed"] for r in nested) == ["0", "1"]
+        assert sorted(r.info.run_id for r in nested) == sorted(trial.user_attrs["seed_run_ids"])
+        trial_run = client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics
+        values = [r.data.metrics["best_val_acc"] for r in nested]
+        assert trial_run["best_val_acc"] == pytest.approx(sum(values) / 2) == pytest.approx(trial.value)
+    assert "configurations.csv" in artifacts
     assert_consistent(mlruns, study)
     bad = subprocess.run([*TUNE, "--sampler", "annealing"], capture_output=True, text=True, env=clean_env())
     assert bad.returncode == 2 and "invalid choice: 'annealing'" in bad.stderr

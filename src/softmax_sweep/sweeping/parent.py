@@ -106,6 +106,7 @@ def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rer
             if answer.is_controlled_study(list(space.distributions)):
                 text = _write_answer(parent, study, folder)
                 lines.append("exercise 2's answer (answer.md in the parent run's artifacts):\n\n" + text)
+            _write_configurations(study, folder / "configurations.csv")
             if best is not None:
                 (folder / "best.json").write_text(json.dumps(
                     {"value": best.value, "trial_number": best.number, "params": best.params}, indent=2))
@@ -126,6 +127,26 @@ def end_stopped_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace
     interrupted = isinstance(error, KeyboardInterrupt)
     finish_sweep(parent, study, space, rerun_hint, "KILLED" if interrupted else "FAILED",
                  "interrupted" if interrupted else str(error), metric=metric)
+
+
+def _write_configurations(study: optuna.Study, path: Path) -> None:
+    """With seeds: every complete configuration's mean and 95% confidence interval over its seeds."""
+    import csv
+
+    from softmax_sweep.stats import mean_ci
+
+    rows = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "seed_values" in t.user_attrs]
+    if not rows:
+        return
+    names = sorted({k for t in rows for k in t.params})
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["trial", *names, "mean", "ci95", "seeds", "values"])
+        for t in sorted(rows, key=lambda t: t.value, reverse=study.direction.name == "MAXIMIZE"):
+            values = t.user_attrs["seed_values"]
+            mean, half = mean_ci(values)
+            writer.writerow([t.number, *(t.params.get(n, "") for n in names), f"{mean:.6f}", f"{half:.6f}",
+                             len(values), " ".join(f"{v:.6f}" for v in values)])
 
 
 def _report_title(parent: RunLogger, study: optuna.Study) -> str:
