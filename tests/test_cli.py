@@ -18,7 +18,7 @@ TRAIN = [sys.executable, "-m", "softmax_sweep.train"]
 
 
 def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*TRAIN, f"mlruns_dir={tmp_path / 'mlruns'}", *overrides],
+    return subprocess.run([*TRAIN, *overrides, f"mlruns_dir={tmp_path / 'mlruns'}"],
                           capture_output=True, text=True, timeout=300, env=clean_env())
 
 
@@ -80,7 +80,33 @@ BAD_INPUTS = {
     "unreadable data file": (["data=idx", "data.root={cut_idx}"], "cannot read data file"),
     "unreachable tracking": (["data=digits", "tracking.uri=http://127.0.0.1:{port}"], "is unreachable"),
     "test metric optimized": (["optimized_metric=test_acc"], "test metrics are only reported"),
+    "seed negative": (["data=digits", "seed=-1"], "seed must be between 0 and 2**32 - 1, got -1"),
+    "seed too large": (["data=digits", "seed=4294967296"], "seed must be between 0 and 2**32 - 1"),
+    "train_size beyond the data": (["data=digits", "data.train_size=5000"],
+                                   "data.train_size=5000 is more than the 1047 training examples"),
+    "IDX set with no images": (["data=idx", "data.root={empty_idx}"], "train-images-idx3-ubyte.gz holds no images"),
+    "folder instead of a file": (["data=idx", "data.root={dir_idx}"],
+                                 "lacks t10k-images-idx3-ubyte[.gz] (or it is not a file)"),
+    "-m with --cfg": (["-m", "--cfg", "job"], "Only one of --run, --multirun, --cfg"),
+    "sweeper setting": (["-m", "sweep=tune", "data=digits", "hydra.sweeper.n_trials=0"],
+                        "hydra.sweeper: n_trials, n_jobs and seeds must be at least 1"),
+    "loss maximized": (["-m", "sweep=tune", "data=digits", "optimized_metric=val_loss"],
+                       "set hydra.sweeper.direction=minimize"),
 }
+
+
+def _empty_idx_folder(tmp_path: Path) -> str:
+    folder = tmp_path / "emptyidx"
+    make_idx_folder(folder, n_train=0, n_test=10)
+    return str(folder)
+
+
+def _dir_instead_of_file(tmp_path: Path) -> str:
+    folder = tmp_path / "diridx"
+    make_idx_folder(folder, n_train=20, n_test=10)
+    (folder / "t10k-images-idx3-ubyte.gz").unlink()
+    (folder / "t10k-images-idx3-ubyte.gz").mkdir()
+    return str(folder)
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
@@ -88,6 +114,8 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_run_running(tmp_path: Path, 
     overrides, expected = BAD_INPUTS[case]
     values = {"bad_idx": _bad_idx_folder(tmp_path) if "bad_idx" in str(overrides) else "",
               "cut_idx": _unreadable_idx_folder(tmp_path) if "cut_idx" in str(overrides) else "",
+              "empty_idx": _empty_idx_folder(tmp_path) if "empty_idx" in str(overrides) else "",
+              "dir_idx": _dir_instead_of_file(tmp_path) if "dir_idx" in str(overrides) else "",
               "port": _closed_port()}
     done = run_train(tmp_path, *(o.format(**values) for o in overrides))
     assert done.returncode == 2, (done.stdout, done.stderr)

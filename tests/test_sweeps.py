@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sqlite3
 import subprocess
@@ -383,3 +384,19 @@ def test_pruning_under_launchers_that_run_jobs_in_other_processes(launcher: str,
     client, _ = _runs(mlruns)
     workers = {client.get_run(t.user_attrs["mlflow_run_id"]).data.tags["worker"] for t in study.trials}
     assert len(workers) >= 2, "the jobs ran in other processes than the sweeper (in-process: one worker)"
+
+
+def test_script_flags_mean_what_they_say(tmp_path: Path) -> None:
+    """--n-trials 0 is refused (it used to mean 'not given': 30 trials); --workers is capped by the
+    trials to go and the cores instead of starting idle processes."""
+    mlruns = tmp_path / "mlruns"
+    zero = subprocess.run([*TUNE, "--n-trials", "0", *_study_args(mlruns)], capture_output=True, text=True,
+                          timeout=300, env=clean_env())
+    assert zero.returncode == 2 and zero.stderr.strip().splitlines() == [
+        "error: --n-trials, --workers and --seeds must be at least 1, got 0, 1 and 1"]
+    many = subprocess.run([*TUNE, "--n-trials", "2", "--workers", "8", "--pruner", "none",
+                           *_study_args(mlruns, "num_epochs=2")], capture_output=True, text=True, timeout=300,
+                          env=clean_env())
+    assert many.returncode == 0, many.stderr[-2000:]
+    assert f"--workers 8 capped at {min(2, os.cpu_count())} (2 trials to go" in many.stderr
+    assert len(_study(mlruns, "tune-digits").trials) == 2

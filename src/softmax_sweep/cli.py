@@ -26,10 +26,23 @@ def _omegaconf_cause(exc: BaseException) -> Optional[OmegaConfBaseException]:
     return None
 
 
+def _user_error_cause(exc: BaseException) -> Optional[BaseException]:
+    """The UserError behind exc, also when Hydra wrapped it (instantiating the sweeper)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, (UserError, TrainingDiverged)):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def describe(exc: BaseException) -> Optional[str]:
     """One line for an error the user can fix; None for a bug (which keeps its traceback)."""
-    if isinstance(exc, (UserError, TrainingDiverged)):
-        return str(exc)
+    if (cause := _user_error_cause(exc)) is not None:
+        return str(cause)
+    if isinstance(exc, ValueError) and str(exc).startswith("Only one of --run, --multirun, --cfg"):
+        return f"{exc} (Hydra's command line; --cfg job prints the config of a single run)"
     if isinstance(exc, MissingConfigException) and exc.options:
         group = (exc.missing_cfg_file or "").rsplit("/", 1)[0]
         return f"{str(exc).splitlines()[0].strip()}; available options in {group!r}: {', '.join(exc.options)}"
@@ -98,4 +111,4 @@ def run_cli(body: Callable[[], T]) -> T:
         if message is None or full_error:
             raise
         print(f"error: {message}", file=sys.stderr)
-        sys.exit(getattr(e, "exit_code", UserError.exit_code))
+        sys.exit(getattr(_user_error_cause(e) or e, "exit_code", UserError.exit_code))

@@ -82,6 +82,8 @@ class TrainConfig:
             raise UserError(f"num_epochs must be at least 1, got {self.num_epochs}")
         if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
             raise UserError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.seed < 2**32:
+            raise UserError(f"seed must be between 0 and 2**32 - 1, got {self.seed}")
         if self.early_stopping_patience is not None and self.data.val_size == 0:
             raise UserError("early stopping watches validation accuracy: it needs data.val_size > 0")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:

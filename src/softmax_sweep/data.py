@@ -184,6 +184,9 @@ def _save_atomically(path: Path, digest: str, arrays: list[np.ndarray]) -> None:
 def _from_idx_files(name: str, source: str, paths: list[Path], square: Optional[int],
                     expected: Sequence[RemoteFile] = (), place: str = "") -> Dataset:
     (train_images, train_labels, test_images, test_labels), digest = _read_idx_set(paths, expected)
+    for path, images in ((paths[0], train_images), (paths[2], test_images)):
+        if len(images) == 0:
+            raise DataFileError(f"{path} holds no images")
     if train_images.shape[1:] != test_images.shape[1:]:
         raise DataFileError(
             f"{paths[0]} holds {train_images.shape[1:]} images but {paths[2]} holds {test_images.shape[1:]}"

@@ -13,7 +13,7 @@ import optuna
 from mlflow.exceptions import MlflowException
 from optuna.trial import TrialState
 
-from softmax_sweep.config import TrainConfig
+from softmax_sweep.config import OPTIMIZABLE_METRICS, TrainConfig
 from softmax_sweep.data_names import data_label
 from softmax_sweep.errors import UserError
 from softmax_sweep.sweeping import answer
@@ -44,6 +44,10 @@ def open_sweep(settings: TrainConfig, space: SearchSpace, storage_url: str, stud
 
     if settings.data.val_size == 0:
         raise UserError("a sweep picks hyperparameters by validation accuracy: data.val_size must be at least 1")
+    wanted = OPTIMIZABLE_METRICS[settings.optimized_metric]
+    if direction != wanted:  # maximizing a loss would report the worst trial as the best
+        raise UserError(f"optimized_metric={settings.optimized_metric} is to {wanted[:-1]}e, but the sweep's "
+                        f"direction is {direction}: set hydra.sweeper.direction={wanted}")
     on_stale = StaleTrialHandler()
     storage = make_storage(storage_url, heartbeat_interval, grace_period, on_stale)
     study = open_study(storage, study_name, direction, make_sampler(sampler, space), make_pruner(pruner))

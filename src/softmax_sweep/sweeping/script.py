@@ -160,11 +160,15 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) ->
 
     rerun = " ".join(["python", sys.argv[0], *(shlex.quote(mask_password(a)) for a in sys.argv[1:]),
                       "--study-name {study}"])
+    workers = min(args.workers, max(trials_to_go(study, n_trials), 1), os.cpu_count() or 1)
+    if workers < args.workers:  # more would only share the cores (and memory) to no avail
+        log.info("--workers %d capped at %d (%d trials to go, %d cores)", args.workers, workers,
+                 trials_to_go(study, n_trials), os.cpu_count() or 1)
     try:
-        if args.workers > 1:
-            failed = run_workers(args.workers, argv)
+        if workers > 1:
+            failed = run_workers(workers, argv)
             if failed and next_step(study, n_trials, bool(heartbeat)) != "done":
-                raise SweepFailed(f"{len(failed)} of {args.workers} workers failed before the study had "
+                raise SweepFailed(f"{len(failed)} of {workers} workers failed before the study had "
                                   f"{n_trials} trials; their messages are above. Run the command again to resume.")
         else:
             work()
