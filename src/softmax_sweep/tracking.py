@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import functools
 import logging
 import os
@@ -100,6 +101,28 @@ def _use_wal(db: Path) -> None:
             con.execute("PRAGMA journal_mode=WAL")
 
 
+def _create_sqlite_store(db: Path, artifact_root: Optional[str]) -> None:
+    """Build a new MLflow SQLite store under a temporary name and rename it into place, one
+    process at a time: concurrent first users of an empty mlruns/ neither race in MLflow's schema
+    migrations nor leave a half-built database behind (a killed builder leaves only its temporary file)."""
+    if db.exists():
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(f"{db.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if db.exists():
+            return
+        building = db.with_name(f".{db.name}.{os.getpid()}.building")
+        try:
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+            store = SqlAlchemyStore(f"sqlite:///{building}", artifact_root or str(db.parent))
+            store.engine.dispose()
+            os.replace(building, db)
+        finally:
+            building.unlink(missing_ok=True)
+
+
 class Tracker:
     """An MLflow store and experiment, checked on opening."""
 
@@ -111,8 +134,10 @@ class Tracker:
         for noisy in ("mlflow.store.db.utils", "alembic"):  # schema set-up chatter on every new DB
             logging.getLogger(noisy).setLevel(logging.WARNING)
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
         try:
+            if urlsplit(uri).scheme == "sqlite":  # MlflowClient opens (and migrates) the store at once
+                _create_sqlite_store(Path(uri[len("sqlite:///"):]), _artifact_root(uri, mlruns_dir))
+            self.client = MlflowClient(tracking_uri=uri)
             self.experiment_id = self._experiment(experiment, _artifact_root(uri, mlruns_dir))
             if urlsplit(uri).scheme == "sqlite":
                 _use_wal(Path(uri[len("sqlite:///"):]))
