@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -51,7 +52,7 @@ def make_storage(url: str, heartbeat_interval: Optional[int] = None, grace_perio
         kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period or 2 * heartbeat_interval,
                       heartbeat_stale_trial_callback=on_stale or RetryHeartbeatStaleTrialCallback(max_retry=3))
     try:
-        return RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+        return _new_rdb_storage(url, kwargs)
     except ImportError as e:
         extra = "mysql" if url.startswith("mysql") else "postgres"
         raise UserError(f"storage {mask_password(url)} needs a driver: {e} "
@@ -59,6 +60,21 @@ def make_storage(url: str, heartbeat_interval: Optional[int] = None, grace_perio
     except Exception as e:  # SQLAlchemy's errors for bad URLs and unreachable servers
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot open Optuna storage {mask_password(url)}: {mask_password(first)}") from None
+
+
+def _new_rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> RDBStorage:
+    """RDBStorage, tried again while another process is creating the same new schema: Optuna's
+    create-tables-if-missing is not atomic, and the loser of the race sees 'already exists' or a
+    duplicate key; once the winner is done, the schema is there to use."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy wraps each driver's error differently
+            text = str(e).lower()
+            if attempt == attempts or not ("already exists" in text or "duplicate" in text):
+                raise
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
