@@ -43,11 +43,11 @@ def run(mlruns: Path, pruner: str, trials: int) -> dict:
     return {"study": study, "epochs": epochs, "best": best.value, "test": test, "seconds": seconds}
 
 
-def finish_pruned(study: optuna.Study) -> list[tuple[int, float]]:
+def finish_pruned(trials: list[optuna.trial.FrozenTrial]) -> list[tuple[int, float]]:
     """(trial number, best val_acc had it run to its end) of every pruned trial."""
     data = load_dataset("fashion_mnist")
     finished = []
-    for trial in study.trials:
+    for trial in trials:
         if trial.state != TrialState.PRUNED:
             continue
         p = trial.params
@@ -66,18 +66,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         full = run(Path(tmp) / "none", "none", args.trials)
         pruned = run(Path(tmp) / "pruned", args.pruner, args.trials)
-    study = pruned["study"]
-    complete = [t.value for t in study.trials if t.state == TrialState.COMPLETE]
+        trials = pruned["study"].get_trials()  # read while the study's storage is there
+    complete = [t.value for t in trials if t.state == TrialState.COMPLETE]
     median = statistics.median(complete)
-    finished = finish_pruned(study)
-    above_best = [(n, v) for n, v in finished if v > pruned["best"]]
-    above_median = [(n, v) for n, v in finished if v > median]
     print(f"without pruning: {full['epochs']} epochs, best val_acc {full['best']:.4f}, test_acc there "
           f"{full['test']:.4f}, {full['seconds']:.0f} s")
     print(f"{args.pruner} pruner: {pruned['epochs']} epochs, best val_acc {pruned['best']:.4f}, test_acc there "
-          f"{pruned['test']:.4f}, {len(finished)} of {args.trials} trials pruned, {pruned['seconds']:.0f} s")
+          f"{pruned['test']:.4f}, {len(trials) - len(complete)} of {args.trials} trials pruned, "
+          f"{pruned['seconds']:.0f} s")
     print(f"epochs trained: {100 * pruned['epochs'] / full['epochs']:.0f}% (target <= 60%); best test_acc "
-          f"difference: {100 * (pruned['test'] - full['test']):+.2f} points (target within 0.3)")
+          f"difference: {100 * (pruned['test'] - full['test']):+.2f} points (target within 0.3)", flush=True)
+    finished = finish_pruned(trials)
+    above_best = [(n, v) for n, v in finished if v > pruned["best"]]
+    above_median = [(n, v) for n, v in finished if v > median]
     print(f"pruned trials run to their end: {len(above_best)} would have become the best (target 0)"
           + (f" {above_best}" if above_best else "")
           + f", {len(above_median)} would have beaten the median of the complete trials ({median:.4f})"
