@@ -277,3 +277,46 @@ def test_concurrent_first_users_of_a_new_postgresql_storage(postgres) -> None:
         failures = [p.stderr.read()[-500:] for p in procs if p.wait(timeout=120) != 0]
         assert failures == []
         assert optuna.get_all_study_summaries(make_storage(url)) == []
+
+
+def _database_text(name: str) -> str:
+    """Every row of every table of a database, as text."""
+    import psycopg
+
+    with psycopg.connect(f"{PG}/{name}") as con:
+        tables = [r[0] for r in con.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        return "\n".join(str(row[0]) for t in tables for row in con.execute(f'SELECT t::text FROM "{t}" t'))
+
+
+def test_a_password_on_the_command_line_is_never_written(postgres, tmp_path: Path) -> None:
+    """tracking.uri and the Optuna storage with a password (PostgreSQL trusts local connections and
+    ignores it): after a run, a failing run, a basic multirun with a failing job, an Optuna sweep and
+    a study script, the password is in no output, no file under mlruns/, no MLflow or Optuna row."""
+    password = "Zq9-sEcReT-z"
+    tracking, storage = postgres(), postgres()
+    uri = f"postgresql://postgres:{password}@127.0.0.1:5432/{tracking}"
+    optuna_url = f"postgresql://postgres:{password}@127.0.0.1:5432/{storage}"
+    mlruns = tmp_path / "mlruns"
+    base = ["data=digits", f"tracking.uri={uri}", f"mlruns_dir={mlruns}"]
+    train = [sys.executable, "-m", "softmax_sweep.train"]
+    commands = [
+        [*train, *base, "num_epochs=2"],
+        [*train, *base, "lr=0"],
+        [*train, "-m", *base, "num_epochs=2", "lr=0.5,1e38"],
+        [*train, "-m", "sweep=tune", *base, "hydra.sweeper.n_trials=2", "num_epochs=range(2, 3)",
+         f"hydra.sweeper.storage={optuna_url}"],
+        [*TUNE, "--n-trials", "2", "--storage", optuna_url, "--study-name", "script", *base, "num_epochs=2"],
+    ]
+    output = ""
+    for command in commands:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=clean_env())
+        output += done.stdout + done.stderr
+        assert done.returncode in (0, 2), done.stderr[-2000:]
+    assert "***@127.0.0.1" in output, "the URLs are shown, masked"
+    assert password not in output
+    files = [p for p in mlruns.rglob("*") if p.is_file()]
+    assert len(files) > 20 and not [p for p in files if password.encode() in p.read_bytes()]
+    for database in (tracking, storage):
+        text = _database_text(database)
+        assert "127.0.0.1" in text or database == storage
+        assert password not in text, database

@@ -13,6 +13,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from softmax_sweep import passwords  # noqa: F401 - registers the ${secret:N} resolver
 from softmax_sweep.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Optional
 
 from hydra.core.hydra_config import HydraConfig
@@ -11,6 +12,7 @@ from omegaconf import DictConfig
 
 from softmax_sweep.cli import defer, describe
 from softmax_sweep.config import to_settings
+from softmax_sweep.passwords import scrub_files
 
 log = logging.getLogger("softmax_sweep")
 # Set for each job by the project's Optuna sweeper (through hydra.job.env_set): "<trial id>"
@@ -23,6 +25,18 @@ def _multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def _scrub_saved_configs() -> None:
+    """Hydra has saved the job's configs: mask any URL password a config file put there."""
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    folder = Path(hydra_cfg.runtime.output_dir) / (hydra_cfg.output_subdir or ".hydra")
+    files = [folder / name for name in ("config.yaml", "hydra.yaml", "overrides.yaml")]
+    if _multirun():
+        files.append(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
+    scrub_files(files)
+
+
 def run_job(cfg: DictConfig) -> Optional[float]:
     """Train once and return cfg.optimized_metric (None when the job failed).
 
@@ -31,17 +45,19 @@ def run_job(cfg: DictConfig) -> Optional[float]:
     the project's Optuna sweeper raises instead, so the sweeper records FAIL or PRUNED."""
     trial_id = os.environ.get(TRIAL_ENV)
     try:
+        _scrub_saved_configs()
         to_settings(cfg)  # bad values fail here, before MXNet and MLflow are imported
         if trial_id is not None:
             from softmax_sweep.sweeping.trials import run_trial_job
 
             return run_trial_job(cfg, int(trial_id))
         from softmax_sweep.experiment import train
+        from softmax_sweep.tracking import mask_password
 
         parent = os.environ.get(PARENT_ENV)
         tags = {"mlflow.parentRunId": parent} if parent and _multirun() else {}
         if _multirun():
-            tags["hydra.overrides"] = " ".join(HydraConfig.get().overrides.task)
+            tags["hydra.overrides"] = mask_password(" ".join(HydraConfig.get().overrides.task))
             tags["hydra.job_num"] = str(HydraConfig.get().job.num)
         return train(cfg, tags=tags).get(cfg.optimized_metric)  # None without a validation set
     except Exception as e:

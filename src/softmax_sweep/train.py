@@ -4,6 +4,7 @@ Kept thin: it composes, trains (softmax_sweep.jobs) and returns the optimized me
 """
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import hydra
@@ -12,6 +13,7 @@ from omegaconf import DictConfig
 from softmax_sweep.cli import run_cli
 from softmax_sweep.config import CONF_DIR
 from softmax_sweep.jobs import run_job
+from softmax_sweep.passwords import hide_passwords
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
@@ -20,6 +22,7 @@ def hydra_main(cfg: DictConfig) -> Optional[float]:
 
 
 def main() -> None:
+    sys.argv = [sys.argv[0], *hide_passwords(sys.argv[1:])]
     run_cli(hydra_main)
 
 

@@ -23,13 +23,14 @@ class MlflowMultirunCallback(Callback):
         from softmax_sweep.config import to_settings
         from softmax_sweep.experiment import tracker_for
         from softmax_sweep.jobs import PARENT_ENV
+        from softmax_sweep.tracking import mask_password
 
         app_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
         sweep_dir = config.hydra.sweep.dir
         self.parent = tracker_for(to_settings(app_cfg)).start_run(
             run_name=f"multirun-{Path(sweep_dir).name}",
             tags={"sweep.kind": "hydra-basic", "hydra.sweep_dir": sweep_dir,
-                  "hydra.overrides": " ".join(config.hydra.overrides.task)})
+                  "hydra.overrides": mask_password(" ".join(config.hydra.overrides.task))})
         os.environ[PARENT_ENV] = self.parent.run_id
         cli.on_abort(self._abort)
 

@@ -21,6 +21,7 @@ from softmax_sweep.cli import run_cli
 from softmax_sweep.config import CONF_DIR, int_keys, to_settings
 from softmax_sweep.errors import SweepFailed, Terminated
 from softmax_sweep.heap import freeze_setup
+from softmax_sweep.passwords import hide_passwords
 from softmax_sweep.sweeping.trials import worker_name
 from softmax_sweep.tracking import mask_password
 
@@ -246,7 +247,7 @@ def _suggest(trial, name: str, dist):
 
 
 def main(sweep: str, description: str, argv: Optional[Sequence[str]] = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = hide_passwords(sys.argv[1:] if argv is None else argv)
     args = build_parser(sweep, description).parse_intermixed_args(argv)
     who = f"[worker {worker_name()}]" if args.worker is not None else ""
     logging.basicConfig(level=logging.INFO, format=f"[%(asctime)s]{who}[%(name)s][%(levelname)s] - %(message)s")
