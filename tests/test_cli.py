@@ -170,3 +170,17 @@ def test_concurrent_first_runs_on_an_empty_store(tmp_path: Path) -> None:
     assert sorted(next(line for line in f.read_text().splitlines() if "seed=" in line) for f in folders) == [
         f"- seed={s}" for s in range(4)]
     assert not list(mlruns.glob(".mlflow.db.*.building"))
+
+
+def test_a_run_killed_with_sigkill_is_marked_killed_by_the_next_start(tmp_path: Path) -> None:
+    db = tmp_path / "mlruns" / "mlflow.db"
+    proc = subprocess.Popen([*TRAIN, f"mlruns_dir={tmp_path / 'mlruns'}", "data=digits", "num_epochs=100000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+    wait_for_count(db, proc, "SELECT count(*) FROM metrics WHERE key = 'val_acc'", 2, "two epochs logged")
+    proc.kill()
+    proc.wait(timeout=60)
+    assert run_statuses(db) == ["RUNNING"]
+    done = run_train(tmp_path, "data=digits", "num_epochs=1")
+    assert done.returncode == 0, done.stderr
+    assert "which died: marked KILLED" in done.stderr
+    assert sorted(run_statuses(db)) == ["FINISHED", "KILLED"]

@@ -400,3 +400,31 @@ def test_script_flags_mean_what_they_say(tmp_path: Path) -> None:
     assert many.returncode == 0, many.stderr[-2000:]
     assert f"--workers 8 capped at {min(2, os.cpu_count())} (2 trials to go" in many.stderr
     assert len(_study(mlruns, "tune-digits").trials) == 2
+
+
+def test_sigkill_leaves_nothing_running_once_the_store_is_used_again(tmp_path: Path) -> None:
+    """A study script killed with SIGKILL (or a power cut) on the default journal storage left its
+    trial RUNNING in Optuna and its runs RUNNING in MLflow forever, and the rerun said '0 trials
+    to go'. The next start on the store reaps what the dead process left and retries the trial."""
+    mlruns = tmp_path / "mlruns"
+    proc = subprocess.Popen([*TUNE, "--n-trials", "2", "--pruner", "none", *_study_args(mlruns, "num_epochs=100000")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+    wait_for_count(mlruns / "mlflow.db", proc, "SELECT count(*) FROM metrics WHERE key = 'val_acc'", 2,
+                   "two epochs of the first trial")
+    proc.kill()
+    proc.wait(timeout=60)
+    killed_trial = _study(mlruns, "tune-digits").trials[0]
+    assert killed_trial.state == TrialState.RUNNING
+    again = subprocess.run([*TUNE, "--n-trials", "2", "--pruner", "none", *_study_args(mlruns, "num_epochs=2")],
+                           capture_output=True, text=True, timeout=600, env=clean_env())
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "marked FAIL and queued again" in again.stderr
+    study = _study(mlruns, "tune-digits")
+    first = study.trials[0]
+    assert first.state == TrialState.FAIL and first.user_attrs["fail_reason"].startswith("its worker ")
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE and retried[0].params == first.params
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
+    assert "RUNNING" not in run_statuses(mlruns / "mlflow.db")
+    client, _ = _runs(mlruns)
+    assert client.get_run(first.user_attrs["mlflow_run_id"]).info.status in ("KILLED", "FAILED")

@@ -8,6 +8,7 @@ import functools
 import logging
 import os
 import re
+import socket
 import sqlite3
 import time
 import urllib.error
@@ -33,6 +34,7 @@ MAX_PARAM_LENGTH = 6000
 BATCH_LIMIT = 100
 
 
+log = logging.getLogger("softmax_sweep")
 _CREDENTIALS = re.compile(r"(://[^/:@\s]*:)[^@/\s]*@")
 
 
@@ -93,6 +95,25 @@ def _uninterrupted(method: Callable) -> Callable:
     return wrapper
 
 
+def worker_name() -> str:
+    """This process, as runs and trials record it: host:pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def dead_local_worker(worker: str) -> bool:
+    """True when `worker` (host:pid) was a process of this machine that no longer exists."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
 def _use_wal(db: Path) -> None:
     """Write-ahead logging (a persistent setting of the file): faster commits, and readers never
     block the writer when several local workers share the store."""
@@ -139,11 +160,26 @@ class Tracker:
                 _create_sqlite_store(Path(uri[len("sqlite:///"):]), _artifact_root(uri, mlruns_dir))
             self.client = MlflowClient(tracking_uri=uri)
             self.experiment_id = self._experiment(experiment, _artifact_root(uri, mlruns_dir))
+            self._reap_dead_local_runs()
             if urlsplit(uri).scheme == "sqlite":
                 _use_wal(Path(uri[len("sqlite:///"):]))
         except (MlflowException, OSError, sqlite3.Error) as e:
             first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"tracking URI {mask_password(uri)} is unusable: {first_line}") from None
+
+    def _reap_dead_local_runs(self) -> None:
+        """Runs left RUNNING by a process of this machine that is gone (SIGKILL, a power cut) end
+        KILLED, with the reason: every later start on the store cleans up after it."""
+        host = socket.gethostname().replace("'", "")
+        query = f"attributes.status = 'RUNNING' and tags.worker LIKE '{host}:%'"
+        running = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1000)
+        for run in running:
+            worker = run.data.tags["worker"]
+            if dead_local_worker(worker):
+                self.client.set_tag(run.info.run_id, "failure_reason", f"its process {worker} died (killed)")
+                self.client.set_terminated(run.info.run_id, status="KILLED")
+                log.warning("run %s was left RUNNING by process %s, which died: marked KILLED", run.info.run_id,
+                            worker)
 
     def _experiment(self, name: str, artifact_location: Optional[str]) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -162,7 +198,8 @@ class Tracker:
 
     @_uninterrupted
     def start_run(self, run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None) -> RunLogger:
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags or {}))
+        run = self.client.create_run(self.experiment_id, run_name=run_name,
+                                     tags={"worker": worker_name(), **(tags or {})})
         return RunLogger(self.client, run.info.run_id, run.info.artifact_uri)
 
     @contextlib.contextmanager

@@ -17,11 +17,11 @@ from softmax_sweep.config import OPTIMIZABLE_METRICS, TrainConfig
 from softmax_sweep.data_names import data_label
 from softmax_sweep.errors import UserError
 from softmax_sweep.sweeping import answer
-from softmax_sweep.sweeping.recovery import StaleTrialHandler
+from softmax_sweep.sweeping.recovery import StaleTrialHandler, reap_dead_local_trials
 from softmax_sweep.sweeping.report import Curves, write_report
 from softmax_sweep.sweeping.search_space import SearchSpace, bound_warnings
 from softmax_sweep.sweeping.study import count_trials, make_pruner, make_sampler, make_storage, open_study
-from softmax_sweep.tracking import RunLogger, Tracker, mask_password
+from softmax_sweep.tracking import RunLogger, Tracker, mask_password, worker_name
 
 log = logging.getLogger("softmax_sweep.sweep")
 PARENT_ATTR = "mlflow_parent_run_id"
@@ -55,6 +55,7 @@ def open_sweep(settings: TrainConfig, space: SearchSpace, storage_url: str, stud
         n_trials = min(n_trials, space.grid_size())
     tracker = tracker_for(settings)
     on_stale.client = tracker.client
+    reap_dead_local_trials(study, on_stale)
     return OpenSweep(study, storage, open_parent_run(tracker, study, storage_url), n_trials)
 
 
@@ -66,7 +67,9 @@ def open_parent_run(tracker: Tracker, study: optuna.Study, storage_url: str) -> 
         try:
             run = tracker.client.get_run(run_id)
             if run.info.experiment_id == tracker.experiment_id and run.info.lifecycle_stage == "active":
-                tracker.client.update_run(run_id, status="RUNNING")
+                if run.info.status != "RUNNING":  # resumed: this process owns it now (workers share it)
+                    tracker.client.update_run(run_id, status="RUNNING")
+                    tracker.client.set_tag(run_id, "worker", worker_name())
                 return RunLogger(tracker.client, run_id)
         except MlflowException:
             pass  # recorded in another tracking store, or deleted: start a new one here

@@ -22,8 +22,7 @@ from softmax_sweep.config import CONF_DIR, int_keys, to_settings
 from softmax_sweep.errors import SweepFailed, Terminated
 from softmax_sweep.heap import freeze_setup
 from softmax_sweep.passwords import hide_passwords
-from softmax_sweep.sweeping.trials import worker_name
-from softmax_sweep.tracking import mask_password
+from softmax_sweep.tracking import mask_password, worker_name
 
 log = logging.getLogger("softmax_sweep.sweep")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")

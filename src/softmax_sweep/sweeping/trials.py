@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 from collections.abc import Mapping
 from typing import Any, Optional
 
 import optuna
 from omegaconf import DictConfig
 
-from softmax_sweep.tracking import RunLogger
+from softmax_sweep.tracking import RunLogger, worker_name
 
 # Trials asked by a sweeper in this process, by trial id, for the jobs it launches in-process.
 LIVE_TRIALS: dict[int, optuna.Trial] = {}
@@ -59,10 +58,6 @@ def trial_state(error: Optional[BaseException]) -> str:
     return "PRUNED" if isinstance(error, optuna.TrialPruned) else "FAIL"
 
 
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def run_trial(cfg: DictConfig | Mapping[str, Any], trial: optuna.Trial, study_name: str,
               parent_run_id: Optional[str], seeds: int = 1) -> float:
     """Train cfg as `trial`; the MLflow child run is tagged with the trial and its final state.
@@ -76,6 +71,7 @@ def run_trial(cfg: DictConfig | Mapping[str, Any], trial: optuna.Trial, study_na
 
     def on_start(run: RunLogger) -> None:
         trial.set_user_attr("mlflow_run_id", run.run_id)  # so a dead worker's run can be closed
+        trial.set_user_attr("worker", worker_name())  # so a later start can tell the worker died
 
     def on_end(run: RunLogger, error: Optional[BaseException]) -> None:
         run.set_tags({"optuna.state": trial_state(error)})
