@@ -182,5 +182,5 @@ def test_a_run_killed_with_sigkill_is_marked_killed_by_the_next_start(tmp_path: 
     assert run_statuses(db) == ["RUNNING"]
     done = run_train(tmp_path, "data=digits", "num_epochs=1")
     assert done.returncode == 0, done.stderr
-    assert "which died: marked KILLED" in done.stderr
+    assert "which died: marked KILLED" in done.stdout + done.stderr
     assert sorted(run_statuses(db)) == ["FINISHED", "KILLED"]
