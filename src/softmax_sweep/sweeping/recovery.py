@@ -26,7 +26,7 @@ class StaleTrialHandler:
         self.client: Optional[MlflowClient] = None  # set once the tracking store is open
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial,
-                 why: str = "the worker died: no heartbeat within the grace period") -> None:
+                 why: str = "its worker stopped sending heartbeats (no heartbeat within the grace period)") -> None:
         retry = copy.deepcopy(trial)
         for key in ("worker", "mlflow_run_id"):  # the retry is a new trial: nothing of the dead one's
             retry.user_attrs.pop(key, None)
