@@ -79,6 +79,8 @@ BAD_INPUTS = {
     "malformed data file": (["data=idx", "data.root={bad_idx}"], "is not an IDX file of 1-d unsigned bytes"),
     "unreadable data file": (["data=idx", "data.root={cut_idx}"], "cannot read data file"),
     "unreachable tracking": (["data=digits", "tracking.uri=http://127.0.0.1:{port}"], "is unreachable"),
+    "unreachable tracking database": (["data=digits", "tracking.uri=postgresql://u:pw@127.0.0.1:{port}/db"],
+                                      "tracking URI postgresql://u:***@127.0.0.1:"),
     "test metric optimized": (["optimized_metric=test_acc"], "test metrics are only reported"),
     "seed negative": (["data=digits", "seed=-1"], "seed must be between 0 and 2**32 - 1, got -1"),
     "seed too large": (["data=digits", "seed=4294967296"], "seed must be between 0 and 2**32 - 1"),

@@ -45,8 +45,10 @@ def mask_password(text: str) -> str:
 
 
 def resolve_tracking_uri(uri: Optional[str], mlruns_dir: str) -> str:
-    """Explicit tracking.uri, else MLFLOW_TRACKING_URI, else the SQLite DB in mlruns_dir."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(mlruns_dir)
+    """Explicit tracking.uri, else MLFLOW_TRACKING_URI, else the SQLite DB in mlruns_dir. A bare
+    mysql:// gets the driver of the [mysql] extra (SQLAlchemy's default, MySQLdb, is not installed)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(mlruns_dir)
+    return "mysql+pymysql://" + uri[len("mysql://"):] if uri.startswith("mysql://") else uri
 
 
 def _artifact_root(uri: str, mlruns_dir: str) -> Optional[str]:
@@ -75,12 +77,32 @@ def _probe(uri: str) -> None:
                 pass
         except (urllib.error.URLError, OSError) as e:
             raise UserError(f"tracking URI {mask_password(uri)} is unreachable: {getattr(e, 'reason', e)}") from None
+    elif scheme.partition("+")[0] in ("postgresql", "mysql", "mssql"):
+        _probe_database(uri)
     elif scheme == "sqlite":
         path = Path(uri[len("sqlite:///"):])
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"tracking URI {uri}: cannot create {path.parent}: {e.strerror}") from None
+
+
+def _probe_database(uri: str) -> None:
+    """Connect once, with a short timeout: MLflow itself retries a failing database for ~2 minutes."""
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": 10}, poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect():
+            pass
+    except ImportError as e:
+        extra = "mysql" if "mysql" in uri.split(":", 1)[0] else "postgres"
+        raise UserError(f"tracking URI {mask_password(uri)} needs a database driver: {e} "
+                        f"(pip install 'softmax-sweep[{extra}]')") from None
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        cause = str(getattr(e, "orig", None) or e).strip()
+        first = cause.splitlines()[0] if cause else type(e).__name__
+        raise UserError(f"tracking URI {mask_password(uri)} is unusable: {mask_password(first)}") from None
 
 
 def _uninterrupted(method: Callable) -> Callable:
