@@ -186,3 +186,4 @@ def test_a_run_killed_with_sigkill_is_marked_killed_by_the_next_start(tmp_path: 
     assert done.returncode == 0, done.stderr
     assert "which died: marked KILLED" in done.stdout + done.stderr
     assert sorted(run_statuses(db)) == ["FINISHED", "KILLED"]
+

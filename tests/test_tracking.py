@@ -167,3 +167,33 @@ def test_data_set_inserted_by_another_worker_meanwhile(tmp_path: Path) -> None:
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT count(*) FROM datasets WHERE digest = 'abc123'").fetchone() == (1,)
     run.end("FINISHED")
+
+
+def test_ctrl_c_while_a_run_is_being_created_ends_it_killed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The signal arrives inside MLflow's create_run (as when another process holds SQLite's
+    write lock): the run exists by the time the interrupt is raised, and must end KILLED."""
+    import os
+    import signal
+
+    from softmax_sweep import interrupts
+    from softmax_sweep.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp", str(tmp_path))
+    real_create = tracker.client.create_run
+
+    def create_then_interrupted(*args, **kwargs):
+        run = real_create(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # delivered while the run's creation is still under way
+        return run
+
+    monkeypatch.setattr(tracker.client, "create_run", create_then_interrupted)
+    previous = signal.getsignal(signal.SIGINT)
+    interrupts.install()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with tracker.run("interrupted"):
+                raise AssertionError("the body must not run")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        interrupts._received.clear()
+    assert run_statuses(tmp_path / "mlflow.db") == ["KILLED"]

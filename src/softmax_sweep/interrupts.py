@@ -54,6 +54,24 @@ class InterruptCheck:
 
 
 @contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM during the block and leave them pending: the next check() raises
+    them. For a block whose result must reach the code that cleans it up (a run being created)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _received.extend(received)
+
+
+@contextlib.contextmanager
 def deferred() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM until the block is done, then act on them as they would have.
 

@@ -218,8 +218,13 @@ class Tracker:
             self.client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND_TAG)
         return found.experiment_id
 
-    @_uninterrupted
     def start_run(self, run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None) -> RunLogger:
+        """A new RUNNING run. An interrupt while it is created stays pending for the next
+        interrupts.check(), so that the caller holds the run it has to end."""
+        with interrupts.held():
+            return self._create_run(run_name, tags)
+
+    def _create_run(self, run_name: Optional[str], tags: Optional[Mapping[str, str]]) -> RunLogger:
         run = self.client.create_run(self.experiment_id, run_name=run_name,
                                      tags={"worker": worker_name(), **(tags or {})})
         return RunLogger(self.client, run.info.run_id, run.info.artifact_uri)
@@ -231,6 +236,7 @@ class Tracker:
         An exception with an `mlflow_status` attribute (a pruned trial) ends with that status."""
         logger = self.start_run(run_name, tags)
         try:
+            interrupts.check()  # Ctrl-C while the run was being created
             yield logger
         except KeyboardInterrupt as e:
             _call_quietly(on_end, logger, e)
