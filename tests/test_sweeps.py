@@ -428,3 +428,20 @@ def test_sigkill_leaves_nothing_running_once_the_store_is_used_again(tmp_path: P
     assert "RUNNING" not in run_statuses(mlruns / "mlflow.db")
     client, _ = _runs(mlruns)
     assert client.get_run(first.user_attrs["mlflow_run_id"]).info.status in ("KILLED", "FAILED")
+
+
+def test_sweeps_started_together_on_a_new_study_share_one_parent(tmp_path: Path) -> None:
+    """Each of several sweeps starting on a new study at once could create its own parent run;
+    they now all keep the earliest one (the others' are deleted)."""
+    mlruns = tmp_path / "mlruns"
+    procs = [subprocess.Popen([*TUNE, "--n-trials", "4", "--pruner", "none", *_study_args(mlruns, "num_epochs=2")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+             for _ in range(4)]
+    assert [p.wait(timeout=300) for p in procs] == [0] * 4, [p.stderr.read()[-1500:] for p in procs]
+    client, runs = _runs(mlruns)  # active runs only
+    parents = [r for r in runs if r.data.tags.get("sweep.kind") == "optuna"]
+    assert len(parents) == 1
+    study = _study(mlruns, "tune-digits")
+    assert study.user_attrs["mlflow_parent_run_id"] == parents[0].info.run_id
+    children = [r for r in runs if "optuna.trial_number" in r.data.tags]
+    assert children and {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}

@@ -73,11 +73,16 @@ def open_parent_run(tracker: Tracker, study: optuna.Study, storage_url: str) -> 
                 return RunLogger(tracker.client, run_id)
         except MlflowException:
             pass  # recorded in another tracking store, or deleted: start a new one here
-    parent = tracker.start_run(run_name=f"study-{study.study_name}", tags={
-        "optuna.study_name": study.study_name,
-        "optuna.storage": mask_password(storage_url),
-        "sweep.kind": "optuna",
-    })
+    tags = {"optuna.study_name": study.study_name, "optuna.storage": mask_password(storage_url), "sweep.kind": "optuna"}
+    parent = tracker.start_run(run_name=f"study-{study.study_name}", tags=tags)
+    # Sweeps started together on a new study each create a parent: all keep the earliest one.
+    query = " and ".join([*(f"tags.`{k}` = '{v.replace(chr(39), '')}'" for k, v in tags.items()),
+                          "attributes.status = 'RUNNING'"])
+    found = tracker.client.search_runs([tracker.experiment_id], filter_string=query)
+    first = min(found, key=lambda r: (r.info.start_time, r.info.run_id), default=None)
+    if first is not None and first.info.run_id != parent.run_id:
+        tracker.client.delete_run(parent.run_id)
+        parent = RunLogger(tracker.client, first.info.run_id)
     study.set_user_attr(PARENT_ATTR, parent.run_id)
     return parent
 
