@@ -445,3 +445,18 @@ def test_sweeps_started_together_on_a_new_study_share_one_parent(tmp_path: Path)
     assert study.user_attrs["mlflow_parent_run_id"] == parents[0].info.run_id
     children = [r for r in runs if "optuna.trial_number" in r.data.tags]
     assert children and {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+
+
+@pytest.mark.parametrize("storage, expected", [
+    ("journal:///proc/no-such-folder/optuna.journal",
+     "cannot use the journal file /proc/no-such-folder/optuna.journal"),
+    ("grpc://127.0.0.1:1", "no Optuna storage proxy answers at grpc://127.0.0.1:1"),
+])
+def test_an_unusable_storage_is_one_line(storage: str, expected: str, tmp_path: Path) -> None:
+    mlruns = tmp_path / "mlruns"
+    done = subprocess.run([*TUNE, "--storage", storage, *_study_args(mlruns)], capture_output=True, text=True,
+                          timeout=300, env=clean_env())
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: {expected}") and "Traceback" not in done.stderr
+    assert "RUNNING" not in run_statuses(mlruns / "mlflow.db")

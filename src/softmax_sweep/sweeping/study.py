@@ -36,13 +36,23 @@ def make_storage(url: str, heartbeat_interval: Optional[int] = None, grace_perio
                         f"not {mask_password(url)}")
     if url.startswith(JOURNAL_PREFIX):
         path = Path(url[len(JOURNAL_PREFIX) - 1:])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as e:
+            raise UserError(f"cannot use the journal file {path} as Optuna storage: {e.strerror or e}") from None
     if url.startswith("grpc://"):
         host, _, port = url[len("grpc://"):].rstrip("/").rpartition(":")
         from optuna.storages import GrpcStorageProxy
 
-        return GrpcStorageProxy(host=host or "localhost", port=int(port))
+        try:
+            proxy = GrpcStorageProxy(host=host or "localhost", port=int(port))
+            proxy.get_all_studies()  # a proxy that is not there fails here, not in the first trial
+        except Exception as e:  # noqa: BLE001 - grpc's errors, a bad port number
+            detail = e.details() if callable(getattr(e, "details", None)) else str(e).strip() or type(e).__name__
+            raise UserError(f"no Optuna storage proxy answers at {url} ({detail.splitlines()[0][:200]}): start "
+                            f"softmax-sweep-storage-proxy there, or check the address") from None
+        return proxy
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("mysql://"):
