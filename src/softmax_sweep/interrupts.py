@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from softmax_sweep.errors import Terminated
 
@@ -53,44 +54,46 @@ class InterruptCheck:
         check()
 
 
+def _hold() -> tuple[list[int], dict[int, Any]]:
+    """Swap in handlers that only note Ctrl-C and SIGTERM; return what they will note and the
+    handlers they replaced (none outside the main thread). Python-level handlers, not a signal
+    mask: in a process with other threads (MXNet's engine) the kernel may hand the signal to a
+    thread that does not block it, and Python would still raise KeyboardInterrupt in the main
+    thread, in the middle of a database commit."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        return received, {}
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    return received, previous
+
+
+def _restore(previous: dict[int, Any]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
 @contextlib.contextmanager
 def held() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM during the block and leave them pending: the next check() raises
     them. For a block whose result must reach the code that cleans it up (a run being created)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum))
-                for signum in (signal.SIGINT, signal.SIGTERM)}
+    received, previous = _hold()
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        _restore(previous)
         _received.extend(received)
 
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block is done, then act on them as they would have.
-
-    Python-level handlers, not a signal mask: in a process with other threads (MXNet's engine)
-    the kernel may hand the signal to a thread that does not block it, and Python would still
-    raise KeyboardInterrupt in the main thread, in the middle of a database commit.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum))
-                for signum in (signal.SIGINT, signal.SIGTERM)}
+    """Hold Ctrl-C and SIGTERM until the block is done, then act on them as they would have."""
+    received, previous = _hold()
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if received:
+        _restore(previous)
+        if received and previous:
             handler = previous[received[0]]
             if callable(handler):
                 handler(received[0], None)
