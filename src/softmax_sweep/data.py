@@ -139,9 +139,8 @@ def _read_idx_set(paths: list[Path], expected: Sequence[RemoteFile] = ()) -> tup
         digest = hashlib.sha256(raw).hexdigest()
         if i < len(expected):
             remote = expected[i]
-            if remote.content and digest != remote.content:
-                raise ContentMismatch(path, f"its IDX contents have SHA-256 {digest[:16]}..., "
-                                            f"the official {remote.content[:16]}...")
+            if finding := remote.content_problem(digest):
+                raise ContentMismatch(path, finding)
             if not remote.content and remote.digests and not file_digests(path) & set(remote.digests):
                 log.warning("%s: no official digest of its contents is recorded and it is not the "
                             "official .gz file; accepted after checking its format", path)

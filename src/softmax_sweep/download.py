@@ -25,13 +25,17 @@ class RemoteFile:
     # MD5s / SHA-1s of the official .gz files: the check where no content digest is known (MNIST)
     digests: tuple[str, ...] = ()
 
+    def content_problem(self, found: str) -> Optional[str]:
+        """What is wrong with contents whose SHA-256 is `found` (None: they are this file's, or no
+        content digest is known)."""
+        if self.content and found != self.content:
+            return f"its IDX contents have SHA-256 {found[:16]}..., the official {self.content[:16]}..."
+        return None
+
     def problem(self, path: Path) -> Optional[str]:
         """None when the file at `path` is this file, else what the check found (one phrase)."""
         if self.content:
-            found = content_sha256(path)
-            if found != self.content:
-                return f"its IDX contents have SHA-256 {found[:16]}..., the official {self.content[:16]}..."
-            return None
+            return self.content_problem(content_sha256(path))
         if self.digests and not file_digests(path) & set(self.digests):
             return "its checksum is not the official file's"
         return None
