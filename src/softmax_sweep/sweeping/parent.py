@@ -219,7 +219,8 @@ def _from_mlflow(parent: RunLogger, study: optuna.Study, metric: str) -> tuple[C
             history = parent.client.get_metric_history(run_id, metric)
             train = (parent.client.get_metric_history(run_id, "train_eval_acc")
                      if trial.state == TrialState.COMPLETE else [])
-            val = parent.client.get_metric_history(run_id, "val_acc") if train else []
+            val = [] if not train else history if metric == "val_acc" else \
+                parent.client.get_metric_history(run_id, "val_acc")
         except MlflowException:
             continue  # a run in another tracking store
         curves[trial.number] = sorted((m.step, m.value) for m in history)
