@@ -45,10 +45,18 @@ def mask_password(text: str) -> str:
 
 
 def resolve_tracking_uri(uri: Optional[str], mlruns_dir: str) -> str:
-    """Explicit tracking.uri, else MLFLOW_TRACKING_URI, else the SQLite DB in mlruns_dir. A bare
-    mysql:// gets the driver of the [mysql] extra (SQLAlchemy's default, MySQLdb, is not installed)."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(mlruns_dir)
-    return "mysql+pymysql://" + uri[len("mysql://"):] if uri.startswith("mysql://") else uri
+    """Explicit tracking.uri, else MLFLOW_TRACKING_URI, else the SQLite DB in mlruns_dir."""
+    return with_installed_driver(uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(mlruns_dir))
+
+
+def with_installed_driver(url: str) -> str:
+    """mysql:// with the driver of the [mysql] extra (SQLAlchemy's default, MySQLdb, is not installed)."""
+    return "mysql+pymysql://" + url[len("mysql://"):] if url.startswith("mysql://") else url
+
+
+def driver_extra(url: str) -> str:
+    """The pip extra that installs the driver a database URL needs."""
+    return "mysql" if url.startswith("mysql") else "postgres"
 
 
 def _artifact_root(uri: str, mlruns_dir: str) -> Optional[str]:
@@ -96,9 +104,8 @@ def _probe_database(uri: str) -> None:
         with engine.connect():
             pass
     except ImportError as e:
-        extra = "mysql" if "mysql" in uri.split(":", 1)[0] else "postgres"
         raise UserError(f"tracking URI {mask_password(uri)} needs a database driver: {e} "
-                        f"(pip install 'softmax-sweep[{extra}]')") from None
+                        f"(pip install 'softmax-sweep[{driver_extra(uri)}]')") from None
     except sqlalchemy.exc.SQLAlchemyError as e:
         cause = str(getattr(e, "orig", None) or e).strip()
         first = cause.splitlines()[0] if cause else type(e).__name__

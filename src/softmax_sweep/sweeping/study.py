@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from softmax_sweep.errors import UserError
 from softmax_sweep.sweeping.search_space import SearchSpace
-from softmax_sweep.tracking import mask_password
+from softmax_sweep.tracking import driver_extra, mask_password, with_installed_driver
 
 log = logging.getLogger("softmax_sweep.sweep")
 # heartbeat retries and the report's plots are marked experimental in Optuna; the notice is noise here
@@ -55,8 +55,7 @@ def make_storage(url: str, heartbeat_interval: Optional[int] = None, grace_perio
         return proxy
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    if url.startswith("mysql://"):
-        url = "mysql+pymysql://" + url[len("mysql://"):]  # the driver of the [mysql] extra
+    url = with_installed_driver(url)
     kwargs: dict[str, Any] = {}
     if heartbeat_interval:
         kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period or 2 * heartbeat_interval,
@@ -64,9 +63,8 @@ def make_storage(url: str, heartbeat_interval: Optional[int] = None, grace_perio
     try:
         return _new_rdb_storage(url, kwargs)
     except ImportError as e:
-        extra = "mysql" if url.startswith("mysql") else "postgres"
         raise UserError(f"storage {mask_password(url)} needs a driver: {e} "
-                        f"(pip install 'softmax-sweep[{extra}]')") from None
+                        f"(pip install 'softmax-sweep[{driver_extra(url)}]')") from None
     except Exception as e:  # SQLAlchemy's errors for bad URLs and unreachable servers
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot open Optuna storage {mask_password(url)}: {mask_password(first)}") from None
