@@ -19,13 +19,13 @@ def _secret(n: str) -> str:
     return os.environ[f"{ENV_PREFIX}{n}"]
 
 
-def hide_passwords(argv: Sequence[str], hydra_overrides: bool = True) -> list[str]:
-    """argv with the password of every URL replaced: by `${secret:N}` inside a quoted Hydra value
-    (key='scheme://user:${secret:N}@host'), else (a plain flag's value) left alone."""
+def hide_passwords(argv: Sequence[str]) -> list[str]:
+    """argv with the password of every URL in a Hydra override replaced by `${secret:N}` inside
+    a quoted value (key='scheme://user:${secret:N}@host'); other arguments (a flag's value) as they are."""
     hidden = []
     for arg in argv:
         key, eq, value = arg.partition("=")
-        if hydra_overrides and eq and not key.startswith("-") and _URL_PASSWORD.search(value):
+        if eq and not key.startswith("-") and _URL_PASSWORD.search(value):
             value = value.strip("'\"")
             value = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}${{secret:{_store(m.group(2))}}}@", value)
             arg = f"{key}='{value}'"
