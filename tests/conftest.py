@@ -4,12 +4,17 @@ from __future__ import annotations
 import contextlib
 import http.server
 import os
+import signal
+import socket
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Optional
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -131,6 +136,46 @@ def wait_for_count(db: Path, proc: subprocess.Popen, sql: str, at_least: int, wh
                 pass  # tables not created yet
         time.sleep(0.2)
     raise AssertionError(f"never saw {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_uri: str, folder: Path, port: Optional[int] = None
+                  ) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`mlflow server` on a loopback port with artifacts proxied into folder; yields (URL, process)."""
+    port = port or free_port()
+    with open(folder / "server.log", "a") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
+             "--artifacts-destination", (folder / "artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, env=clean_env(), start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + 120
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/health", timeout=2):
+                        break
+                except OSError:
+                    if server.poll() is not None or time.time() > deadline:
+                        log_text = (folder / "server.log").read_text()[-2000:]
+                        raise AssertionError(f"mlflow server did not start: {log_text}") from None
+                    time.sleep(0.5)
+            yield url, server
+        finally:
+            stop_process_group(server)
+
+
+def stop_process_group(proc: subprocess.Popen) -> None:
+    """Kill a process started with start_new_session and everything it started (server workers)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
 
 
 REAL_FASHION = Path("/usr/share/datasets/fashion-mnist")

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from optuna.trial import TrialState
 from softmax_sweep.config import PROJECT_ROOT
 from softmax_sweep.sweeping.study import make_storage
 
-from conftest import clean_env
+from conftest import clean_env, free_port, mlflow_server
 
 TUNE = [sys.executable, str(PROJECT_ROOT / "sweeps" / "tune.py")]
 PG = "postgresql://postgres@127.0.0.1:5432"
@@ -63,37 +62,11 @@ def postgres() -> Iterator:
             con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def tracking_server(postgres, tmp_path_factory) -> Iterator[str]:
     """`mlflow server` on a loopback port, its backend store on PostgreSQL, artifacts proxied."""
-    port = _free_port()
-    artifacts = tmp_path_factory.mktemp("mlflow-artifacts")
-    log = open(tmp_path_factory.mktemp("mlflow-server") / "server.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"{PG}/{postgres()}",
-         "--artifacts-destination", artifacts.as_uri(), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, env=clean_env())
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                break
-        except OSError:
-            if server.poll() is not None or time.time() > deadline:
-                server.kill()
-                raise AssertionError(f"mlflow server did not start: {Path(log.name).read_text()[-2000:]}") from None
-            time.sleep(0.5)
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
-    log.close()
+    with mlflow_server(f"{PG}/{postgres()}", tmp_path_factory.mktemp("mlflow-server")) as (url, _):
+        yield url
 
 
 def _study(storage: str, name: str = "tune-digits") -> optuna.Study:
@@ -216,7 +189,7 @@ def test_local_workers_share_the_default_journal_storage(tmp_path: Path) -> None
 
 def test_workers_through_the_grpc_storage_proxy(postgres, tmp_path: Path) -> None:
     """The recipe for many workers: one proxy holds the database connections, workers talk gRPC."""
-    port = _free_port()
+    port = free_port()
     proxy = subprocess.Popen([sys.executable, "-m", "softmax_sweep.sweeping.proxy", "--storage",
                               f"postgresql://postgres:{SECRET}@127.0.0.1:5432/{postgres()}", "--port", str(port)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env())

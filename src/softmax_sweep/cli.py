@@ -6,6 +6,7 @@ import re
 import sys
 from collections.abc import Callable
 from typing import Optional, TypeVar
+from urllib.parse import urlsplit
 
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
@@ -15,6 +16,7 @@ from softmax_sweep.errors import Terminated, TrainingDiverged, UserError
 
 T = TypeVar("T")
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+_API_REQUEST = re.compile(r"API request to (\S+) failed")
 _DETAIL_LINE = re.compile(r"^\s*(full_key|object_type|reference_type|Set the environment)")
 
 
@@ -37,10 +39,29 @@ def _user_error_cause(exc: BaseException) -> Optional[BaseException]:
     return None
 
 
+def _unreachable_server(exc: BaseException) -> Optional[str]:
+    """The server of an MLflow request that gave up on connecting (after its bounded retries)."""
+    import requests
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+            found = _API_REQUEST.search(str(exc))
+            if found:
+                parts = urlsplit(found.group(1))
+                return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def describe(exc: BaseException) -> Optional[str]:
     """One line for an error the user can fix; None for a bug (which keeps its traceback)."""
     if (cause := _user_error_cause(exc)) is not None:
         return str(cause)
+    if (server := _unreachable_server(exc)) is not None:
+        return f"tracking server {server} is unreachable (retried for tracking.retry_seconds)"
     if isinstance(exc, ValueError) and str(exc).startswith("Only one of --run, --multirun, --cfg"):
         return f"{exc} (Hydra's command line; --cfg job prints the config of a single run)"
     if isinstance(exc, MissingConfigException) and exc.options:

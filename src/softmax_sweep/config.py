@@ -53,6 +53,8 @@ class TrackingConfig:
     # null: MLFLOW_TRACKING_URI when set, else sqlite:///<mlruns_dir>/mlflow.db
     uri: Optional[str] = None
     experiment: str = "softmax-sweep"
+    # a tracking server that stops answering: give up after about this many seconds of retries
+    retry_seconds: float = 15.0
 
 
 @dataclass
@@ -94,6 +96,8 @@ class TrainConfig:
             )
         if self.lr_schedule not in LR_SCHEDULES:
             raise UserError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not math.isfinite(self.tracking.retry_seconds) or self.tracking.retry_seconds < 0:
+            raise UserError(f"tracking.retry_seconds must be >= 0, got {self.tracking.retry_seconds}")
         if self.optimized_metric not in OPTIMIZABLE_METRICS:
             raise UserError(
                 f"optimized_metric must be one of {', '.join(OPTIMIZABLE_METRICS)} "

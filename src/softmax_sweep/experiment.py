@@ -5,6 +5,7 @@ import contextlib
 import csv
 import functools
 import logging
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -101,14 +102,14 @@ def git_commit() -> Optional[str]:
 
 
 @functools.lru_cache(maxsize=8)
-def open_tracker(uri: str, experiment: str, mlruns_dir: str) -> Tracker:
+def open_tracker(uri: str, experiment: str, mlruns_dir: str, retry_seconds: float = 15.0) -> Tracker:
     """One Tracker per store and experiment per process (a sweep reuses it for every trial)."""
-    return Tracker(uri, experiment, mlruns_dir)
+    return Tracker(uri, experiment, mlruns_dir, retry_seconds)
 
 
 def tracker_for(settings: TrainConfig) -> Tracker:
     return open_tracker(resolve_tracking_uri(settings.tracking.uri, settings.mlruns_dir),
-                        settings.tracking.experiment, settings.mlruns_dir)
+                        settings.tracking.experiment, settings.mlruns_dir, settings.tracking.retry_seconds)
 
 
 def _hydra_output_dir() -> Optional[str]:
@@ -145,10 +146,13 @@ class _History:
 
 
 class _Artifacts:
-    """The run's files, uploaded in one go at the end (also when the run fails)."""
+    """The run's files, uploaded in one go at the end (also when the run fails). Where the upload
+    fails (a tracking server gone), they are kept in keep_dir (the Hydra run folder) instead."""
 
-    def __init__(self, run: RunLogger, config_yaml: str, plots: bool, title: str) -> None:
+    def __init__(self, run: RunLogger, config_yaml: str, plots: bool, title: str,
+                 keep_dir: Optional[str] = None) -> None:
         self.run, self.config_yaml, self.plots, self.title = run, config_yaml, plots, title
+        self.keep_dir = keep_dir
 
     def log(self, history: Sequence[dict[str, float]], best_epoch: int, net: Optional[gluon.Block]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -160,7 +164,15 @@ class _Artifacts:
                     plot_curves(history, folder / "curves.png", best_epoch, self.title)
             if net is not None:
                 net.save_parameters(str(folder / "softmax-best.params"))
-            self.run.log_artifacts(folder)
+            try:
+                self.run.log_artifacts(folder)
+            except Exception:
+                if self.keep_dir is None:
+                    raise
+                shutil.copytree(folder, self.keep_dir, dirs_exist_ok=True)
+                log.warning("the run's files (metrics.csv: %d epochs) could not be uploaded: kept in %s",
+                            len(history), self.keep_dir)
+                raise
 
 
 def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (),
@@ -187,7 +199,8 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
                 "data.place": dataset.place, "data.train_examples": str(train_examples), **(tags or {})}
     if commit := git_commit():
         run_tags["mlflow.source.git.commit"] = commit
-    if output_dir := _hydra_output_dir():
+    output_dir = _hydra_output_dir()
+    if output_dir:
         run_tags["hydra.output_dir"] = output_dir
     with tracker.run(run_name, run_tags, on_end=on_run_end) as run:
         if on_run_start:
@@ -196,7 +209,8 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
         run.log_dataset(dataset.name, dataset.digest, dataset.source)
         history = _History()
         artifacts = _Artifacts(run, OmegaConf.to_yaml(resolved), plots=not in_sweep,
-                               title=f"{dataset.name}: lr={settings.lr:g}, batch_size={settings.batch_size}")
+                               title=f"{dataset.name}: lr={settings.lr:g}, batch_size={settings.batch_size}",
+                               keep_dir=output_dir)
         try:
             net, result = train_softmax(
                 dataset, lr=settings.lr, batch_size=settings.batch_size, num_epochs=settings.num_epochs,

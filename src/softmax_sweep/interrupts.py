@@ -47,6 +47,11 @@ def check() -> None:
         raise _exception(_received[-1])
 
 
+def received() -> bool:
+    """Whether Ctrl-C or SIGTERM arrived: the process is on its way out."""
+    return bool(_received)
+
+
 class InterruptCheck:
     """Training callback: an interrupt stops training at the latest after the current epoch."""
 

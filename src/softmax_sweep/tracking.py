@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import functools
 import logging
+import math
 import os
 import re
 import socket
@@ -93,6 +94,11 @@ def _probe(uri: str) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"tracking URI {uri}: cannot create {path.parent}: {e.strerror}") from None
+        # SQLite writes the database and, beside it, its journal files: both must be writable
+        for place in (path, path.parent):
+            if place.exists() and not os.access(place, os.W_OK):
+                raise UserError(f"tracking URI {uri}: {place} is read-only (make it writable, or choose "
+                                "another mlruns_dir or tracking.uri)")
 
 
 def _probe_database(uri: str) -> None:
@@ -112,14 +118,53 @@ def _probe_database(uri: str) -> None:
         raise UserError(f"tracking URI {mask_password(uri)} is unusable: {mask_password(first)}") from None
 
 
+class ServerUnreachable(UserError):
+    """The tracking server stopped answering during a run (after the bounded retries)."""
+
+
+def _is_server_store(uri: str) -> bool:
+    return urlsplit(uri).scheme in ("http", "https")
+
+
+def _connection_failed(error: MlflowException) -> bool:
+    import requests
+
+    cause = error.__cause__ or error.__context__  # MLflow raises it while handling requests' error
+    return isinstance(cause, (requests.exceptions.ConnectionError, requests.exceptions.Timeout))
+
+
+def bound_http_retries(seconds: float) -> None:
+    """Make MLflow give up on an unreachable tracking server after about `seconds` (its default
+    retries for about 4 minutes, each request waiting up to 120 s): urllib3 waits 0, 2, 4, 8 ... s
+    before its retries at backoff factor 1, so r retries take 2**r - 2 s."""
+    retries = max(1, int(math.log2(seconds + 2)))
+    os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                       "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+                       "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(2, math.ceil(seconds)))})
+
+
+@contextlib.contextmanager
+def _one_attempt() -> Iterator[None]:
+    """MLflow's HTTP requests in the block try once, for a few seconds (on the way out after Ctrl-C)."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _uninterrupted(method: Callable) -> Callable:
-    """Defer Ctrl-C/SIGTERM until an MLflow write is done: an interrupt raised inside the database
-    client can be swallowed there (and training would go on) or leave a write half done."""
+    """An MLflow write of a RunLogger, see RunLogger._writing."""
 
     @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with interrupts.deferred():
-            return method(*args, **kwargs)
+    def wrapper(self: RunLogger, *args: Any, **kwargs: Any) -> Any:
+        with self._writing():
+            return method(self, *args, **kwargs)
 
     return wrapper
 
@@ -176,7 +221,7 @@ def _create_sqlite_store(db: Path, artifact_root: Optional[str]) -> None:
 class Tracker:
     """An MLflow store and experiment, checked on opening."""
 
-    def __init__(self, uri: str, experiment: str, mlruns_dir: str) -> None:
+    def __init__(self, uri: str, experiment: str, mlruns_dir: str, retry_seconds: float = 15.0) -> None:
         # MLflow prints "View run ... at <tracking URI>" for servers, password included; we log
         # our own masked line instead.
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
@@ -184,6 +229,9 @@ class Tracker:
         for noisy in ("mlflow.store.db.utils", "alembic"):  # schema set-up chatter on every new DB
             logging.getLogger(noisy).setLevel(logging.WARNING)
         self.uri = uri
+        self.retry_seconds = retry_seconds
+        if _is_server_store(uri):
+            bound_http_retries(retry_seconds)
         try:
             if urlsplit(uri).scheme == "sqlite":  # MlflowClient opens (and migrates) the store at once
                 _create_sqlite_store(Path(uri[len("sqlite:///"):]), _artifact_root(uri, mlruns_dir))
@@ -225,16 +273,28 @@ class Tracker:
             self.client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND_TAG)
         return found.experiment_id
 
+    def logger(self, run_id: str, artifact_uri: Optional[str] = None) -> RunLogger:
+        """A RunLogger for an existing run of this store."""
+        server = mask_password(self.uri) if _is_server_store(self.uri) else None
+        return RunLogger(self.client, run_id, artifact_uri, server=server, retry_seconds=self.retry_seconds)
+
     def start_run(self, run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None) -> RunLogger:
         """A new RUNNING run. An interrupt while it is created stays pending for the next
-        interrupts.check(), so that the caller holds the run it has to end."""
-        with interrupts.held():
+        interrupts.check(), so that the caller holds the run it has to end (a tracking server is
+        not waited for: a run it created unseen is reaped by the next start, as after SIGKILL)."""
+        with contextlib.nullcontext() if _is_server_store(self.uri) else interrupts.held():
             return self._create_run(run_name, tags)
 
     def _create_run(self, run_name: Optional[str], tags: Optional[Mapping[str, str]]) -> RunLogger:
-        run = self.client.create_run(self.experiment_id, run_name=run_name,
-                                     tags={"worker": worker_name(), **(tags or {})})
-        return RunLogger(self.client, run.info.run_id, run.info.artifact_uri)
+        try:
+            run = self.client.create_run(self.experiment_id, run_name=run_name,
+                                         tags={"worker": worker_name(), **(tags or {})})
+        except MlflowException as e:
+            if _connection_failed(e):
+                raise ServerUnreachable(f"tracking server {mask_password(self.uri)} is unreachable "
+                                        f"(retried for {self.retry_seconds:g} s, tracking.retry_seconds)") from None
+            raise
+        return self.logger(run.info.run_id, run.info.artifact_uri)
 
     @contextlib.contextmanager
     def run(self, run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None,
@@ -280,10 +340,14 @@ class RunLogger:
 
     flush_seconds = 1.0
 
-    def __init__(self, client: MlflowClient, run_id: str, artifact_uri: Optional[str] = None) -> None:
+    def __init__(self, client: MlflowClient, run_id: str, artifact_uri: Optional[str] = None,
+                 server: Optional[str] = None, retry_seconds: float = 15.0) -> None:
         self.client = client
         self.run_id = run_id
         self.artifact_uri = artifact_uri
+        self.server = server  # the (masked) URI of a tracking server; None for a database
+        self.retry_seconds = retry_seconds
+        self.unreachable = False
         self._metrics: list[Metric] = []
         self._params: list[Param] = []
         self._tags: dict[str, str] = {}
@@ -344,11 +408,49 @@ class RunLogger:
         else:  # MlflowClient would read the whole run back from the store first, to learn this URI
             get_artifact_repository(self.artifact_uri, tracking_uri=self.client.tracking_uri).log_artifacts(str(folder))
 
+    def _unreachable_error(self) -> ServerUnreachable:
+        return ServerUnreachable(f"tracking server {self.server} is unreachable (retried for "
+                                 f"{self.retry_seconds:g} s, tracking.retry_seconds)")
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Around every MLflow write. On a database, Ctrl-C/SIGTERM wait until the write is done:
+        an interrupt raised inside the database client can be swallowed there (and training would
+        go on) or leave a write half done. A tracking server's request is atomic on the server and
+        may retry for seconds, so there an interrupt acts at once. Once the server has failed to
+        answer, later writes fail at once instead of retrying again."""
+        if self.unreachable:
+            raise self._unreachable_error()
+        if not self.server:
+            guard = interrupts.deferred()
+        else:  # after Ctrl-C, the run's last writes do not keep the user waiting on a dead server
+            guard = _one_attempt() if interrupts.received() else contextlib.nullcontext()
+        try:
+            with guard:
+                yield
+        except MlflowException as e:
+            if self.server and _connection_failed(e):
+                self.unreachable = True
+                raise self._unreachable_error() from None
+            raise
+
     def end(self, status: str, reason: Optional[str] = None) -> None:
-        """Write what is queued and end the run; a second Ctrl-C meanwhile cannot leave it RUNNING."""
-        with interrupts.deferred():
+        """Write what is queued and end the run; a second Ctrl-C meanwhile cannot leave it RUNNING.
+        Ending after an error or interrupt never raises for an unreachable server (the error
+        that ended the run is the one to report)."""
+        with contextlib.nullcontext() if self.server else interrupts.deferred():
             if reason and status != "FINISHED":
                 self.set_tags({"failure_reason": reason[:5000]})
-            with contextlib.suppress(MlflowException):
+            with contextlib.suppress(MlflowException, ServerUnreachable):
                 self.flush()
-            self.client.set_terminated(self.run_id, status=status)
+            try:
+                self._set_terminated(status)
+            except ServerUnreachable:
+                if status == "FINISHED":
+                    raise
+                log.warning("run %s could not be ended on the unreachable tracking server %s: it stays RUNNING "
+                            "there until the next run on that server marks it KILLED", self.run_id, self.server)
+
+    @_uninterrupted
+    def _set_terminated(self, status: str) -> None:
+        self.client.set_terminated(self.run_id, status=status)

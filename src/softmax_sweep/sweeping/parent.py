@@ -70,7 +70,7 @@ def open_parent_run(tracker: Tracker, study: optuna.Study, storage_url: str) -> 
                 if run.info.status != "RUNNING":  # resumed: this process owns it now (workers share it)
                     tracker.client.update_run(run_id, status="RUNNING")
                     tracker.client.set_tag(run_id, "worker", worker_name())
-                return RunLogger(tracker.client, run_id)
+                return tracker.logger(run_id)
         except MlflowException:
             pass  # recorded in another tracking store, or deleted: start a new one here
     tags = {"optuna.study_name": study.study_name, "optuna.storage": mask_password(storage_url), "sweep.kind": "optuna"}
@@ -82,7 +82,7 @@ def open_parent_run(tracker: Tracker, study: optuna.Study, storage_url: str) -> 
     first = min(found, key=lambda r: (r.info.start_time, r.info.run_id), default=None)
     if first is not None and first.info.run_id != parent.run_id:
         tracker.client.delete_run(parent.run_id)
-        parent = RunLogger(tracker.client, first.info.run_id)
+        parent = tracker.logger(first.info.run_id)
     study.set_user_attr(PARENT_ATTR, parent.run_id)
     return parent
 
