@@ -12,7 +12,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from softmax_sweep import interrupts
-from softmax_sweep.errors import Terminated, TrainingDiverged, UserError
+from softmax_sweep.errors import StoreUnreachable, Terminated, TrainingDiverged, UserError, lost_connection
 
 T = TypeVar("T")
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
@@ -32,7 +32,7 @@ def _user_error_cause(exc: BaseException) -> Optional[BaseException]:
     """The UserError behind exc, also when Hydra wrapped it (instantiating the sweeper)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, (UserError, TrainingDiverged)):
+        if isinstance(exc, (UserError, TrainingDiverged, StoreUnreachable)):
             return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
@@ -41,12 +41,9 @@ def _user_error_cause(exc: BaseException) -> Optional[BaseException]:
 
 def _unreachable_server(exc: BaseException) -> Optional[str]:
     """The server of an MLflow request that gave up on connecting (after its bounded retries)."""
-    import requests
-
     seen = set()
     while exc is not None and id(exc) not in seen:
-        cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+        if lost_connection(exc):
             found = _API_REQUEST.search(str(exc))
             if found:
                 parts = urlsplit(found.group(1))

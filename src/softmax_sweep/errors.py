@@ -29,3 +29,20 @@ class SweepFailed(UserError):
     """Too many trials failed: the sweep stopped (exit code 1)."""
 
     exit_code = 1
+
+
+class StoreUnreachable(Exception):
+    """The tracking server stopped answering (after the bounded retries). Not a trial's failure:
+    a sweep stops on it, as every later trial would fail the same way. One line, exit code 2."""
+
+    exit_code = 2
+
+
+def lost_connection(error: BaseException) -> bool:
+    """Whether an MLflow error comes from a server that did not answer (refused, timed out, or
+    cut the answer short), as opposed to one that answered with an error."""
+    import requests
+
+    cause = error.__cause__ or error.__context__  # MLflow raises while handling requests' error
+    return isinstance(cause, requests.exceptions.RequestException) and not isinstance(
+        cause, requests.exceptions.HTTPError)

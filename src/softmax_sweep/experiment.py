@@ -147,7 +147,8 @@ class _History:
 
 class _Artifacts:
     """The run's files, uploaded in one go at the end (also when the run fails). Where the upload
-    fails (a tracking server gone), they are kept in keep_dir (the Hydra run folder) instead."""
+    fails (a tracking server gone), they are kept in keep_dir (the Hydra run folder, else
+    <mlruns_dir>/unsent/<run id>) instead."""
 
     def __init__(self, run: RunLogger, config_yaml: str, plots: bool, title: str,
                  keep_dir: Optional[str] = None) -> None:
@@ -210,7 +211,7 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
         history = _History()
         artifacts = _Artifacts(run, OmegaConf.to_yaml(resolved), plots=not in_sweep,
                                title=f"{dataset.name}: lr={settings.lr:g}, batch_size={settings.batch_size}",
-                               keep_dir=output_dir)
+                               keep_dir=output_dir or str(Path(settings.mlruns_dir) / "unsent" / run.run_id))
         try:
             net, result = train_softmax(
                 dataset, lr=settings.lr, batch_size=settings.batch_size, num_epochs=settings.num_epochs,

@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlsplit, urlunsplit
@@ -27,7 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from softmax_sweep import interrupts
 from softmax_sweep.config import default_tracking_uri
-from softmax_sweep.errors import Terminated, UserError
+from softmax_sweep.errors import StoreUnreachable, Terminated, UserError, lost_connection
 
 RunEndHook = Callable[["RunLogger", Optional[BaseException]], None]
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
@@ -118,19 +119,22 @@ def _probe_database(uri: str) -> None:
         raise UserError(f"tracking URI {mask_password(uri)} is unusable: {mask_password(first)}") from None
 
 
-class ServerUnreachable(UserError):
-    """The tracking server stopped answering during a run (after the bounded retries)."""
+@dataclass
+class _Server:
+    """A tracking server as a Tracker and its RunLoggers share it: once it has failed to answer,
+    every later call fails at once instead of retrying again."""
+
+    uri: str  # masked
+    retry_seconds: float
+    unreachable: bool = False
+
+    def error(self) -> StoreUnreachable:
+        return StoreUnreachable(f"tracking server {self.uri} is unreachable (retried for {self.retry_seconds:g} s, "
+                                "tracking.retry_seconds)")
 
 
 def _is_server_store(uri: str) -> bool:
     return urlsplit(uri).scheme in ("http", "https")
-
-
-def _connection_failed(error: MlflowException) -> bool:
-    import requests
-
-    cause = error.__cause__ or error.__context__  # MLflow raises it while handling requests' error
-    return isinstance(cause, (requests.exceptions.ConnectionError, requests.exceptions.Timeout))
 
 
 def bound_http_retries(seconds: float) -> None:
@@ -229,8 +233,8 @@ class Tracker:
         for noisy in ("mlflow.store.db.utils", "alembic"):  # schema set-up chatter on every new DB
             logging.getLogger(noisy).setLevel(logging.WARNING)
         self.uri = uri
-        self.retry_seconds = retry_seconds
-        if _is_server_store(uri):
+        self.server = _Server(mask_password(uri), retry_seconds) if _is_server_store(uri) else None
+        if self.server:
             bound_http_retries(retry_seconds)
         try:
             if urlsplit(uri).scheme == "sqlite":  # MlflowClient opens (and migrates) the store at once
@@ -275,24 +279,25 @@ class Tracker:
 
     def logger(self, run_id: str, artifact_uri: Optional[str] = None) -> RunLogger:
         """A RunLogger for an existing run of this store."""
-        server = mask_password(self.uri) if _is_server_store(self.uri) else None
-        return RunLogger(self.client, run_id, artifact_uri, server=server, retry_seconds=self.retry_seconds)
+        return RunLogger(self.client, run_id, artifact_uri, server=self.server)
 
     def start_run(self, run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None) -> RunLogger:
         """A new RUNNING run. An interrupt while it is created stays pending for the next
         interrupts.check(), so that the caller holds the run it has to end (a tracking server is
         not waited for: a run it created unseen is reaped by the next start, as after SIGKILL)."""
-        with contextlib.nullcontext() if _is_server_store(self.uri) else interrupts.held():
+        with contextlib.nullcontext() if self.server else interrupts.held():
             return self._create_run(run_name, tags)
 
     def _create_run(self, run_name: Optional[str], tags: Optional[Mapping[str, str]]) -> RunLogger:
+        if self.server and self.server.unreachable:
+            raise self.server.error()
         try:
             run = self.client.create_run(self.experiment_id, run_name=run_name,
                                          tags={"worker": worker_name(), **(tags or {})})
         except MlflowException as e:
-            if _connection_failed(e):
-                raise ServerUnreachable(f"tracking server {mask_password(self.uri)} is unreachable "
-                                        f"(retried for {self.retry_seconds:g} s, tracking.retry_seconds)") from None
+            if self.server and lost_connection(e):
+                self.server.unreachable = True
+                raise self.server.error() from None
             raise
         return self.logger(run.info.run_id, run.info.artifact_uri)
 
@@ -341,13 +346,11 @@ class RunLogger:
     flush_seconds = 1.0
 
     def __init__(self, client: MlflowClient, run_id: str, artifact_uri: Optional[str] = None,
-                 server: Optional[str] = None, retry_seconds: float = 15.0) -> None:
+                 server: Optional[_Server] = None) -> None:
         self.client = client
         self.run_id = run_id
         self.artifact_uri = artifact_uri
-        self.server = server  # the (masked) URI of a tracking server; None for a database
-        self.retry_seconds = retry_seconds
-        self.unreachable = False
+        self.server = server  # None for a database
         self._metrics: list[Metric] = []
         self._params: list[Param] = []
         self._tags: dict[str, str] = {}
@@ -408,9 +411,9 @@ class RunLogger:
         else:  # MlflowClient would read the whole run back from the store first, to learn this URI
             get_artifact_repository(self.artifact_uri, tracking_uri=self.client.tracking_uri).log_artifacts(str(folder))
 
-    def _unreachable_error(self) -> ServerUnreachable:
-        return ServerUnreachable(f"tracking server {self.server} is unreachable (retried for "
-                                 f"{self.retry_seconds:g} s, tracking.retry_seconds)")
+    @property
+    def unreachable(self) -> bool:
+        return bool(self.server and self.server.unreachable)
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -419,8 +422,8 @@ class RunLogger:
         go on) or leave a write half done. A tracking server's request is atomic on the server and
         may retry for seconds, so there an interrupt acts at once. Once the server has failed to
         answer, later writes fail at once instead of retrying again."""
-        if self.unreachable:
-            raise self._unreachable_error()
+        if self.server and self.server.unreachable:
+            raise self.server.error()
         if not self.server:
             guard = interrupts.deferred()
         else:  # after Ctrl-C, the run's last writes do not keep the user waiting on a dead server
@@ -429,9 +432,9 @@ class RunLogger:
             with guard:
                 yield
         except MlflowException as e:
-            if self.server and _connection_failed(e):
-                self.unreachable = True
-                raise self._unreachable_error() from None
+            if self.server and lost_connection(e):
+                self.server.unreachable = True
+                raise self.server.error() from None
             raise
 
     def end(self, status: str, reason: Optional[str] = None) -> None:
@@ -441,15 +444,15 @@ class RunLogger:
         with contextlib.nullcontext() if self.server else interrupts.deferred():
             if reason and status != "FINISHED":
                 self.set_tags({"failure_reason": reason[:5000]})
-            with contextlib.suppress(MlflowException, ServerUnreachable):
+            with contextlib.suppress(MlflowException, StoreUnreachable):
                 self.flush()
             try:
                 self._set_terminated(status)
-            except ServerUnreachable:
+            except StoreUnreachable:
                 if status == "FINISHED":
                     raise
                 log.warning("run %s could not be ended on the unreachable tracking server %s: it stays RUNNING "
-                            "there until the next run on that server marks it KILLED", self.run_id, self.server)
+                            "there until the next run on that server marks it KILLED", self.run_id, self.server.uri)
 
     @_uninterrupted
     def _set_terminated(self, status: str) -> None:

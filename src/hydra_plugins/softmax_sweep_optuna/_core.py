@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from softmax_sweep import interrupts
 from softmax_sweep.config import int_keys, to_settings
 from softmax_sweep.data import load_dataset
-from softmax_sweep.errors import SweepFailed, UserError
+from softmax_sweep.errors import StoreUnreachable, SweepFailed, UserError
 from softmax_sweep.heap import freeze_setup
 from softmax_sweep.jobs import PARENT_ENV, TRIAL_ENV
 from softmax_sweep.sweeping.parent import end_stopped_sweep, finish_sweep, open_sweep
@@ -116,6 +116,9 @@ class OptunaSweeperImpl:
             self.job_idx += len(returns)
             for trial, ret in zip(trials, returns):
                 self._tell(study, trial, ret, n_trials)
+            for ret in returns:  # a store that stopped answering: every later trial would fail too
+                if ret.status == JobStatus.FAILED and isinstance(ret._return_value, StoreUnreachable):
+                    raise ret._return_value
             if message := too_many_failures(study, self.max_failure_rate):
                 raise SweepFailed(message)
 

@@ -1,0 +1,431 @@
+"""The fault battery: bad input, signals, crashes, races and failing stores, each through the real
+commands on real stores, with a table of fault -> outcome.
+
+    python benchmarks/faults.py [--only WORD ...]
+
+Every probe runs in a fresh folder on scikit-learn's digits. For each it reports the exit codes,
+the seconds the slowest command took, and four counts that must all be 0:
+  tracebacks  Python tracebacks on stdout or stderr (a user's mistake gets one line);
+  running     MLflow runs and Optuna trials left RUNNING once every command has ended;
+  secrets     places holding the probe's password: stdout, stderr, any file under the folder
+              (SQLite store, journal, Hydra's folders), any MLflow param or tag;
+  lost        runs or trials the commands reported that are not in the store.
+Probes that need PostgreSQL or a private read-only mount say "skipped" where those are absent.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = [sys.executable, "-m", "softmax_sweep.train"]
+TUNE = [sys.executable, str(ROOT / "sweeps" / "tune.py")]
+PG = "postgresql://postgres@127.0.0.1:5432"
+SECRET = "Fb7-sEcReT-q2"
+
+
+@dataclass
+class Outcome:
+    codes: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+    output: str = ""
+    running: int = 0
+    lost: int = 0
+    secrets: int = 0
+    note: str = ""
+
+    def command(self, command: list[str], folder: Path, timeout: float = 600, **popen) -> subprocess.CompletedProcess:
+        start = time.monotonic()
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=folder,
+                              **popen)
+        self.seconds = max(self.seconds, time.monotonic() - start)
+        self.codes.append(done.returncode)
+        self.output += done.stdout + done.stderr
+        return done
+
+    def ended(self, proc: subprocess.Popen, since: float) -> None:
+        out, err = proc.communicate(timeout=600)
+        self.seconds = max(self.seconds, time.monotonic() - since)
+        self.codes.append(proc.returncode)
+        self.output += out + err
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
+
+
+def _start(command: list[str], folder: Path) -> subprocess.Popen:
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            cwd=folder)
+
+
+def _sqlite(db: Path, sql: str) -> list[tuple]:
+    if not db.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
+        try:
+            return con.execute(sql).fetchall()
+        except sqlite3.OperationalError:
+            return []  # a store whose tables were never created
+
+
+def _runs(db: Path) -> list[str]:
+    return [status for (status,) in _sqlite(db, "SELECT status FROM runs")]
+
+
+def _trials(storage: str) -> list[str]:
+    import optuna
+
+    from softmax_sweep.sweeping.study import make_storage
+
+    if storage.startswith("journal:///") and not Path(storage[len("journal:///"):]).exists():
+        return []
+    store = make_storage(storage)
+    return [t.state.name for s in optuna.get_all_study_names(store)
+            for t in optuna.load_study(study_name=s, storage=store).trials]
+
+
+def _wait_until(check: Callable[[], bool], proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"probe set-up failed: {proc.communicate()[1][-1500:]}")
+        time.sleep(0.2)
+
+
+def _epochs_logged(db: Path, at_least: int = 2) -> Callable[[], bool]:
+    return lambda: bool(_sqlite(db, "SELECT count(*) FROM metrics WHERE key = 'val_acc'")
+                        and _sqlite(db, "SELECT count(*) FROM metrics WHERE key = 'val_acc'")[0][0] >= at_least)
+
+
+def _store_counts(outcome: Outcome, folder: Path, finished_runs: int = -1, journal: bool = False) -> None:
+    runs = _runs(folder / "mlruns" / "mlflow.db")
+    trials = _trials(f"journal:///{folder / 'mlruns' / 'optuna.journal'}") if journal else []
+    outcome.running += runs.count("RUNNING") + trials.count("RUNNING")
+    if finished_runs >= 0:
+        outcome.lost += max(0, finished_runs - runs.count("FINISHED"))
+
+
+# ---- the probes -------------------------------------------------------------------------------
+
+BAD_INPUT = {
+    "seed=-1": [*TRAIN, "data=digits", "seed=-1"],
+    "seed=2**32": [*TRAIN, "data=digits", "seed=4294967296"],
+    "data.train_size beyond the data": [*TRAIN, "data=digits", "data.train_size=5000"],
+    "-m with --cfg job": [*TRAIN, "-m", "--cfg", "job"],
+    "sweeper setting n_trials=0": [*TRAIN, "-m", "sweep=tune", "data=digits", "hydra.sweeper.n_trials=0"],
+    "val_loss with direction maximize": [*TRAIN, "-m", "sweep=tune", "data=digits", "optimized_metric=val_loss"],
+    "tune.py --n-trials 0": [*TUNE, "data=digits", "--n-trials", "0"],
+    "journal path that cannot be created": [*TUNE, "data=digits", "--storage", "journal:////proc/no/such.journal"],
+    "gRPC proxy where nothing listens": [*TUNE, "data=digits", "--storage", "grpc://127.0.0.1:{port}"],
+    "tracking server where nothing listens": [*TRAIN, "data=digits", "tracking.uri=http://127.0.0.1:{port}"],
+    "PostgreSQL: wrong port": [*TRAIN, "data=digits", f"tracking.uri=postgresql://postgres:{SECRET}@127.0.0.1:{{port}}/x"],
+    "PostgreSQL: no such database": [*TRAIN, "data=digits",
+                                     f"tracking.uri=postgresql://postgres:{SECRET}@127.0.0.1:5432/no_such_db"],
+    "MySQL: wrong password": [*TRAIN, "data=digits", f"tracking.uri=mysql://root:{SECRET}@127.0.0.1:3306/mysql"],
+}
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bad_input(name: str) -> Callable[[Path], Outcome]:
+    def probe(folder: Path) -> Outcome:
+        outcome = Outcome()
+        command = [part.format(port=_closed_port()) for part in BAD_INPUT[name]]
+        done = outcome.command([*command, f"mlruns_dir={folder / 'mlruns'}"], folder, timeout=120)
+        lines = done.stderr.strip().splitlines()
+        outcome.note = lines[-1][:90] if lines else "(no message)"
+        if done.returncode != 2 or len(lines) != 1:
+            outcome.note = f"NOT ONE LINE: {outcome.note}"
+        _store_counts(outcome, folder, journal=True)
+        return outcome
+    return probe
+
+
+def concurrent_first_runs(folder: Path) -> Outcome:
+    outcome = Outcome()
+    procs = [_start([*TRAIN, "data=digits", "num_epochs=2", f"seed={s}", f"mlruns_dir={folder / 'mlruns'}"], folder)
+             for s in range(4)]
+    since = time.monotonic()
+    for proc in procs:
+        outcome.ended(proc, since)
+    overrides = sorted(p.read_text() for p in (folder / "mlruns" / "hydra").rglob("overrides.yaml"))
+    outcome.lost += 4 - len(set(overrides))  # runs sharing a Hydra folder lose their own record
+    _store_counts(outcome, folder, finished_runs=4)
+    outcome.note = f"{_runs(folder / 'mlruns' / 'mlflow.db').count('FINISHED')} of 4 runs FINISHED"
+    return outcome
+
+
+def concurrent_first_studies(folder: Path) -> Outcome:
+    outcome = Outcome()
+    procs = [_start([*TUNE, "data=digits", "num_epochs=2", "--n-trials", "3", f"mlruns_dir={folder / 'mlruns'}"],
+                    folder) for _ in range(2)]
+    since = time.monotonic()
+    for proc in procs:
+        outcome.ended(proc, since)
+    parents = _sqlite(folder / "mlruns" / "mlflow.db",
+                      "SELECT count(*) FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid "
+                      "WHERE t.key = 'sweep.kind' AND r.lifecycle_stage = 'active'")
+    trials = _trials(f"journal:///{folder / 'mlruns' / 'optuna.journal'}")
+    outcome.lost += max(0, 3 - trials.count("COMPLETE"))
+    _store_counts(outcome, folder, journal=True)
+    outcome.note = f"{parents[0][0] if parents else 0} parent run, {trials.count('COMPLETE')} trials COMPLETE"
+    return outcome
+
+
+def concurrent_new_postgres_storage(folder: Path) -> Outcome:
+    outcome = Outcome()
+    with _postgres_database() as url:
+        procs = [_start([*TUNE, "data=digits", "num_epochs=2", "--n-trials", "2", "--storage", url,
+                         f"mlruns_dir={folder / 'mlruns'}"], folder) for _ in range(2)]
+        since = time.monotonic()
+        for proc in procs:
+            outcome.ended(proc, since)
+        trials = _trials(url)
+    outcome.running += trials.count("RUNNING")
+    outcome.lost += max(0, 2 - trials.count("COMPLETE"))
+    _store_counts(outcome, folder)
+    outcome.note = f"{trials.count('COMPLETE')} trials COMPLETE"
+    return outcome
+
+
+def signal_during_run(signum: int) -> Callable[[Path], Outcome]:
+    def probe(folder: Path) -> Outcome:
+        outcome = Outcome()
+        proc = _start([*TRAIN, "data=digits", "num_epochs=100000", f"mlruns_dir={folder / 'mlruns'}"], folder)
+        _wait_until(_epochs_logged(folder / "mlruns" / "mlflow.db"), proc)
+        proc.send_signal(signum)
+        outcome.ended(proc, time.monotonic())
+        _store_counts(outcome, folder)
+        outcome.note = f"run {', '.join(_runs(folder / 'mlruns' / 'mlflow.db'))}"
+        return outcome
+    return probe
+
+
+def sigterm_during_sweep(folder: Path) -> Outcome:
+    outcome = Outcome()
+    proc = _start([*TRAIN, "-m", "sweep=tune", "data=digits", "num_epochs=range(20, 21)", "hydra.sweeper.n_trials=50",
+                   f"mlruns_dir={folder / 'mlruns'}"], folder)
+    _wait_until(_epochs_logged(folder / "mlruns" / "mlflow.db", 30), proc)
+    proc.send_signal(signal.SIGTERM)
+    outcome.ended(proc, time.monotonic())
+    _store_counts(outcome, folder, journal=True)
+    outcome.note = "runs " + ", ".join(sorted(set(_runs(folder / "mlruns" / "mlflow.db"))))
+    return outcome
+
+
+def sigkill_then_rerun(folder: Path) -> Outcome:
+    outcome = Outcome()
+    proc = _start([*TUNE, "data=digits", "num_epochs=100000", "--n-trials", "1", f"mlruns_dir={folder / 'mlruns'}"],
+                  folder)
+    _wait_until(_epochs_logged(folder / "mlruns" / "mlflow.db"), proc)
+    proc.kill()
+    proc.wait()
+    outcome.command([*TUNE, "data=digits", "num_epochs=2", "--n-trials", "1", f"mlruns_dir={folder / 'mlruns'}"],
+                    folder)
+    _store_counts(outcome, folder, journal=True)
+    trials = _trials(f"journal:///{folder / 'mlruns' / 'optuna.journal'}")
+    runs = sorted(set(_runs(folder / "mlruns" / "mlflow.db")))
+    outcome.note = f"after the rerun: trials {', '.join(trials)}; runs {', '.join(runs)}"
+    return outcome
+
+
+@contextlib.contextmanager
+def _mlflow_server(folder: Path, port: int) -> Iterator[subprocess.Popen]:
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                               f"sqlite:///{folder / 'server.db'}", "--artifacts-destination",
+                               (folder / "served").as_uri(), "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("mlflow server did not start") from None
+                time.sleep(0.5)
+        yield server
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+def server_dies(interrupt: bool, sweep: str = "") -> Callable[[Path], Outcome]:
+    def probe(folder: Path) -> Outcome:
+        outcome = Outcome()
+        port = _closed_port()
+        url = f"http://alice:{SECRET}@127.0.0.1:{port}"
+        command = [*TRAIN, "data=digits", "num_epochs=100000", f"tracking.uri={url}", f"mlruns_dir={folder / 'mlruns'}"]
+        if sweep == "multirun":
+            command[len(TRAIN):len(TRAIN)] = ["-m", "sweep=tune"]
+            command += ["num_epochs=range(5000, 5001)", f"hydra.sweep.dir={folder / 'run'}",
+                        "hydra.sweep.subdir=."]
+        elif sweep == "script":
+            command = [*TUNE, *command[len(TRAIN):], f"hydra.run.dir={folder / 'run'}"]
+        else:
+            command.append(f"hydra.run.dir={folder / 'run'}")
+        with _mlflow_server(folder, port) as server:
+            proc = _start(command, folder)
+            _wait_until(_epochs_logged(folder / "server.db", 3), proc)
+            os.killpg(server.pid, signal.SIGKILL)
+            if interrupt:
+                time.sleep(1)
+                proc.send_signal(signal.SIGINT)
+            since = time.monotonic()
+            outcome.ended(proc, since)
+            exit_seconds = time.monotonic() - since
+            last_line = outcome.output.strip().splitlines()[-1]
+        kept = [*(folder / "run").rglob("metrics.csv"), *(folder / "mlruns" / "unsent").rglob("metrics.csv")]
+        outcome.lost += 0 if kept else 1
+        with _mlflow_server(folder, port):  # back up: the next run on it reaps the one left RUNNING
+            outcome.command([*TRAIN, "data=digits", "num_epochs=1", f"tracking.uri={url}",
+                             f"mlruns_dir={folder / 'mlruns'}"], folder)
+        outcome.running += _runs(folder / "server.db").count("RUNNING")
+        what = "after Ctrl-C" if interrupt else "after the server died"
+        outcome.note = (f"exit {exit_seconds:.1f} s {what}: {last_line[:50]}...; "
+                        f"{'epochs kept' if kept else 'EPOCHS LOST'}; left RUNNING, reaped by the next run")
+        return outcome
+    return probe
+
+
+def read_only_store(folder: Path) -> Outcome:
+    outcome = Outcome()
+    mlruns = folder / "mlruns"
+    outcome.command([*TRAIN, "data=digits", "num_epochs=1", f"mlruns_dir={mlruns}"], folder)
+    script = f'mount --bind "{mlruns}" "{mlruns}" && mount -o remount,bind,ro "{mlruns}" "{mlruns}" && exec "$@"'
+    for command in ([*TRAIN, "data=digits", f"mlruns_dir={mlruns}", f"hydra.run.dir={folder / 'out'}"],
+                    [*TUNE, "data=digits", f"mlruns_dir={mlruns}", f"hydra.run.dir={folder / 'out'}"]):
+        done = outcome.command(["unshare", "-m", "sh", "-c", script, "sh", *command], folder)
+        outcome.note += done.stderr.strip().splitlines()[-1][:45] + "... "
+    _store_counts(outcome, folder, finished_runs=1)
+    return outcome
+
+
+def secrets_everywhere(folder: Path) -> Outcome:
+    outcome = Outcome()
+    with _postgres_database() as tracking_db, _postgres_database() as storage_db:
+        uri = tracking_db.replace("postgres@", f"postgres:{SECRET}@")  # trust auth ignores the password
+        storage = storage_db.replace("postgres@", f"postgres:{SECRET}@")
+        base = ["data=digits", f"tracking.uri={uri}", f"mlruns_dir={folder / 'mlruns'}"]
+        for command in ([*TRAIN, *base, "num_epochs=2"], [*TRAIN, *base, "lr=0"],
+                        [*TRAIN, "-m", *base, "num_epochs=2", "lr=0.5,1e38"],
+                        [*TRAIN, "-m", "sweep=tune", *base, "hydra.sweeper.n_trials=2", "num_epochs=range(2, 3)",
+                         f"hydra.sweeper.storage={storage}"],
+                        [*TUNE, "--n-trials", "2", "--storage", storage, "--study-name", "script", *base,
+                         "num_epochs=2"]):
+            outcome.command(command, folder)
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_db)
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
+        outcome.secrets += sum(SECRET in str(r.data.params) + str(r.data.tags) for r in runs)
+        outcome.running += sum(r.info.status == "RUNNING" for r in runs)
+        outcome.running += _trials(storage_db).count("RUNNING")
+        outcome.note = f"{len(runs)} runs searched"
+    return outcome
+
+
+@contextlib.contextmanager
+def _postgres_database() -> Iterator[str]:
+    import psycopg
+
+    name = f"faults_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as con:
+        con.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG}/{name}"
+    finally:
+        with psycopg.connect(f"{PG}/postgres", autocommit=True) as con:
+            con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _postgres_missing() -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(f"{PG}/postgres", connect_timeout=3):
+            return None
+    except Exception as e:  # noqa: BLE001
+        return f"no PostgreSQL ({type(e).__name__})"
+
+
+def _mount_missing() -> str | None:
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind / / && mount -o remount,bind,ro / /"],
+                           capture_output=True)
+    return None if probe.returncode == 0 else "no private read-only mount"
+
+
+PROBES: dict[str, tuple[Callable[[Path], Outcome], Callable[[], str | None]]] = {
+    **{f"bad input: {name}": (bad_input(name), lambda: None)
+       for name in BAD_INPUT},
+    "4 runs started together on an empty mlruns/": (concurrent_first_runs, lambda: None),
+    "2 studies started together on an empty mlruns/": (concurrent_first_studies, lambda: None),
+    "2 studies started together on a new PostgreSQL storage": (concurrent_new_postgres_storage, _postgres_missing),
+    "Ctrl-C during a run": (signal_during_run(signal.SIGINT), lambda: None),
+    "SIGTERM during a run": (signal_during_run(signal.SIGTERM), lambda: None),
+    "SIGTERM during a -m sweep": (sigterm_during_sweep, lambda: None),
+    "SIGKILL of a study, then a rerun": (sigkill_then_rerun, lambda: None),
+    "tracking server dies mid-run": (server_dies(interrupt=False), lambda: None),
+    "tracking server dies, then Ctrl-C": (server_dies(interrupt=True), lambda: None),
+    "tracking server dies during a -m sweep": (server_dies(interrupt=False, sweep="multirun"), lambda: None),
+    "tracking server dies during sweeps/tune.py": (server_dies(interrupt=False, sweep="script"), lambda: None),
+    "read-only mlruns/ (run and study)": (read_only_store, _mount_missing),
+    "password in tracking.uri and storage": (secrets_everywhere, _postgres_missing),
+}
+
+
+def _secrets_in(folder: Path, output: str) -> int:
+    found = int(SECRET in output)
+    for path in folder.rglob("*"):
+        if path.is_file() and SECRET.encode() in path.read_bytes():
+            found += 1
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", metavar="WORD", help="run the probes whose name holds one of these")
+    args = parser.parse_args()
+    totals = dict.fromkeys(("tracebacks", "running", "secrets", "lost"), 0)
+    print(f"{'fault':58s} {'exit':>9s} {'s':>5s} {'tb':>2s} {'run':>3s} {'sec':>3s} {'lost':>4s}  outcome", flush=True)
+    for name, (probe, missing) in PROBES.items():
+        if args.only and not any(word in name for word in args.only):
+            continue
+        if reason := missing():
+            print(f"{name:58s} skipped: {reason}", flush=True)
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            outcome = probe(Path(tmp))
+            outcome.secrets += _secrets_in(Path(tmp), outcome.output)
+        tracebacks = outcome.output.count("Traceback (most recent call last)")
+        for key, value in zip(totals, (tracebacks, outcome.running, outcome.secrets, outcome.lost)):
+            totals[key] += value
+        codes = ",".join(map(str, outcome.codes))
+        print(f"{name:58s} {codes:>9s} {outcome.seconds:5.1f} {tracebacks:2d} {outcome.running:3d} "
+              f"{outcome.secrets:3d} {outcome.lost:4d}  {outcome.note}", flush=True)
+    print(f"totals: {totals['tracebacks']} tracebacks, {totals['running']} runs or trials left RUNNING, "
+          f"{totals['secrets']} secrets found, {totals['lost']} lost runs")
+
+
+if __name__ == "__main__":
+    main()
