@@ -126,6 +126,17 @@ def _resolved_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     return tree
 
 
+SHORT_NAMES = {"batch_size": "bs", "num_epochs": "ep", "weight_decay": "wd", "data.train_size": "n",
+               "early_stopping_patience": "patience"}
+
+
+def run_label(values: Mapping[str, Any]) -> str:
+    """`lr=0.5 bs=64`: a run's name from the values it was given, short enough for the runs table."""
+    shown = (f"{SHORT_NAMES.get(k, k.rpartition('.')[2])}={v:.3g}" if isinstance(v, float)
+             else f"{SHORT_NAMES.get(k, k.rpartition('.')[2])}={v}" for k, v in values.items())
+    return " ".join(shown)
+
+
 def _write_history(history: Sequence[dict[str, float]], path: Path) -> None:
     with open(path, "w", newline="") as f:
         extra = [k for k in TRAIN_EVAL_METRICS if history and k in history[0]]
@@ -203,6 +214,8 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
     output_dir = _hydra_output_dir()
     if output_dir:
         run_tags["hydra.output_dir"] = output_dir
+    if run_name is None:
+        run_name = run_label({"lr": settings.lr, "batch_size": settings.batch_size, "num_epochs": settings.num_epochs})
     with tracker.run(run_name, run_tags, on_end=on_run_end) as run:
         if on_run_start:
             on_run_start(run)
@@ -231,7 +244,8 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
         run.log_metrics(summary, tags={"stopped_early": result.stopped_early})
         picked = (f"best val_acc {summary['best_val_acc']:.4f} at epoch {result.best_epoch}"
                   if "best_val_acc" in summary else f"no validation set: epoch {result.best_epoch}")
-        log.log(logging.DEBUG if in_sweep else logging.INFO, "run %s: %s, test_acc there %.4f (MLflow: %s)",
-                run.run_id, picked, summary["test_acc_at_best_epoch"], mask_password(tracker.uri))
+        log.log(logging.DEBUG if in_sweep else logging.INFO, "run %s: %s, test_acc there %.4f (MLflow: %s; "
+                "runs table: %s)", run.run_id, picked, summary["test_acc_at_best_epoch"], mask_password(tracker.uri),
+                tracker.runs_url())
     validation = {k: result.best[k] for k in ("val_acc", "val_loss") if k in result.best}
     return {**summary, **validation, "run_id": run.run_id, "history": history.epochs}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -37,6 +38,15 @@ def _scrub_saved_configs() -> None:
     scrub_files(files)
 
 
+def _job_name(overrides: Sequence[str]) -> str:
+    """A grid job's run name: what it varied (`lr=0.5 bs=64`), not where it stores its runs."""
+    from softmax_sweep.experiment import run_label
+
+    values = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+    return run_label({k: v for k, v in values.items()
+                      if not k.startswith(("hydra.", "tracking.", "mlruns_dir", "data.root", "data.url"))})
+
+
 def run_job(cfg: DictConfig) -> Optional[float]:
     """Train once and return cfg.optimized_metric (None when the job failed).
 
@@ -56,10 +66,12 @@ def run_job(cfg: DictConfig) -> Optional[float]:
 
         parent = os.environ.get(PARENT_ENV)
         tags = {"mlflow.parentRunId": parent} if parent and _multirun() else {}
+        name = None
         if _multirun():
             tags["hydra.overrides"] = mask_password(" ".join(HydraConfig.get().overrides.task))
             tags["hydra.job_num"] = str(HydraConfig.get().job.num)
-        return train(cfg, tags=tags).get(cfg.optimized_metric)  # None without a validation set
+            name = _job_name(HydraConfig.get().overrides.task)
+        return train(cfg, tags=tags, run_name=name).get(cfg.optimized_metric)  # None without a validation set
     except Exception as e:
         message = describe(e)
         if message is None or trial_id is not None:

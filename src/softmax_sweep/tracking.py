@@ -277,9 +277,20 @@ class Tracker:
             self.client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND_TAG)
         return found.experiment_id
 
+    def runs_url(self) -> str:
+        """The experiment's runs table in the MLflow UI. MLflow 3 opens an experiment in its GenAI
+        view unless the URL asks for the training one (it ignores the mlflow.experimentKind tag);
+        for a local store, the address of `mlflow ui` with its default port."""
+        parts = urlsplit(self.uri)
+        base = (urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])).rstrip("/")
+                if self.server else "http://127.0.0.1:5000")
+        return f"{base}/#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
+
     def logger(self, run_id: str, artifact_uri: Optional[str] = None) -> RunLogger:
         """A RunLogger for an existing run of this store."""
-        return RunLogger(self.client, run_id, artifact_uri, server=self.server)
+        logger = RunLogger(self.client, run_id, artifact_uri, server=self.server)
+        logger.runs_url = self.runs_url()
+        return logger
 
     def start_run(self, run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None) -> RunLogger:
         """A new RUNNING run. An interrupt while it is created stays pending for the next
@@ -351,6 +362,7 @@ class RunLogger:
         self.run_id = run_id
         self.artifact_uri = artifact_uri
         self.server = server  # None for a database
+        self.runs_url = ""  # the experiment's runs table in the MLflow UI
         self._metrics: list[Metric] = []
         self._params: list[Param] = []
         self._tags: dict[str, str] = {}

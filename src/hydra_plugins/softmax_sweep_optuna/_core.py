@@ -23,7 +23,7 @@ from softmax_sweep.data import load_dataset
 from softmax_sweep.errors import StoreUnreachable, SweepFailed, UserError
 from softmax_sweep.heap import freeze_setup
 from softmax_sweep.jobs import PARENT_ENV, TRIAL_ENV
-from softmax_sweep.sweeping.parent import end_stopped_sweep, finish_sweep, open_sweep
+from softmax_sweep.sweeping.parent import end_stopped_sweep, finish_sweep, log_best_so_far, open_sweep
 from softmax_sweep.sweeping.search_space import parse_search_space
 from softmax_sweep.sweeping.study import next_step, too_many_failures, trial_line, trials_to_go
 from softmax_sweep.sweeping.trials import LIVE_TRIALS, SEEDS_ENV, SWEEP_ENV_STORAGE, SWEEP_ENV_STUDY
@@ -81,6 +81,7 @@ class OptunaSweeperImpl:
                 if not o.startswith(("hydra.sweeper.study_name=", "hydra.mode=", "hydra.runtime"))]
         hint = " ".join(["python -m softmax_sweep.train -m", *(shlex.quote(o) for o in kept),
                          "hydra.sweeper.study_name={study}"])
+        self._parent = parent
         try:
             self._loop(study, space, n_trials)
         except (KeyboardInterrupt, Exception) as e:
@@ -136,6 +137,7 @@ class OptunaSweeperImpl:
         except (RuntimeError, ValueError) as e:  # already finished (e.g. failed by a heartbeat check)
             log.warning("trial %d: %s", trial.number, e)
         log.info(trial_line(study, trial.number, n_trials))
+        log_best_so_far(self._parent, study, trial.number)
 
 
 class _Heartbeats:

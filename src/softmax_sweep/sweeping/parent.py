@@ -20,7 +20,7 @@ from softmax_sweep.sweeping import answer
 from softmax_sweep.sweeping.recovery import StaleTrialHandler, reap_dead_local_trials
 from softmax_sweep.sweeping.report import Curves, write_report
 from softmax_sweep.sweeping.search_space import SearchSpace, bound_warnings
-from softmax_sweep.sweeping.study import count_trials, make_pruner, make_sampler, make_storage, open_study
+from softmax_sweep.sweeping.study import FINISHED, count_trials, make_pruner, make_sampler, make_storage, open_study
 from softmax_sweep.tracking import RunLogger, Tracker, mask_password, worker_name
 
 log = logging.getLogger("softmax_sweep.sweep")
@@ -50,7 +50,8 @@ def open_sweep(settings: TrainConfig, space: SearchSpace, storage_url: str, stud
                         f"direction is {direction}: set hydra.sweeper.direction={wanted}")
     on_stale = StaleTrialHandler()
     storage = make_storage(storage_url, heartbeat_interval, grace_period, on_stale)
-    study = open_study(storage, study_name, direction, make_sampler(sampler, space), make_pruner(pruner))
+    study = open_study(storage, study_name, direction, make_sampler(sampler, space), make_pruner(pruner),
+                       settings.optimized_metric)
     if isinstance(study.sampler, optuna.samplers.GridSampler):
         n_trials = min(n_trials, space.grid_size())
     tracker = tracker_for(settings)
@@ -87,6 +88,15 @@ def open_parent_run(tracker: Tracker, study: optuna.Study, storage_url: str) -> 
     return parent
 
 
+def log_best_so_far(parent: RunLogger, study: optuna.Study, number: int) -> None:
+    """After trial `number` finished: the parent's `best_value` at step = trial number, so the
+    parent run's chart is the study's optimization history."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number <= number]
+    if done:
+        pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+        parent.log_metrics({"best_value": pick(t.value for t in done)}, step=number)
+
+
 def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rerun_hint: str,
                  status: str = "FINISHED", reason: Optional[str] = None, metric: str = "val_acc") -> list[str]:
     """Log best params and value, the sweep report and trials.csv to the parent run, end it, and
@@ -100,8 +110,8 @@ def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rer
                  f"{counts['FAIL']} failed trials"]
         best = _best_trial(study)
         if best is not None:
-            finished = counts["COMPLETE"] + counts["PRUNED"] + counts["FAIL"]
-            parent.log_metrics({"best_value": best.value, "best_trial_number": best.number}, step=finished)
+            last = max(t.number for t in study.get_trials(deepcopy=False, states=FINISHED))
+            parent.log_metrics({"best_value": best.value, "best_trial_number": best.number}, step=last)
             parent.set_tags({**{f"best.{k}": v for k, v in best.params.items()},
                              "best.mlflow_run_id": best.user_attrs.get("mlflow_run_id", "")})
             shown = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
@@ -123,6 +133,8 @@ def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rer
                 (folder / "best.json").write_text(json.dumps(
                     {"value": best.value, "trial_number": best.number, "params": best.params}, indent=2))
             parent.log_artifacts(folder)
+        if parent.runs_url:
+            lines.append(f"runs table (MLflow UI): {parent.runs_url}")
     except KeyboardInterrupt:  # Ctrl-C while the report is written: the parent must not stay RUNNING
         parent.end("KILLED", "interrupted while writing the sweep report")
         raise

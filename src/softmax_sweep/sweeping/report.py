@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -44,9 +45,10 @@ def write_report(study: optuna.Study, space: SearchSpace, folder: Path, curves: 
         if _save(figure, folder / name):
             written.append(folder / name)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if _save(_optimization_history(trials, study.direction, metric, title), folder / "optimization_history.png"):
+        written.append(folder / "optimization_history.png")
     if len(complete) >= 1:
-        for name, plot in (("optimization_history.png", optuna.visualization.matplotlib.plot_optimization_history),
-                           ("parallel_coordinates.png", optuna.visualization.matplotlib.plot_parallel_coordinate),
+        for name, plot in (("parallel_coordinates.png", optuna.visualization.matplotlib.plot_parallel_coordinate),
                            ("param_importances.png", _importances)):
             if name == "param_importances.png" and (len(complete) < 2 or len(space.distributions) < 1):
                 continue
@@ -54,9 +56,16 @@ def write_report(study: optuna.Study, space: SearchSpace, folder: Path, curves: 
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     ax = plot(study, evaluator=PedAnovaImportanceEvaluator()) if plot is _importances else plot(study)
-                figure = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+                ax = ax.flat[0] if hasattr(ax, "flat") else ax
+                figure = ax.figure
                 figure.set_size_inches(9, 5)
                 figure.subplots_adjust(**MARGINS[name])
+                if name == "parallel_coordinates.png":
+                    for lines in ax.collections:  # Optuna's Blues draws the lowest value white on grey
+                        lines.set_cmap("viridis")
+                else:
+                    caveat = " (few trials: a rough guide)" if len(complete) < IMPORTANCE_MIN_TRIALS else ""
+                    ax.set_title(f"hyperparameter importances from {len(complete)} complete trials{caveat}")
             except Exception as e:  # noqa: BLE001 - e.g. importances of a parameter that never varied
                 log.warning("sweep report: %s skipped: %s", name, e)
                 continue
@@ -66,6 +75,38 @@ def write_report(study: optuna.Study, space: SearchSpace, folder: Path, curves: 
 
 
 _importances = optuna.visualization.matplotlib.plot_param_importances
+# below this many complete trials importances are said to be a rough guide
+IMPORTANCE_MIN_TRIALS = 20
+
+
+def _optimization_history(trials, direction, metric: str, title: str = ""):
+    """Every finished trial's value by trial number, pruned ones at the value they were stopped at,
+    and the best value so far (Optuna's own plot leaves pruned trials out)."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
+    if not complete and not pruned:
+        return None
+    figure, ax = plt.subplots(figsize=(9, 5))
+    figure.subplots_adjust(**MARGINS["optimization_history.png"])
+    if complete:
+        ax.plot([t.number for t in complete], [t.value for t in complete], "o", color="tab:blue",
+                label="complete trial")
+        pick = max if direction == optuna.study.StudyDirection.MAXIMIZE else min
+        best, steps = None, []
+        for t in complete:
+            best = t.value if best is None else pick(best, t.value)
+            steps.append(best)
+        ax.step([t.number for t in complete], steps, where="post", color="tab:red", label="best so far")
+    if pruned:
+        ax.plot([t.number for t in pruned], [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
+                "x", color="tab:grey", label="pruned trial (value when stopped)")
+    ax.set_xlabel("trial")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_ylabel(metric)
+    ax.set_title(f"optimization history{title}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return figure
 
 
 def _save(figure, path: Path) -> bool:

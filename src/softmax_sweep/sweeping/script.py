@@ -95,7 +95,7 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) ->
 
     from softmax_sweep.data import load_dataset
     from softmax_sweep.errors import TrainingDiverged, UserError
-    from softmax_sweep.sweeping.parent import end_stopped_sweep, finish_sweep, open_sweep
+    from softmax_sweep.sweeping.parent import end_stopped_sweep, finish_sweep, log_best_so_far, open_sweep
     from softmax_sweep.sweeping.search_space import parse_search_space
     from softmax_sweep.sweeping.study import next_step, overshoot, too_many_failures, trial_line, trials_to_go
     from softmax_sweep.sweeping.trials import run_trial
@@ -146,6 +146,7 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) ->
 
     def after_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
         log.info(trial_line(study, frozen.number, n_trials))
+        log_best_so_far(parent, study, frozen.number)
 
     def work() -> None:
         deadline = time.monotonic() + args.timeout if args.timeout else None

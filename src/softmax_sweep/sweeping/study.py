@@ -104,11 +104,16 @@ def make_pruner(pruner: Any) -> optuna.pruners.BasePruner:
     return instantiate(pruner) if isinstance(pruner, (Mapping, DictConfig)) else pruner
 
 
-def open_study(storage, study_name: str, direction: str, sampler, pruner) -> optuna.Study:
+def open_study(storage, study_name: str, direction: str, sampler, pruner, metric: str = "") -> optuna.Study:
     # our own one-line progress reports each trial; Optuna would add a traceback per failed trial
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    return optuna.create_study(storage=storage, study_name=study_name, direction=direction,
-                               sampler=sampler, pruner=pruner, load_if_exists=True)
+    study = optuna.create_study(storage=storage, study_name=study_name, direction=direction,
+                                sampler=sampler, pruner=pruner, load_if_exists=True)
+    if metric and study.metric_names != [metric]:  # optuna-dashboard shows it instead of "Objective 0"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([metric])
+    return study
 
 
 def count_trials(study: optuna.Study) -> dict[str, int]:

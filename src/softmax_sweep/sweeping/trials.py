@@ -39,17 +39,23 @@ class PruningReporter:
     def __init__(self, trial: optuna.Trial, monitor: str) -> None:
         self.trial = trial
         self.monitor = monitor
-        # Without a pruner nothing reads the values, and each is a write to the storage; the
-        # sweep report draws the curves from MLflow.
-        self.reporting = not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        # Also without a pruner: optuna-dashboard draws the values (0.6 ms a report on the journal
+        # storage, against 150 ms or more for an epoch).
         value = metrics[self.monitor]
-        if not self.reporting or not math.isfinite(value):
+        if not math.isfinite(value):
             return  # (a non-finite loss: the loop raises TrainingDiverged right after)
         self.trial.report(value, epoch)
         if self.trial.should_prune():
             raise EpochPruned(epoch, value)
+
+
+def trial_run_name(study_name: str, number: int, params: Mapping[str, Any]) -> str:
+    """`tune-fashion_mnist #7 lr=0.3 bs=64 ep=20`: unique across studies, readable in the runs table."""
+    from softmax_sweep.experiment import run_label
+
+    return f"{study_name} #{number} {run_label(params)}".rstrip()
 
 
 def trial_state(error: Optional[BaseException]) -> str:
@@ -73,8 +79,13 @@ def run_trial(cfg: DictConfig | Mapping[str, Any], trial: optuna.Trial, study_na
         trial.set_user_attr("mlflow_run_id", run.run_id)  # so a dead worker's run can be closed
         trial.set_user_attr("worker", worker_name())  # so a later start can tell the worker died
 
+    name = trial_run_name(study_name, trial.number, trial.params)
+
     def on_end(run: RunLogger, error: Optional[BaseException]) -> None:
-        run.set_tags({"optuna.state": trial_state(error)})
+        state = trial_state(error)
+        run.set_tags({"optuna.state": state})
+        if state == "PRUNED":  # MLflow has no such status: the name shows it in the runs table
+            run.set_tags({"mlflow.runName": f"{name} (pruned)"})
         if error is not None and not isinstance(error, optuna.TrialPruned):
             trial.set_user_attr("fail_reason", str(error) or type(error).__name__)
 
@@ -82,14 +93,14 @@ def run_trial(cfg: DictConfig | Mapping[str, Any], trial: optuna.Trial, study_na
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     if seeds == 1:
-        summary = train(cfg, callbacks=[reporter], run_name=f"trial-{trial.number}", tags=tags,
+        summary = train(cfg, callbacks=[reporter], run_name=name, tags=tags,
                         on_run_start=on_start, on_run_end=on_end, in_sweep=True)
         return summary[reporter.monitor]
-    return _run_seeds(cfg, trial, reporter, seeds, tags, on_start, on_end)
+    return _run_seeds(cfg, trial, reporter, seeds, tags, on_start, on_end, name)
 
 
 def _run_seeds(cfg, trial: optuna.Trial, reporter: PruningReporter, seeds: int, tags: dict[str, str],
-               on_start, on_end) -> float:
+               on_start, on_end, name: str) -> float:
     from omegaconf import OmegaConf
 
     from softmax_sweep.config import to_settings
@@ -98,7 +109,7 @@ def _run_seeds(cfg, trial: optuna.Trial, reporter: PruningReporter, seeds: int, 
 
     settings = to_settings(cfg)
     first = settings.seed
-    with tracker_for(settings).run(f"trial-{trial.number}", {**tags, "seeds": str(seeds)}, on_end=on_end) as group:
+    with tracker_for(settings).run(name, {**tags, "seeds": str(seeds)}, on_end=on_end) as group:
         on_start(group)
         group.log_params({**trial.params, "seeds": seeds, "seed": first})
         results: dict[str, list[float]] = {reporter.monitor: [], "test_acc_at_best_epoch": []}
@@ -107,7 +118,7 @@ def _run_seeds(cfg, trial: optuna.Trial, reporter: PruningReporter, seeds: int, 
             seed_cfg = OmegaConf.create(OmegaConf.to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg))
             seed_cfg.seed = seed
             summary = train(seed_cfg, callbacks=[reporter] if seed == first else [],
-                            run_name=f"trial-{trial.number} seed={seed}",
+                            run_name=f"{name} seed={seed}",
                             tags={**tags, "mlflow.parentRunId": group.run_id, "seed": str(seed)}, in_sweep=True)
             run_ids.append(summary["run_id"])
             histories.append(summary["history"])
