@@ -92,23 +92,25 @@ def test_the_runs_table_shows_the_sweep_and_its_trials(sweep, mlflow_ui, browser
     assert page.get_by_role("grid").count() == 1  # the runs table (the GenAI view has none)
     parent = page.locator("[role=gridcell]", has_text="study-tune-digits").first
     parent.locator("button").first.click()  # the expander of a parent run
-    page.get_by_text(re.compile(r"tune-digits #0 lr=")).wait_for(timeout=30000)
+    page.get_by_text(re.compile(r"#0 tune-digits lr=")).wait_for(timeout=30000)
     grid = page.get_by_role("grid").inner_text()
-    names = re.findall(r"tune-digits #\d+ lr=\S+ bs=\d+ ep=\d+(?: \(pruned\))?", grid)
+    names = re.findall(r"#\d+ (?:\(pruned\) )?tune-digits lr=\S+ bs=\d+ ep=\d+", grid)
     assert len(names) == 8, grid
-    pruned = [n for n in names if n.endswith("(pruned)")]
+    pruned = [n for n in names if "(pruned)" in n]
     assert 0 < len(pruned) < 8, names  # the grey pruned trials are told apart from the complete ones
     page.screenshot(path=str(folder / "runs_table.png"))
 
 
 def test_a_trials_metric_page_shows_its_curves(sweep, mlflow_ui, browser) -> None:
     folder, _ = sweep
-    run_id = _run_id(folder, "tune-digits #1 %")
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    run_id = _run_id(folder, "#1 tune-digits %")
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})  # the page draws only the charts in view
     page.goto(f"{mlflow_ui}/#/experiments/1/runs/{run_id}/model-metrics?workflowType=machine_learning")
     page.get_by_text("train_acc", exact=True).wait_for(timeout=60000)
     for metric in ("val_acc", "test_acc", "train_loss", "best_val_acc", "test_acc_at_best_epoch"):
         assert page.get_by_text(metric, exact=True).count() >= 1, metric
+    # the charts are drawn (Plotly), not only their titles: per-epoch curves have a "Step" axis
+    page.get_by_text("Step").nth(5).wait_for(timeout=60000)
     page.screenshot(path=str(folder / "trial_metrics.png"))
 
 

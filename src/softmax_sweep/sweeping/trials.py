@@ -51,11 +51,13 @@ class PruningReporter:
             raise EpochPruned(epoch, value)
 
 
-def trial_run_name(study_name: str, number: int, params: Mapping[str, Any]) -> str:
-    """`tune-fashion_mnist #7 lr=0.3 bs=64 ep=20`: unique across studies, readable in the runs table."""
+def trial_run_name(study_name: str, number: int, params: Mapping[str, Any], state: str = "") -> str:
+    """`#7 tune-fashion_mnist lr=0.3 bs=64 ep=20`, `#8 (pruned) tune-...`: unique across studies,
+    and what tells trials apart first, where the runs table cuts a long name short."""
     from softmax_sweep.experiment import run_label
 
-    return f"{study_name} #{number} {run_label(params)}".rstrip()
+    marker = f" ({state.lower()})" if state else ""
+    return f"#{number}{marker} {study_name} {run_label(params)}".rstrip()
 
 
 def trial_state(error: Optional[BaseException]) -> str:
@@ -85,7 +87,7 @@ def run_trial(cfg: DictConfig | Mapping[str, Any], trial: optuna.Trial, study_na
         state = trial_state(error)
         run.set_tags({"optuna.state": state})
         if state == "PRUNED":  # MLflow has no such status: the name shows it in the runs table
-            run.set_tags({"mlflow.runName": f"{name} (pruned)"})
+            run.set_tags({"mlflow.runName": trial_run_name(study_name, trial.number, trial.params, state)})
         if error is not None and not isinstance(error, optuna.TrialPruned):
             trial.set_user_attr("fail_reason", str(error) or type(error).__name__)
 
