@@ -262,12 +262,22 @@ def test_basic_multirun_has_one_parent_and_survives_a_failing_job(tmp_path: Path
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Traceback" not in done.stdout + done.stderr
     table = done.stdout[done.stdout.index("job  overrides"):].splitlines()
+    assert table[-1].startswith("runs table (MLflow UI): http://127.0.0.1:5000/#/experiments/")
+    table = table[:-1]
     assert len(table) == 5 and sum("loss became NaN at epoch 1" in row for row in table) == 2
     client, runs = _runs(mlruns)
     (parent,) = [r for r in runs if r.data.tags.get("sweep.kind") == "hydra-basic"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.info.status for r in children) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
     assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_failed"] == 2
+    # named by what the grid varied; the parent gets the sweep report, the jobs as trials
+    assert sorted(r.info.run_name for r in children) == ["lr=0.5 bs=128", "lr=0.5 bs=64", "lr=1e+38 bs=128",
+                                                        "lr=1e+38 bs=64"]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"optimization_history.png", "val_curves.png", "trials.csv"} <= artifacts
+    best = client.get_metric_history(parent.info.run_id, "best_value")
+    finished = [r.data.metrics["best_val_acc"] for r in children if r.info.status == "FINISHED"]
+    assert max(m.value for m in best) == max(finished)
 
 
 def test_study_scripts_end_to_end_and_help(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ class MlflowMultirunCallback(Callback):
         from softmax_sweep import cli
         from softmax_sweep.config import to_settings
         from softmax_sweep.experiment import tracker_for
-        from softmax_sweep.jobs import PARENT_ENV
+        from softmax_sweep.jobs import PARENT_ENV, VARIED_ENV
         from softmax_sweep.tracking import mask_password
 
         app_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
@@ -32,6 +32,8 @@ class MlflowMultirunCallback(Callback):
             tags={"sweep.kind": "hydra-basic", "hydra.sweep_dir": sweep_dir,
                   "hydra.overrides": mask_password(" ".join(config.hydra.overrides.task))})
         os.environ[PARENT_ENV] = self.parent.run_id
+        os.environ[VARIED_ENV] = " ".join(o.lstrip("+~").split("=", 1)[0] for o in config.hydra.overrides.task
+                                          if "=" in o and _sweeps_values(o.split("=", 1)[1]))
         cli.on_abort(self._abort)
 
     def _abort(self, error: BaseException) -> None:
@@ -44,28 +46,91 @@ class MlflowMultirunCallback(Callback):
         if self.parent is None:
             return
         from softmax_sweep import cli
-        from softmax_sweep.jobs import PARENT_ENV
+        from softmax_sweep.jobs import PARENT_ENV, VARIED_ENV
 
         cli.forget_abort(self._abort)
-        rows = _job_rows(self.parent, config.get("optimized_metric", "val_acc"))
-        print(_table(rows, config.get("optimized_metric", "val_acc")))
+        metric = config.get("optimized_metric", "val_acc")
+        children = _children(self.parent)
+        rows = _job_rows(children, metric)
+        print(_table(rows, metric))
         failed = sum(r[2] != "FINISHED" for r in rows)
         self.parent.log_metrics({"jobs": len(rows), "jobs_failed": failed})
+        try:
+            from softmax_sweep.sweeping.parent import log_grid_report
+
+            log_grid_report(self.parent, *_as_study(children, metric), metric)
+        except Exception as e:  # noqa: BLE001 - the jobs are recorded; a figure must not fail the multirun
+            print(f"warning: the multirun report failed: {e}")
+        if self.parent.runs_url:
+            print(f"runs table (MLflow UI): {self.parent.runs_url}")
         self.parent.end("FINISHED")
         os.environ.pop(PARENT_ENV, None)
+        os.environ.pop(VARIED_ENV, None)
         self.parent = None
 
 
-def _job_rows(parent, metric: str) -> list[tuple[str, str, str, Optional[float], str]]:
+def _sweeps_values(value: str) -> bool:
+    """Whether an override's value is a sweep (`0.1,0.5`, `range(...)`, `choice(...)`, `glob(...)`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_override(f"k={value}").is_sweep_override()
+    except Exception:  # noqa: BLE001 - not ours to judge here: Hydra reports a bad override itself
+        return False
+
+
+def _children(parent) -> list:
     client = parent.client
     run = client.get_run(parent.run_id)
     children = client.search_runs([run.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}'",
                                   max_results=10000)
+    return sorted(children, key=lambda c: int(c.data.tags.get("hydra.job_num", "0") or 0))
+
+
+def _value(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _as_study(children, metric: str):
+    """The grid's jobs as trials of an in-memory Optuna study (params: the overrides that differ
+    between jobs; value: the job's best validation metric), and its search space."""
+    import optuna
+
+    from softmax_sweep.config import OPTIMIZABLE_METRICS
+    from softmax_sweep.sweeping.search_space import SearchSpace
+
+    given = [dict(o.split("=", 1) for o in c.data.tags.get("hydra.overrides", "").split() if "=" in o)
+             for c in children]
+    varied = sorted({k for g in given for k in g if len({h.get(k) for h in given}) > 1})
+    choices = {k: sorted({_value(g[k]) for g in given if k in g}, key=str) for k in varied}
+    distributions = {k: optuna.distributions.CategoricalDistribution(v) for k, v in choices.items()}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory" line
+    study = optuna.create_study(direction=OPTIMIZABLE_METRICS[metric])
+    for number, (child, values) in enumerate(zip(children, given)):
+        params = {k: _value(values[k]) for k in varied if k in values}
+        # val_loss has no summary metric: its last logged value stands in
+        value = child.data.metrics.get("best_val_acc" if metric == "val_acc" else metric)
+        state = (optuna.trial.TrialState.COMPLETE if child.info.status == "FINISHED" and value is not None
+                 else optuna.trial.TrialState.FAIL)
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions={k: distributions[k] for k in params}, state=state,
+            value=value if state == optuna.trial.TrialState.COMPLETE else None,
+            user_attrs={"mlflow_run_id": child.info.run_id, "hydra.job_num": number}))
+    return study, SearchSpace(distributions, {}, frozenset())
+
+
+def _job_rows(children, metric: str) -> list[tuple[str, str, str, Optional[float], str]]:
     rows = []
     for child in children:
         tags = child.data.tags
-        value = child.data.metrics.get(f"best_{metric}") if metric == "val_acc" else None
+        # val_loss has no summary metric: its last logged value stands in
+        value = child.data.metrics.get("best_val_acc" if metric == "val_acc" else metric)
         rows.append((tags.get("hydra.job_num", "?"), tags.get("hydra.overrides", ""), child.info.status,
                      value, tags.get("failure_reason", "")))
     return sorted(rows, key=lambda r: int(r[0]) if r[0].isdigit() else 0)

@@ -123,8 +123,7 @@ def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rer
                 lines.append(f"{message}; widen the range: {command} {override}")
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            write_report(study, space, folder, *_from_mlflow(parent, study, metric), metric=metric,
-                         title=_report_title(parent, study))
+            _write_report(parent, study, space, folder, metric)
             if answer.is_controlled_study(list(space.distributions)):
                 text = _write_answer(parent, study, folder)
                 lines.append("exercise 2's answer (answer.md in the parent run's artifacts):\n\n" + text)
@@ -143,6 +142,21 @@ def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rer
         raise
     parent.end(status, reason)
     return lines
+
+
+def _write_report(parent: RunLogger, study: optuna.Study, space: SearchSpace, folder: Path, metric: str) -> None:
+    write_report(study, space, folder, *_from_mlflow(parent, study, metric), metric=metric,
+                 title=_report_title(parent, study))
+
+
+def log_grid_report(parent: RunLogger, study: optuna.Study, space: SearchSpace, metric: str) -> None:
+    """The sweep report of a grid of jobs (Hydra's basic sweeper), recorded as an in-memory study
+    whose trials are the jobs: the same figures and trials.csv, and best_value by job number."""
+    for trial in study.get_trials(deepcopy=False, states=FINISHED):
+        log_best_so_far(parent, study, trial.number)
+    with tempfile.TemporaryDirectory() as tmp:
+        _write_report(parent, study, space, Path(tmp), metric)
+        parent.log_artifacts(Path(tmp))
 
 
 def end_stopped_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rerun_hint: str,
