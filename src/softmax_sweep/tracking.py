@@ -450,9 +450,10 @@ class RunLogger:
             raise
 
     def end(self, status: str, reason: Optional[str] = None) -> None:
-        """Write what is queued and end the run; a second Ctrl-C meanwhile cannot leave it RUNNING.
-        Ending after an error or interrupt never raises for an unreachable server (the error
-        that ended the run is the one to report)."""
+        """Write what is queued and end the run; on a database a second Ctrl-C meanwhile cannot
+        leave it RUNNING (a server's run that cannot be ended is reaped by a later start). Ending
+        after an error or interrupt never raises for an unreachable server (the error that ended
+        the run is the one to report)."""
         with contextlib.nullcontext() if self.server else interrupts.deferred():
             if reason and status != "FINISHED":
                 self.set_tags({"failure_reason": reason[:5000]})
