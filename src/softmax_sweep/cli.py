@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Optional, TypeVar
 from urllib.parse import urlsplit
 
@@ -20,36 +20,31 @@ _API_REQUEST = re.compile(r"API request to (\S+) failed")
 _DETAIL_LINE = re.compile(r"^\s*(full_key|object_type|reference_type|Set the environment)")
 
 
-def _omegaconf_cause(exc: BaseException) -> Optional[OmegaConfBaseException]:
-    while exc is not None:
-        if isinstance(exc, OmegaConfBaseException):
-            return exc
+def _causes(exc: Optional[BaseException]) -> Iterator[BaseException]:
+    """exc, then what it was raised from or while handling, and so on (each once)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        yield exc
+        seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
-    return None
+
+
+def _omegaconf_cause(exc: BaseException) -> Optional[OmegaConfBaseException]:
+    return next((e for e in _causes(exc) if isinstance(e, OmegaConfBaseException)), None)
 
 
 def _user_error_cause(exc: BaseException) -> Optional[BaseException]:
     """The UserError behind exc, also when Hydra wrapped it (instantiating the sweeper)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, (UserError, TrainingDiverged, StoreUnreachable)):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
+    return next((e for e in _causes(exc) if isinstance(e, (UserError, TrainingDiverged, StoreUnreachable))), None)
 
 
 def _unreachable_server(exc: BaseException) -> Optional[str]:
     """The server of an MLflow request that gave up on connecting (after its bounded retries)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if lost_connection(exc):
-            found = _API_REQUEST.search(str(exc))
-            if found:
-                parts = urlsplit(found.group(1))
-                return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+    for error in _causes(exc):
+        found = _API_REQUEST.search(str(error)) if lost_connection(error) else None
+        if found:
+            parts = urlsplit(found.group(1))
+            return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
     return None
 
 

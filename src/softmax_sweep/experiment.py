@@ -132,9 +132,8 @@ SHORT_NAMES = {"batch_size": "bs", "num_epochs": "ep", "weight_decay": "wd", "da
 
 def run_label(values: Mapping[str, Any]) -> str:
     """`lr=0.5 bs=64`: a run's name from the values it was given, short enough for the runs table."""
-    shown = (f"{SHORT_NAMES.get(k, k.rpartition('.')[2])}={v:.3g}" if isinstance(v, float)
-             else f"{SHORT_NAMES.get(k, k.rpartition('.')[2])}={v}" for k, v in values.items())
-    return " ".join(shown)
+    return " ".join(f"{SHORT_NAMES.get(k, k.rpartition('.')[2])}={f'{v:.3g}' if isinstance(v, float) else v}"
+                    for k, v in values.items())
 
 
 def _write_history(history: Sequence[dict[str, float]], path: Path) -> None:

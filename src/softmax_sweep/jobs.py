@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -19,9 +19,9 @@ log = logging.getLogger("softmax_sweep")
 # Set for each job by the project's Optuna sweeper (through hydra.job.env_set): "<trial id>"
 TRIAL_ENV = "SOFTMAX_SWEEP_TRIAL_ID"
 # Set by whoever opened the MLflow parent run of a multirun or sweep
-# the keys a basic-sweeper multirun varies, set by its MLflow callback (run names show only these)
-VARIED_ENV = "SOFTMAX_SWEEP_VARIED"
 PARENT_ENV = "SOFTMAX_SWEEP_PARENT_RUN_ID"
+# The keys a basic-sweeper multirun varies, set by its MLflow callback (run names show only these)
+VARIED_ENV = "SOFTMAX_SWEEP_VARIED"
 
 
 def _multirun() -> bool:
@@ -40,11 +40,16 @@ def _scrub_saved_configs() -> None:
     scrub_files(files)
 
 
+def override_values(overrides: Iterable[str]) -> dict[str, str]:
+    """`key: value` of Hydra command-line overrides (`+key=v`, `++key=v` and `~key=v` alike)."""
+    return dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+
+
 def _job_name(overrides: Sequence[str]) -> str:
     """A grid job's run name: what the multirun varied (`lr=0.5 bs=64`), not what all its jobs share."""
     from softmax_sweep.experiment import run_label
 
-    values = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+    values = override_values(overrides)
     varied = os.environ.get(VARIED_ENV, "").split()
     return run_label({k: v for k, v in values.items() if k in varied} if varied else
                      {k: v for k, v in values.items() if not k.startswith(("hydra.", "tracking.", "mlruns_dir"))})

@@ -22,7 +22,7 @@ class MlflowMultirunCallback(Callback):
         from softmax_sweep import cli
         from softmax_sweep.config import to_settings
         from softmax_sweep.experiment import tracker_for
-        from softmax_sweep.jobs import PARENT_ENV, VARIED_ENV
+        from softmax_sweep.jobs import PARENT_ENV, VARIED_ENV, override_values
         from softmax_sweep.tracking import mask_password
 
         app_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
@@ -32,8 +32,8 @@ class MlflowMultirunCallback(Callback):
             tags={"sweep.kind": "hydra-basic", "hydra.sweep_dir": sweep_dir,
                   "hydra.overrides": mask_password(" ".join(config.hydra.overrides.task))})
         os.environ[PARENT_ENV] = self.parent.run_id
-        os.environ[VARIED_ENV] = " ".join(o.lstrip("+~").split("=", 1)[0] for o in config.hydra.overrides.task
-                                          if "=" in o and _sweeps_values(o.split("=", 1)[1]))
+        os.environ[VARIED_ENV] = " ".join(k for k, v in override_values(config.hydra.overrides.task).items()
+                                          if _sweeps_values(v))
         cli.on_abort(self._abort)
 
     def _abort(self, error: BaseException) -> None:
@@ -103,10 +103,10 @@ def _as_study(children, metric: str):
     import optuna
 
     from softmax_sweep.config import OPTIMIZABLE_METRICS
+    from softmax_sweep.jobs import override_values
     from softmax_sweep.sweeping.search_space import SearchSpace
 
-    given = [dict(o.split("=", 1) for o in c.data.tags.get("hydra.overrides", "").split() if "=" in o)
-             for c in children]
+    given = [override_values(c.data.tags.get("hydra.overrides", "").split()) for c in children]
     varied = sorted({k for g in given for k in g if len({h.get(k) for h in given}) > 1})
     choices = {k: sorted({_value(g[k]) for g in given if k in g}, key=str) for k in varied}
     distributions = {k: optuna.distributions.CategoricalDistribution(v) for k, v in choices.items()}
