@@ -18,7 +18,7 @@ from softmax_sweep.data_names import data_label
 from softmax_sweep.errors import UserError
 from softmax_sweep.sweeping import answer
 from softmax_sweep.sweeping.recovery import StaleTrialHandler, reap_dead_local_trials
-from softmax_sweep.sweeping.report import Curves, write_report
+from softmax_sweep.sweeping.report import Curves, best_so_far, write_report
 from softmax_sweep.sweeping.search_space import SearchSpace, bound_warnings
 from softmax_sweep.sweeping.study import FINISHED, count_trials, make_pruner, make_sampler, make_storage, open_study
 from softmax_sweep.tracking import RunLogger, Tracker, mask_password, worker_name
@@ -91,10 +91,9 @@ def open_parent_run(tracker: Tracker, study: optuna.Study, storage_url: str) -> 
 def log_best_so_far(parent: RunLogger, study: optuna.Study, number: int) -> None:
     """After trial `number` finished: the parent's `best_value` at step = trial number, so the
     parent run's chart is the study's optimization history."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number <= number]
-    if done:
-        pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
-        parent.log_metrics({"best_value": pick(t.value for t in done)}, step=number)
+    steps = [value for n, value in best_so_far(study.get_trials(deepcopy=False), study.direction) if n <= number]
+    if steps:
+        parent.log_metrics({"best_value": steps[-1]}, step=number)
 
 
 def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rerun_hint: str,

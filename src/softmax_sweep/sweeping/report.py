@@ -79,6 +79,16 @@ _importances = optuna.visualization.matplotlib.plot_param_importances
 IMPORTANCE_MIN_TRIALS = 20
 
 
+def best_so_far(trials, direction) -> list[tuple[int, float]]:
+    """(trial number, best value of the complete trials up to it) for each complete trial, in order."""
+    pick = max if direction == optuna.study.StudyDirection.MAXIMIZE else min
+    best, steps = None, []
+    for t in sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.number):
+        best = t.value if best is None else pick(best, t.value)
+        steps.append((t.number, best))
+    return steps
+
+
 def _optimization_history(trials, direction, metric: str, title: str = ""):
     """Every finished trial's value by trial number, pruned ones at the value they were stopped at,
     and the best value so far (Optuna's own plot leaves pruned trials out)."""
@@ -91,12 +101,8 @@ def _optimization_history(trials, direction, metric: str, title: str = ""):
     if complete:
         ax.plot([t.number for t in complete], [t.value for t in complete], "o", color="tab:blue",
                 label="complete trial")
-        pick = max if direction == optuna.study.StudyDirection.MAXIMIZE else min
-        best, steps = None, []
-        for t in complete:
-            best = t.value if best is None else pick(best, t.value)
-            steps.append(best)
-        ax.step([t.number for t in complete], steps, where="post", color="tab:red", label="best so far")
+        numbers, steps = zip(*best_so_far(complete, direction))
+        ax.step(numbers, steps, where="post", color="tab:red", label="best so far")
     if pruned:
         ax.plot([t.number for t in pruned], [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
                 "x", color="tab:grey", label="pruned trial (value when stopped)")
