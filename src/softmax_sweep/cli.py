@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from optuna_pruning import SweeperError
 from softmax_sweep import interrupts
 from softmax_sweep.errors import StoreUnreachable, Terminated, TrainingDiverged, UserError, lost_connection
 
@@ -35,7 +36,8 @@ def _omegaconf_cause(exc: BaseException) -> Optional[OmegaConfBaseException]:
 
 def _user_error_cause(exc: BaseException) -> Optional[BaseException]:
     """The UserError behind exc, also when Hydra wrapped it (instantiating the sweeper)."""
-    return next((e for e in _causes(exc) if isinstance(e, (UserError, TrainingDiverged, StoreUnreachable))), None)
+    one_line = (UserError, SweeperError, TrainingDiverged, StoreUnreachable)
+    return next((e for e in _causes(exc) if isinstance(e, one_line)), None)
 
 
 def _unreachable_server(exc: BaseException) -> Optional[str]:

@@ -1,11 +1,9 @@
 """Typed schema of the Hydra config; importing this module registers it with the ConfigStore."""
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import os
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -64,6 +62,8 @@ class TrainConfig:
     num_epochs: int = 10
     weight_decay: float = 0.0
     seed: int = 0
+    # in a sweep: each trial trains seeds seed, seed + 1, ...; its value is their mean
+    seeds: int = 1
     early_stopping_patience: Optional[int] = None
     # constant, or cosine: lr decays to 0 over num_epochs (a remedy for a late fall in accuracy)
     lr_schedule: str = "constant"
@@ -88,6 +88,8 @@ class TrainConfig:
             raise UserError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not 0 <= self.seed < 2**32:
             raise UserError(f"seed must be between 0 and 2**32 - 1, got {self.seed}")
+        if self.seeds < 1:
+            raise UserError(f"seeds must be at least 1, got {self.seeds}")
         if self.early_stopping_patience is not None and self.data.val_size == 0:
             raise UserError("early stopping watches validation accuracy: it needs data.val_size > 0")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
@@ -119,19 +121,6 @@ def to_settings(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
     settings: TrainConfig = OmegaConf.to_object(typed)  # type: ignore[assignment]
     settings.check()
     return settings
-
-
-def int_keys(schema: type = TrainConfig, prefix: str = "") -> frozenset[str]:
-    """Dotted keys typed int in the schema (so that interval() over them samples integers)."""
-    found: set[str] = set()
-    hints = typing.get_type_hints(schema)
-    for f in dataclasses.fields(schema):
-        hint = hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            found |= int_keys(hint, f"{prefix}{f.name}.")
-        elif hint is int or int in typing.get_args(hint):
-            found.add(prefix + f.name)
-    return frozenset(found)
 
 
 def default_tracking_uri(mlruns_dir: str | Path) -> str:

@@ -11,13 +11,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from optuna_pruning import current_trial
 from softmax_sweep.cli import defer, describe
 from softmax_sweep.config import to_settings
 from softmax_sweep.passwords import scrub_files
 
 log = logging.getLogger("softmax_sweep")
-# Set for each job by the project's Optuna sweeper (through hydra.job.env_set): "<trial id>"
-TRIAL_ENV = "SOFTMAX_SWEEP_TRIAL_ID"
 # Set by whoever opened the MLflow parent run of a multirun or sweep
 PARENT_ENV = "SOFTMAX_SWEEP_PARENT_RUN_ID"
 # The keys a basic-sweeper multirun varies, set by its MLflow callback (run names show only these)
@@ -60,15 +59,15 @@ def run_job(cfg: DictConfig) -> Optional[float]:
 
     A user error or a diverged run never becomes a traceback: a plain run reports it after Hydra
     returns (exit 2 or 1); a multirun job logs one line and lets the other jobs run. A trial of
-    the project's Optuna sweeper raises instead, so the sweeper records FAIL or PRUNED."""
-    trial_id = os.environ.get(TRIAL_ENV)
+    the optuna_pruning sweeper raises instead, so the sweeper records FAIL or PRUNED."""
+    trial = current_trial()
     try:
         _scrub_saved_configs()
-        to_settings(cfg)  # bad values fail here, before MXNet and MLflow are imported
-        if trial_id is not None:
-            from softmax_sweep.sweeping.trials import run_trial_job
+        settings = to_settings(cfg)  # bad values fail here, before MXNet and MLflow are imported
+        if trial is not None:
+            from softmax_sweep.sweeping.trials import run_trial
 
-            return run_trial_job(cfg, int(trial_id))
+            return run_trial(cfg, trial, trial.study.study_name, os.environ.get(PARENT_ENV), settings.seeds)
         from softmax_sweep.experiment import train
         from softmax_sweep.tracking import mask_password
 
@@ -82,7 +81,7 @@ def run_job(cfg: DictConfig) -> Optional[float]:
         return train(cfg, tags=tags, run_name=name).get(cfg.optimized_metric)  # None without a validation set
     except Exception as e:
         message = describe(e)
-        if message is None or trial_id is not None:
+        if message is None or trial is not None:
             raise
         if _multirun():
             log.error("job %s failed: %s", HydraConfig.get().job.num, message)

@@ -1,5 +1,6 @@
 """A Hydra callback giving every multirun of the basic sweeper one MLflow parent run and, at the
-end, a short table of its jobs. (The project's Optuna sweeper opens its own parent per study.)"""
+end, a short table of its jobs. (An Optuna sweep tracked by
+sweeping.hydra_sweep opens its own parent per study.)"""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,8 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-OPTUNA_SWEEPER = "hydra_plugins.softmax_sweep_optuna.optuna_sweeper.OptunaSweeper"
+# An Optuna sweep with this callback has its own parent run per study
+SWEEP_TRACKING = "softmax_sweep.sweeping.hydra_sweep.SweepTracking"
 
 
 class MlflowMultirunCallback(Callback):
@@ -17,7 +19,8 @@ class MlflowMultirunCallback(Callback):
         self.parent = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.hydra.sweeper.get("_target_") == OPTUNA_SWEEPER:
+        callbacks = config.hydra.sweeper.get("callbacks") or {}
+        if any(node.get("_target_") == SWEEP_TRACKING for node in callbacks.values()):
             return
         from softmax_sweep import cli
         from softmax_sweep.config import to_settings
@@ -102,9 +105,9 @@ def _as_study(children, metric: str):
     between jobs; value: the job's best validation metric), and its search space."""
     import optuna
 
+    from optuna_pruning.search_space import SearchSpace
     from softmax_sweep.config import OPTIMIZABLE_METRICS
     from softmax_sweep.jobs import override_values
-    from softmax_sweep.sweeping.search_space import SearchSpace
 
     given = [override_values(c.data.tags.get("hydra.overrides", "").split()) for c in children]
     varied = sorted({k for g in given for k in g if len({h.get(k) for h in given}) > 1})

@@ -13,14 +13,24 @@ import optuna
 from mlflow.exceptions import MlflowException
 from optuna.trial import TrialState
 
+from optuna_pruning.search_space import SearchSpace
+from optuna_pruning.studies import (
+    FINISHED,
+    StaleTrials,
+    count_trials,
+    make_pruner,
+    make_sampler,
+    make_storage,
+    open_study,
+    reap_dead_local_trials,
+)
 from softmax_sweep.config import OPTIMIZABLE_METRICS, TrainConfig
 from softmax_sweep.data_names import data_label
 from softmax_sweep.errors import UserError
 from softmax_sweep.sweeping import answer
-from softmax_sweep.sweeping.recovery import StaleTrialHandler, reap_dead_local_trials
+from softmax_sweep.sweeping.recovery import close_stale_run
 from softmax_sweep.sweeping.report import Curves, best_so_far, write_report
-from softmax_sweep.sweeping.search_space import SearchSpace, bound_warnings
-from softmax_sweep.sweeping.study import FINISHED, count_trials, make_pruner, make_sampler, make_storage, open_study
+from softmax_sweep.sweeping.search_space import bound_warnings
 from softmax_sweep.tracking import RunLogger, Tracker, mask_password, worker_name
 
 log = logging.getLogger("softmax_sweep.sweep")
@@ -35,28 +45,32 @@ class OpenSweep:
     n_trials: int  # at most the grid's size with the grid sampler
 
 
-def open_sweep(settings: TrainConfig, space: SearchSpace, storage_url: str, study_name: str, direction: str,
-               sampler: Any, pruner: Any, n_trials: int, heartbeat_interval: Optional[int] = None,
-               grace_period: Optional[int] = None) -> OpenSweep:
-    """Create or resume the study and open its MLflow parent run, as the Hydra sweeper and the
-    study scripts both do; a trial whose worker died gets its MLflow run closed in the same store."""
-    from softmax_sweep.experiment import tracker_for
-
+def check_sweep(settings: TrainConfig, directions) -> None:
+    """What a sweep of this app needs of its settings, checked before any trial."""
     if settings.data.val_size == 0:
         raise UserError("a sweep picks hyperparameters by validation accuracy: data.val_size must be at least 1")
     wanted = OPTIMIZABLE_METRICS[settings.optimized_metric]
-    if direction != wanted:  # maximizing a loss would report the worst trial as the best
+    if list(directions) != [wanted]:  # maximizing a loss would report the worst trial as the best
         raise UserError(f"optimized_metric={settings.optimized_metric} is to {wanted[:-1]}e, but the sweep's "
-                        f"direction is {direction}: set hydra.sweeper.direction={wanted}")
-    on_stale = StaleTrialHandler()
-    storage = make_storage(storage_url, heartbeat_interval, grace_period, on_stale)
-    study = open_study(storage, study_name, direction, make_sampler(sampler, space), make_pruner(pruner),
-                       settings.optimized_metric)
+                        f"direction is {' '.join(directions)}: set hydra.sweeper.direction={wanted}")
+
+
+def open_sweep(settings: TrainConfig, space: SearchSpace, storage_url: str, study_name: str, direction: str,
+               sampler: Any, pruner: Any, n_trials: int, heartbeat_interval: Optional[int] = None,
+               grace_period: Optional[int] = None) -> OpenSweep:
+    """Create or resume the study and open its MLflow parent run, as a study script does; a
+    trial whose worker died gets its MLflow run closed in the same store."""
+    from softmax_sweep.experiment import tracker_for
+
+    check_sweep(settings, [direction])
+    tracker = tracker_for(settings)
+    stale = StaleTrials(lambda study, trial, why: close_stale_run(tracker.client, trial, why))
+    storage = make_storage(storage_url, heartbeat_interval, grace_period, stale.on_stale)
+    study = open_study(storage, study_name, [direction], make_sampler(sampler, space), make_pruner(pruner),
+                       [settings.optimized_metric])
     if isinstance(study.sampler, optuna.samplers.GridSampler):
         n_trials = min(n_trials, space.grid_size())
-    tracker = tracker_for(settings)
-    on_stale.client = tracker.client
-    reap_dead_local_trials(study, on_stale)
+    reap_dead_local_trials(study, stale)
     return OpenSweep(study, storage, open_parent_run(tracker, study, storage_url), n_trials)
 
 

@@ -15,7 +15,7 @@ import optuna  # noqa: E402
 from optuna.importance import PedAnovaImportanceEvaluator  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from softmax_sweep.sweeping.search_space import SearchSpace  # noqa: E402
+from optuna_pruning.search_space import SearchSpace  # noqa: E402
 
 log = logging.getLogger("softmax_sweep.sweep")
 STATE_STYLE = {TrialState.COMPLETE: ("-", 0.9), TrialState.PRUNED: (":", 0.6), TrialState.FAIL: ("--", 0.4)}

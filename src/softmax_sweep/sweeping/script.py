@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from softmax_sweep import interrupts
 from softmax_sweep.cli import run_cli
-from softmax_sweep.config import CONF_DIR, int_keys, to_settings
+from softmax_sweep.config import CONF_DIR, to_settings
 from softmax_sweep.errors import SweepFailed, Terminated
 from softmax_sweep.heap import freeze_setup
 from softmax_sweep.passwords import hide_passwords
@@ -26,7 +26,7 @@ from softmax_sweep.tracking import mask_password, worker_name
 
 log = logging.getLogger("softmax_sweep.sweep")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
-PRUNERS = ("median", "successive_halving", "hyperband", "none")
+PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
 
 
 def build_parser(sweep: str, description: str) -> argparse.ArgumentParser:
@@ -51,7 +51,7 @@ def build_parser(sweep: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, metavar="K",
                         help="train each configuration with K seeds (seed, seed + 1, ...) and optimize their mean; "
                              "the report gives each configuration's 95%% confidence interval and tests the best "
-                             "against the runner-up (default: hydra.sweeper.seeds)")
+                             "against the runner-up (default: the config's seeds)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS",
                         help="stop starting new trials after this many seconds")
     parser.add_argument("--workers", type=int, default=1, metavar="K",
@@ -80,9 +80,9 @@ def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
 def compose_sweep(sweep: str, args: argparse.Namespace, plain: Sequence[str]) -> DictConfig:
     groups = [f"sweep={sweep}"]
     if args.sampler:
-        groups.append(f"hydra/sweeper/sampler={args.sampler}")
+        groups.append(f"hydra/sweeper/optuna_sampler={args.sampler}")
     if args.pruner:
-        groups.append(f"hydra/sweeper/pruner={args.pruner}")
+        groups.append(f"hydra/sweeper/optuna_pruner={args.pruner}")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="train", overrides=[*groups, *plain], return_hydra_config=True)
 
@@ -93,11 +93,11 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) ->
     process) writes the sweep report and ends the MLflow parent run."""
     import optuna
 
+    from optuna_pruning.search_space import parse_search_space
+    from optuna_pruning.studies import next_step, overshoot, sampler_node, too_many_failures, trial_line, trials_to_go
     from softmax_sweep.data import load_dataset
     from softmax_sweep.errors import TrainingDiverged, UserError
     from softmax_sweep.sweeping.parent import end_stopped_sweep, finish_sweep, log_best_so_far, open_sweep
-    from softmax_sweep.sweeping.search_space import parse_search_space
-    from softmax_sweep.sweeping.study import next_step, overshoot, too_many_failures, trial_line, trials_to_go
     from softmax_sweep.sweeping.trials import run_trial
 
     freeze_setup()
@@ -109,21 +109,20 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) ->
     # a data set that cannot be loaded fails the sweep now, not every trial; trials reuse it
     load_dataset(settings.data.name, settings.data.root, settings.data.url)
     task_overrides = [o for o in plain if not o.startswith(("hydra", "+hydra", "++hydra"))]
-    space = parse_search_space(OmegaConf.to_container(sweeper.params or {}), [*task_overrides, *sweep_overrides],
-                               int_keys())
+    space = parse_search_space(OmegaConf.to_container(sweeper.params or {}), [*task_overrides, *sweep_overrides])
     storage_url = args.storage or sweeper.storage
     study_name = args.study_name or sweeper.study_name or "softmax-sweep"
     n_trials = sweeper.n_trials if args.n_trials is None else args.n_trials
-    seeds = sweeper.seeds if args.seeds is None else args.seeds
+    seeds = settings.seeds if args.seeds is None else args.seeds
     if n_trials < 1 or args.workers < 1 or seeds < 1:
         raise UserError(f"--n-trials, --workers and --seeds must be at least 1, got {n_trials}, {args.workers} "
                         f"and {seeds}")
     heartbeat = args.heartbeat_interval or sweeper.heartbeat_interval
-    sampler_cfg = sweeper.sampler
+    sampler_cfg = sampler_node(sweeper.optuna_sampler, sweeper.sampler)
     if args.worker is not None and sampler_cfg.get("seed") is not None:
         # workers with one seed would suggest the same parameters at the same time
         sampler_cfg = OmegaConf.merge(sampler_cfg, {"seed": sampler_cfg.seed + args.worker})
-    opened = open_sweep(settings, space, storage_url, study_name, sweeper.direction, sampler_cfg, sweeper.pruner,
+    opened = open_sweep(settings, space, storage_url, study_name, sweeper.direction, sampler_cfg, sweeper.optuna_pruner,
                         n_trials, heartbeat, sweeper.grace_period)
     study, parent, n_trials = opened.study, opened.parent, opened.n_trials
     if args.worker is None:

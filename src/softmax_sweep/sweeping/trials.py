@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from typing import Any, Optional
 
@@ -10,14 +9,6 @@ import optuna
 from omegaconf import DictConfig
 
 from softmax_sweep.tracking import RunLogger, worker_name
-
-# Trials asked by a sweeper in this process, by trial id, for the jobs it launches in-process.
-LIVE_TRIALS: dict[int, optuna.Trial] = {}
-# (storage URL, study name) of the sweep under way in this process, for jobs in other processes.
-SWEEP_ENV_STORAGE = "SOFTMAX_SWEEP_STORAGE"
-SWEEP_ENV_STUDY = "SOFTMAX_SWEEP_STUDY"
-# Seeds per configuration, set for each job by the project's Optuna sweeper (hydra.sweeper.seeds)
-SEEDS_ENV = "SOFTMAX_SWEEP_SEEDS"
 
 
 class EpochPruned(optuna.TrialPruned):
@@ -139,21 +130,3 @@ def _run_seeds(cfg, trial: optuna.Trial, reporter: PruningReporter, seeds: int, 
             group.log_metrics({k: sum(m[k] for m in at) / len(at) for k in at[0] if k != "epoch_seconds"},
                               step=epoch)
     return sum(results[reporter.monitor]) / seeds
-
-
-def run_trial_job(cfg: DictConfig, trial_id: int) -> float:
-    """A Hydra job launched by the project's Optuna sweeper: find its trial and run it."""
-    from softmax_sweep.jobs import PARENT_ENV
-
-    trial = LIVE_TRIALS.get(trial_id)
-    if trial is None:  # launched in another process: reach the trial through the storage
-        from hydra.core.hydra_config import HydraConfig
-
-        from softmax_sweep.sweeping.study import make_pruner, make_storage
-
-        study = optuna.load_study(study_name=os.environ[SWEEP_ENV_STUDY],
-                                  storage=make_storage(os.environ[SWEEP_ENV_STORAGE]),
-                                  pruner=make_pruner(HydraConfig.get().sweeper.pruner))
-        trial = optuna.Trial(study, trial_id)
-    return run_trial(cfg, trial, trial.study.study_name, os.environ.get(PARENT_ENV),
-                     int(os.environ.get(SEEDS_ENV, "1")))

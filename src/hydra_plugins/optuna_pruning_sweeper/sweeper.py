@@ -1,4 +1,5 @@
-"""The Sweeper class Hydra discovers; the work is in _core, imported only when a sweep starts."""
+"""The Sweeper class Hydra instantiates; the work is in optuna_pruning.sweep, imported when a
+sweep starts (Hydra imports this module whenever it starts)."""
 
 from typing import Any, Optional
 
@@ -6,14 +7,14 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from .config import OptunaSweeperConf  # noqa: F401 - registers the configs
+from .config import OptunaPruningSweeperConf  # noqa: F401 - registers the configs
 
 
-class OptunaSweeper(Sweeper):
+class OptunaPruningSweeper(Sweeper):
     def __init__(self, **settings: Any) -> None:
-        from ._core import OptunaSweeperImpl
+        from optuna_pruning.sweep import OptunaPruningSweeperImpl
 
-        self.sweeper = OptunaSweeperImpl(**settings)
+        self.sweeper = OptunaPruningSweeperImpl(**settings)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)

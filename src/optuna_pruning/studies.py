@@ -1,0 +1,309 @@
+"""Opening Optuna studies for sweeps (the Hydra sweeper and any study script alike): storages,
+samplers, pruners, counting trials toward n_trials, and trials whose worker died."""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import logging
+import os
+import re
+import socket
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import optuna
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+
+from optuna_pruning.errors import SweeperError
+from optuna_pruning.search_space import SearchSpace
+
+log = logging.getLogger("optuna_pruning")
+# heartbeat retries are marked experimental in Optuna; the notice is noise here
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+JOURNAL_PREFIX = "journal:///"
+_CREDENTIALS = re.compile(r"(\w[\w+.-]*://[^:/@\s]*):[^@/\s]*@")
+StaleHandler = Callable[[optuna.Study, FrozenTrial, str], None]
+
+
+def mask_password(text: str) -> str:
+    """The text with the password of every URL in it replaced by ***."""
+    return _CREDENTIALS.sub(r"\1:***@", text)
+
+
+def make_storage(url: Optional[str], heartbeat_interval: Optional[int] = None, grace_period: Optional[int] = None,
+                 on_stale: Optional[StaleHandler] = None):
+    """An Optuna storage from a URL: None (in memory, as in hydra-optuna-sweeper), journal:///file
+    (safe for several local processes), sqlite:///, postgresql://, mysql:// (RDB; heartbeats
+    possible), or grpc://host:port (Optuna's gRPC storage proxy in front of an RDB)."""
+    if not url:
+        if heartbeat_interval:
+            raise SweeperError("heartbeats need a database storage, not storage: null")
+        return optuna.storages.InMemoryStorage()
+    if heartbeat_interval and not url.startswith(("sqlite", "postgresql", "mysql")):
+        raise SweeperError(f"heartbeats need a database storage (sqlite://, postgresql://, mysql://), "
+                           f"not {mask_password(url)}")
+    if url.startswith(JOURNAL_PREFIX):
+        path = Path(url[len(JOURNAL_PREFIX) - 1:])
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as e:
+            raise SweeperError(f"cannot use the journal file {path} as Optuna storage: {e.strerror or e}") from None
+    if url.startswith("grpc://"):
+        return _grpc_proxy(url)
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    url = with_installed_driver(url)
+    kwargs: dict[str, Any] = {}
+    if heartbeat_interval:
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=3)
+        kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period or 2 * heartbeat_interval,
+                      heartbeat_stale_trial_callback=StaleTrials(on_stale) if on_stale else retry)
+    try:
+        return _new_rdb_storage(url, kwargs)
+    except ImportError as e:
+        raise SweeperError(f"storage {mask_password(url)} needs a database driver: {e}") from None
+    except Exception as e:  # SQLAlchemy's errors for bad URLs and unreachable servers
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SweeperError(f"cannot open Optuna storage {mask_password(url)}: {mask_password(first)}") from None
+
+
+def with_installed_driver(url: str) -> str:
+    """mysql:// with PyMySQL when MySQLdb (SQLAlchemy's default driver) is not installed."""
+    if url.startswith("mysql://") and not importlib.util.find_spec("MySQLdb") and importlib.util.find_spec("pymysql"):
+        return "mysql+pymysql://" + url[len("mysql://"):]
+    return url
+
+
+def _grpc_proxy(url: str):
+    host, _, port = url[len("grpc://"):].rstrip("/").rpartition(":")
+    from optuna.storages import GrpcStorageProxy
+
+    try:
+        proxy = GrpcStorageProxy(host=host or "localhost", port=int(port))
+        proxy.get_all_studies()  # a proxy that is not there fails here, not in the first trial
+    except Exception as e:  # noqa: BLE001 - grpc's errors, a bad port number
+        detail = e.details() if callable(getattr(e, "details", None)) else str(e).strip() or type(e).__name__
+        raise SweeperError(f"no Optuna storage proxy answers at {url} ({detail.splitlines()[0][:200]}): start "
+                           f"one there (optuna.storages.run_grpc_proxy_server), or check the address") from None
+    return proxy
+
+
+def _new_rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> RDBStorage:
+    """RDBStorage, tried again while another process is creating the same new schema: Optuna's
+    create-tables-if-missing is not atomic, and the loser of the race sees 'already exists' or a
+    duplicate key; once the winner is done, the schema is there to use."""
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    for attempt in range(1, attempts + 1):
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy wraps each driver's error differently
+            text = str(e).lower()
+            if attempt == attempts or not ("already exists" in text or "duplicate" in text):
+                raise
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
+
+
+def make_sampler(sampler: Any, space: SearchSpace) -> optuna.samplers.BaseSampler:
+    """A sampler from its config node (hydra/sweeper/optuna_sampler, or any `_target_` with its
+    constructor's settings); settings left null take Optuna's default; grid gets the search space."""
+    if sampler is None:
+        return optuna.samplers.TPESampler()
+    node = _settings(sampler)
+    try:
+        factory = instantiate(node, _partial_=True)
+    except Exception as e:  # noqa: BLE001 - a bad class name or setting: Hydra's InstantiationException
+        raise SweeperError(f"hydra.sweeper.sampler: {_cause_line(e)}") from None
+    if getattr(factory, "func", None) is optuna.samplers.GridSampler:
+        return factory(search_space=space.grid())
+    try:
+        return factory()
+    except (TypeError, ValueError, ImportError) as e:
+        raise SweeperError(f"hydra.sweeper.sampler ({node.get('_target_')}): {e}") from None
+
+
+def sampler_node(chosen: Any, given: Any) -> Any:
+    """The sampler to build: the chosen one (hydra/sweeper/optuna_sampler) with a `sampler:` node
+    as hydra-optuna-sweeper configs write it merged over it, or that node alone when it names
+    another class."""
+    if not given:
+        return chosen
+    if not chosen or (given.get("_target_") and given.get("_target_") != chosen.get("_target_")):
+        return given
+    return OmegaConf.merge(chosen, given)
+
+
+def make_pruner(pruner: Any) -> optuna.pruners.BasePruner:
+    if pruner is None:
+        return optuna.pruners.NopPruner()
+    if isinstance(pruner, optuna.pruners.BasePruner):
+        return pruner
+    try:
+        return instantiate(_settings(pruner))
+    except Exception as e:  # noqa: BLE001
+        raise SweeperError(f"hydra.sweeper.pruner: {_cause_line(e)}") from None
+
+
+def _settings(node: Any) -> dict[str, Any]:
+    data = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    data.pop("_partial_", None)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def _cause_line(error: BaseException) -> str:
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def directions_of(direction: Any) -> list[str]:
+    """`maximize`, `[maximize, minimize]` or upstream's Direction enum as Optuna's names."""
+    items = list(direction) if isinstance(direction, (list, tuple)) or OmegaConf.is_list(direction) else [direction]
+    names = [getattr(d, "name", d) for d in items]
+    for name in names:
+        if name not in ("maximize", "minimize"):
+            raise SweeperError(f"hydra.sweeper.direction must be maximize, minimize or a list of them, got {name!r}")
+    return names
+
+
+def open_study(storage, study_name: Optional[str], directions: Sequence[str], sampler, pruner,
+               metric_names: Sequence[str] = ()) -> optuna.Study:
+    """Create the study or load it (resume), with the metric names optuna-dashboard shows."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the sweep logs one line per trial itself
+    try:
+        study = optuna.create_study(storage=storage, study_name=study_name, directions=list(directions),
+                                    sampler=sampler, pruner=pruner, load_if_exists=True)
+    except ValueError as e:  # e.g. resumed with other directions
+        raise SweeperError(f"study {study_name}: {e}") from None
+    if metric_names and list(study.metric_names or []) != list(metric_names):
+        study.set_metric_names(list(metric_names))
+    return study
+
+
+def count_trials(study: optuna.Study) -> dict[str, int]:
+    counts = {state.name: 0 for state in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] += 1
+    return counts
+
+
+def _retried(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Numbers of trials whose worker died and whose parameters were queued again."""
+    return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+
+
+def _remaining(study: optuna.Study, n_trials: int) -> int:
+    """n_trials minus the trials that count toward it (negative when workers overshot)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = _retried(trials)
+    return n_trials - sum(not (t.state == TrialState.FAIL and t.number in retried) for t in trials)
+
+
+def trials_to_go(study: optuna.Study, n_trials: int) -> int:
+    """n_trials is the study's total: finished, running and queued trials count toward it; a
+    trial retried after its worker died is counted once, by its retry."""
+    return max(_remaining(study, n_trials), 0)
+
+
+def next_step(study: optuna.Study, n_trials: int, heartbeats: bool) -> str:
+    """What a worker does next: "run" a trial (new, or queued for a retry), "wait" for running
+    trials that may yet turn out to belong to a dead worker, or stop ("done")."""
+    if heartbeats:
+        fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    if trials_to_go(study, n_trials) > 0 or any(t.state == TrialState.WAITING for t in trials):
+        return "run"
+    if heartbeats and any(t.state == TrialState.RUNNING for t in trials):
+        return "wait"
+    return "done"
+
+
+def overshoot(study: optuna.Study, n_trials: int) -> Optional[str]:
+    """A note when concurrent workers started more trials than n_trials (at most workers - 1)."""
+    extra = -_remaining(study, n_trials)
+    if extra <= 0:
+        return None
+    return (f"the study has {n_trials + extra} trials for n_trials={n_trials}: {extra} started while another "
+            f"worker was finishing the last one (at most one fewer than the workers)")
+
+
+def too_many_failures(study: optuna.Study, max_failure_rate: float, min_finished: int = 5) -> Optional[str]:
+    """A message when more than max_failure_rate of the finished trials failed: judged once
+    min_finished trials have finished, or at the first failure when max_failure_rate is 0."""
+    counts = count_trials(study)
+    finished = sum(counts[s.name] for s in FINISHED)
+    if counts["FAIL"] <= max_failure_rate * finished or (max_failure_rate > 0 and finished < min_finished):
+        return None
+    return (f"{counts['FAIL']} of {finished} trials failed, more than max_failure_rate={max_failure_rate:g}: "
+            f"stopping the sweep")
+
+
+def trial_line(study: optuna.Study, number: int, n_trials: int) -> str:
+    """One progress line for a finished trial: `[done/total] trial N STATE: value or reason {params}`."""
+    trials = study.get_trials(deepcopy=False)
+    trial = next(t for t in trials if t.number == number)
+    done = sum(t.state in FINISHED for t in trials)
+    if trial.state == TrialState.COMPLETE:
+        detail = "value " + ", ".join(f"{v:.4f}" for v in trial.values)
+    elif trial.state == TrialState.PRUNED:
+        detail = f"pruned after step {trial.last_step}"
+    else:
+        detail = trial.user_attrs.get("fail_reason", "")
+    shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+    return f"[{done}/{n_trials}] trial {number} {trial.state.name}: {detail} ({shown})"
+
+
+class StaleTrials:
+    """Optuna calls this (from any live or later worker) for a RUNNING trial whose heartbeat is
+    older than the grace period: its parameters are queued as a new trial, then on_stale is told."""
+
+    def __init__(self, on_stale: Optional[StaleHandler] = None, max_retry: int = 3) -> None:
+        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        self.on_stale = on_stale
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial,
+                 why: str = "its worker stopped sending heartbeats (no heartbeat within the grace period)") -> None:
+        retry = copy.deepcopy(trial)
+        retry.user_attrs.pop("worker", None)  # the retry runs elsewhere
+        self.retry(study, retry)
+        log.warning("trial %d: %s; marked FAIL and queued again", trial.number, why)
+        if self.on_stale is not None:
+            self.on_stale(study, trial, why)
+
+
+def dead_local_worker(worker: str) -> bool:
+    """True when `worker` (host:pid) was a process of this machine that no longer exists."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
+def reap_dead_local_trials(study: optuna.Study, handler: StaleTrials) -> None:
+    """Trials left RUNNING by a worker process of this machine that is gone (SIGKILL, a power
+    cut; on any storage, heartbeats or not): FAIL, queued again, handler told."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker")
+        if not worker or not dead_local_worker(worker):
+            continue
+        try:
+            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"its worker {worker} died")
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except RuntimeError:
+            continue  # another process reaped it first
+        handler(study, study._storage.get_trial(trial._trial_id), f"its worker {worker} died")

@@ -1,0 +1,269 @@
+"""The sweep: ask Optuna for trials, launch each as a Hydra job, tell Optuna the outcome.
+
+With n_jobs K and a launcher that runs jobs concurrently (joblib, submitit, ...), K trials are in
+flight: each is launched on its own as soon as a slot frees up, so no worker waits for the
+slowest trial of a batch. Hydra's basic launcher runs jobs in this process, one at a time."""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Optional
+
+import optuna
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import get_method, instantiate
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+
+from optuna_pruning import trial as door
+from optuna_pruning.errors import SweeperError, TooManyFailures
+from optuna_pruning.reuse import ReusingConfigLoader
+from optuna_pruning.search_space import SearchSpace, parse_search_space
+from optuna_pruning.studies import (
+    StaleTrials,
+    directions_of,
+    make_pruner,
+    make_sampler,
+    make_storage,
+    mask_password,
+    next_step,
+    open_study,
+    reap_dead_local_trials,
+    sampler_node,
+    too_many_failures,
+    trial_line,
+    trials_to_go,
+)
+
+log = logging.getLogger("optuna_pruning")
+
+
+class OptunaPruningSweeperImpl:
+    def __init__(self, optuna_sampler: Any, sampler: Any, optuna_pruner: Any, direction: Any,
+                 storage: Optional[str], study_name: Optional[str],
+                 n_trials: int, n_jobs: int, max_failure_rate: float, params: Optional[DictConfig],
+                 custom_search_space: Optional[str] = None, heartbeat_interval: Optional[int] = None,
+                 grace_period: Optional[int] = None, metric_names: Optional[Sequence[str]] = None,
+                 callbacks: Optional[DictConfig] = None) -> None:
+        if n_trials < 1 or n_jobs < 1 or not 0 <= max_failure_rate <= 1:
+            raise SweeperError("hydra.sweeper: n_trials and n_jobs must be at least 1, max_failure_rate in [0, 1]")
+        self.directions = directions_of(direction)
+        self.sampler_node, self.pruner_node = sampler_node(optuna_sampler, sampler), optuna_pruner
+        self.storage_url, self.study_name = storage, study_name
+        self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
+        self.params = OmegaConf.to_container(params) if params else {}
+        self.extend_space = get_method(custom_search_space) if custom_search_space else None
+        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
+        self.metric_names = list(metric_names or [])
+        self.callbacks = [instantiate(node) for node in (callbacks or {}).values()]
+        self.job_idx = 0
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.config_loader = ReusingConfigLoader(hydra_context.config_loader)
+        self.launcher: Launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=HydraContext(self.config_loader, hydra_context.callbacks),
+            task_function=task_function)
+
+    def sweep(self, arguments: list[str]) -> None:
+        space = parse_search_space(self.params, arguments)
+        pruner = make_pruner(self.pruner_node)
+        pruning = not isinstance(pruner, optuna.pruners.NopPruner)
+        if pruning and len(self.directions) > 1:
+            raise SweeperError("Optuna prunes single-objective studies only: use hydra/sweeper/optuna_pruner=none "
+                               "with several directions")
+        in_process = type(self.launcher).__name__ == "BasicLauncher"
+        if pruning and not self.storage_url and not in_process:
+            raise SweeperError(f"trials of the {type(self.launcher).__name__} run in other processes, which reach "
+                               f"their trial through the study's storage: set hydra.sweeper.storage (journal:///"
+                               f"file, sqlite:///file, postgresql://...), or hydra/sweeper/optuna_pruner=none")
+        stale = StaleTrials(self._stale)
+        storage = make_storage(self.storage_url, self.heartbeat_interval, self.grace_period, self._stale)
+        study = open_study(storage, self.study_name, self.directions, make_sampler(self.sampler_node, space), pruner,
+                           self.metric_names)
+        n_trials = self.n_trials
+        if isinstance(study.sampler, optuna.samplers.GridSampler):
+            n_trials = min(n_trials, space.grid_size())
+        for callback in self.callbacks:
+            callback.on_sweep_start(study, self.config, space)
+        reap_dead_local_trials(study, stale)
+        slots = 1 if in_process else self.n_jobs
+        log.info("study %s in %s: %d trials to go of %d (%s, %s, %d in flight)", study.study_name,
+                 mask_password(self.storage_url or "memory"), trials_to_go(study, n_trials), n_trials,
+                 type(study.sampler).__name__, type(study.pruner).__name__, slots)
+        try:
+            self._loop(study, space, n_trials, slots)
+        except BaseException as e:
+            self._end(study, e)
+            raise
+        self._save_results(study)
+        self._end(study, None)
+
+    def _end(self, study: optuna.Study, error: Optional[BaseException]) -> None:
+        for callback in self.callbacks:
+            callback.on_sweep_end(study, error)
+
+    def _stale(self, study: optuna.Study, trial, reason: str) -> None:
+        for callback in self.callbacks:
+            callback.on_trial_stale(study, trial, reason)
+
+    def _loop(self, study: optuna.Study, space: SearchSpace, n_trials: int, slots: int) -> None:
+        heartbeats = _Heartbeats(study._storage, self.heartbeat_interval)
+        running: dict[Future, optuna.Trial] = {}
+        pool = ThreadPoolExecutor(slots, thread_name_prefix="optuna-trial") if slots > 1 else None
+        try:
+            while True:
+                step = next_step(study, n_trials, bool(self.heartbeat_interval))
+                if step == "run" and len(running) < slots:
+                    trial, overrides = self._ask(study, space)
+                    heartbeats.add(trial._trial_id)
+                    idx, self.job_idx = self.job_idx, self.job_idx + 1
+                    if pool is None:
+                        self._finish(study, trial, self._launch(trial, overrides, idx), n_trials, heartbeats)
+                    else:
+                        running[pool.submit(self._launch, trial, overrides, idx)] = trial
+                    continue
+                if not running:
+                    if step == "done":
+                        return
+                    threading.Event().wait(self.heartbeat_interval / 2)  # others' trials: finish or go stale
+                    continue
+                done, _ = wait(running, timeout=self.heartbeat_interval, return_when=FIRST_COMPLETED)
+                for future in done:
+                    trial = running.pop(future)
+                    try:
+                        ret = future.result()
+                    except Exception as e:  # noqa: BLE001 - the launcher failed on this job alone
+                        ret = JobReturn(status=JobStatus.FAILED, _return_value=e)
+                    self._finish(study, trial, ret, n_trials, heartbeats)
+        except BaseException:
+            _fail_unfinished(study, list(running.values()))
+            raise
+        finally:
+            heartbeats.stop()
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    def _ask(self, study: optuna.Study, space: SearchSpace) -> tuple[optuna.Trial, list[str]]:
+        trial = study.ask(space.distributions)
+        trial.set_user_attr("worker", door.worker_name())  # a job in another process sets its own
+        for name, value in space.fixed.items():  # as hydra-optuna-sweeper records them
+            trial.set_user_attr(name, value)
+        if self.extend_space is not None:
+            self.extend_space(self.config, trial)
+            if overlap := sorted(set(trial.params) & set(space.fixed)):
+                _fail_unfinished(study, [trial])
+                raise SweeperError(f"custom_search_space suggests {overlap}, which the sweep also fixes")
+        overrides = [*space.overrides(trial.params), f"++hydra.job.env_set.{door.TRIAL_ENV}={trial._trial_id}"]
+        door._LIVE[trial._trial_id] = trial
+        return trial, overrides
+
+    def _launch(self, trial: optuna.Trial, overrides: list[str], idx: int) -> JobReturn:
+        try:
+            return self.launcher.launch([overrides], initial_job_idx=idx)[0]
+        finally:
+            door._LIVE.pop(trial._trial_id, None)
+
+    def _finish(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn, n_trials: int,
+                heartbeats: _Heartbeats) -> None:
+        heartbeats.remove(trial._trial_id)
+        self._tell(study, trial, ret)
+        log.info(trial_line(study, trial.number, n_trials))
+        frozen = study._storage.get_trial(trial._trial_id)
+        for callback in self.callbacks:
+            callback.on_trial_end(study, frozen, ret)
+        if message := too_many_failures(study, self.max_failure_rate):
+            raise TooManyFailures(message)
+
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> None:
+        error = ret._return_value if ret.status == JobStatus.FAILED else None
+        try:
+            if isinstance(error, optuna.TrialPruned):
+                study.tell(trial, state=TrialState.PRUNED)
+                return
+            if error is None:
+                values = self._values(ret.return_value)
+                if isinstance(values, list):
+                    study.tell(trial, values)
+                    return
+                error = values
+            trial.set_user_attr("fail_reason", str(error) or type(error).__name__)
+            study.tell(trial, state=TrialState.FAIL)
+        except (RuntimeError, ValueError) as e:  # already finished (e.g. failed by a heartbeat check)
+            log.warning("trial %d: %s", trial.number, e)
+
+    def _values(self, value: Any) -> list[float] | ValueError:
+        """The job's return value as Optuna's values, or the error that fails the trial."""
+        try:
+            values = [float(value)] if len(self.directions) == 1 else [float(v) for v in value]
+        except (TypeError, ValueError):
+            kind = "a float" if len(self.directions) == 1 else f"a list of {len(self.directions)} floats"
+            return ValueError(f"the task function returned {value!r}, not {kind}")
+        if len(values) != len(self.directions):
+            return ValueError(f"the task function returned {len(values)} values for {len(self.directions)} "
+                              f"directions")
+        return values
+
+    def _save_results(self, study: optuna.Study) -> None:
+        """optimization_results.yaml in the sweep folder, as hydra-optuna-sweeper writes it."""
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not complete:
+            return
+        if len(self.directions) == 1:
+            best = study.best_trial
+            results = {"name": "optuna", "best_params": best.params, "best_value": best.value}
+            log.info("best value %s (trial %d): %s", best.value, best.number, best.params)
+        else:
+            results = {"name": "optuna", "solutions": [{"params": t.params, "values": t.values}
+                                                       for t in study.best_trials]}
+            log.info("Pareto front: %d trials", len(results["solutions"]))
+        folder = Path(self.config.hydra.sweep.dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(results), folder / "optimization_results.yaml")
+
+
+class _Heartbeats:
+    """Heartbeats of the trials in flight (study.optimize records them itself; an ask-and-tell
+    sweeper must), every `interval` seconds on storages that keep them."""
+
+    def __init__(self, storage, interval: Optional[int]) -> None:
+        self.storage, self.interval = storage, interval
+        self.trial_ids: set[int] = set()
+        self.stopped = threading.Event()
+        self.thread = None
+        if interval and hasattr(storage, "record_heartbeat"):
+            self.thread = threading.Thread(target=self._run, name="optuna-heartbeat", daemon=True)
+            self.thread.start()
+
+    def add(self, trial_id: int) -> None:
+        self.trial_ids.add(trial_id)
+        if self.thread is not None:
+            self.storage.record_heartbeat(trial_id)
+
+    def remove(self, trial_id: int) -> None:
+        self.trial_ids.discard(trial_id)
+
+    def _run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            for trial_id in list(self.trial_ids):
+                self.storage.record_heartbeat(trial_id)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.thread is not None:
+            self.thread.join()
+
+
+def _fail_unfinished(study: optuna.Study, trials: Sequence[optuna.Trial]) -> None:
+    """Mark FAIL the trials of an interrupted sweep that are still RUNNING (so a rerun resumes)."""
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    for trial in trials:
+        if trial.number in running:
+            trial.set_user_attr("fail_reason", "interrupted")
+            study.tell(trial, state=TrialState.FAIL)

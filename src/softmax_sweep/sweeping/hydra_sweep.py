@@ -1,0 +1,71 @@
+"""This app's follower of `hydra -m` sweeps run by the optuna_pruning sweeper (a callback listed in
+conf/hydra/sweeper/tracked.yaml): one MLflow parent run per study, the best value after every
+trial, the sweep report at the end; a sweep stops when the tracking server stops answering."""
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+from typing import Any, Optional
+
+import optuna
+from hydra.core.utils import JobStatus
+from omegaconf import DictConfig, OmegaConf
+
+from optuna_pruning import SweepCallback
+from softmax_sweep import interrupts
+from softmax_sweep.config import to_settings
+from softmax_sweep.data import load_dataset
+from softmax_sweep.errors import StoreUnreachable
+from softmax_sweep.heap import freeze_setup
+from softmax_sweep.jobs import PARENT_ENV
+from softmax_sweep.sweeping.parent import check_sweep, end_stopped_sweep, finish_sweep, log_best_so_far, open_parent_run
+from softmax_sweep.sweeping.recovery import close_stale_run
+from softmax_sweep.tracking import mask_password
+
+log = logging.getLogger("softmax_sweep.sweep")
+
+
+class SweepTracking(SweepCallback):
+    def __init__(self) -> None:
+        self.parent = None
+        self.client = None
+
+    def on_sweep_start(self, study: optuna.Study, config: DictConfig, search_space: Any) -> None:
+        from softmax_sweep.experiment import tracker_for
+
+        freeze_setup()
+        settings = to_settings(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
+        check_sweep(settings, [d.name.lower() for d in study.directions])
+        # a data set that cannot be loaded fails the sweep now, not every trial; in-process jobs reuse it
+        load_dataset(settings.data.name, settings.data.root, settings.data.url)
+        tracker = tracker_for(settings)
+        self.client, self.space, self.metric = tracker.client, search_space, settings.optimized_metric
+        self.parent = open_parent_run(tracker, study, config.hydra.sweeper.storage or "memory")
+        os.environ[PARENT_ENV] = self.parent.run_id
+        overrides = [*config.hydra.overrides.hydra, *config.hydra.overrides.task]
+        kept = [mask_password(o) for o in overrides
+                if not o.startswith(("hydra.sweeper.study_name=", "hydra.mode=", "hydra.runtime"))]
+        self.hint = " ".join(["python -m softmax_sweep.train -m", *(shlex.quote(o) for o in kept),
+                              "hydra.sweeper.study_name={study}"])
+        log.info("MLflow parent run %s of study %s", self.parent.run_id, study.study_name)
+
+    def on_trial_stale(self, study: optuna.Study, trial: Any, reason: str) -> None:
+        if self.client is not None:
+            close_stale_run(self.client, trial, reason)
+
+    def on_trial_end(self, study: optuna.Study, trial: Any, job_return: Any) -> None:
+        log_best_so_far(self.parent, study, trial.number)
+        error = job_return._return_value if job_return.status == JobStatus.FAILED else None
+        if isinstance(error, StoreUnreachable):  # every later trial would fail the same way
+            raise error
+        interrupts.check()
+
+    def on_sweep_end(self, study: optuna.Study, error: Optional[BaseException]) -> None:
+        if self.parent is None:
+            return
+        if error is not None:
+            end_stopped_sweep(self.parent, study, self.space, self.hint, error, self.metric)
+            return
+        for line in finish_sweep(self.parent, study, self.space, self.hint, metric=self.metric):
+            log.info(line)
