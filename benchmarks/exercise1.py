@@ -19,7 +19,7 @@ from pathlib import Path
 import optuna
 from mlflow.tracking import MlflowClient
 
-from softmax_sweep.sweeping.study import make_storage
+from optuna_pruning.studies import make_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = {
@@ -30,8 +30,8 @@ COMMANDS = {
 
 def run(entry: str, seed: int, mlruns: Path, extra: list[str]) -> tuple[float, optuna.trial.FrozenTrial, float, dict]:
     start = time.perf_counter()
-    done = subprocess.run([*COMMANDS[entry], f"mlruns_dir={mlruns}", f"hydra.sweeper.sampler.seed={seed}", *extra],
-                          capture_output=True, text=True)
+    seeded = f"hydra.sweeper.optuna_sampler.seed={seed}"
+    done = subprocess.run([*COMMANDS[entry], f"mlruns_dir={mlruns}", seeded, *extra], capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode:
         raise SystemExit(f"{entry} seed {seed} failed:\n{done.stderr[-3000:]}")

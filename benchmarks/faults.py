@@ -89,7 +89,7 @@ def _runs(db: Path) -> list[str]:
 def _trials(storage: str) -> list[str]:
     import optuna
 
-    from softmax_sweep.sweeping.study import make_storage
+    from optuna_pruning.studies import make_storage
 
     if storage.startswith("journal:///") and not Path(storage[len("journal:///"):]).exists():
         return []

@@ -22,10 +22,10 @@ import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from optuna_pruning.studies import make_storage
 from softmax_sweep.data import load_dataset
 from softmax_sweep.experiment import train_softmax
 from softmax_sweep.sweeping.script import build_parser, run_study
-from softmax_sweep.sweeping.study import make_storage
 
 
 def run(mlruns: Path, pruner: str, trials: int) -> dict:

@@ -147,7 +147,8 @@ def main() -> None:
         mlruns = Path(tmp) / "multirun"
         line("multirun command:", command_wall(
             [sys.executable, "-m", "softmax_sweep.train", "-m", "sweep=tune", f"hydra.sweeper.n_trials={args.trials}",
-             "hydra/sweeper/sampler=random", "hydra/sweeper/pruner=none", *overrides(folder, mlruns, args.epochs)]),
+             "hydra/sweeper/optuna_sampler=random", "hydra/sweeper/optuna_pruner=none",
+             *overrides(folder, mlruns, args.epochs)]),
              mlruns, args.epochs, parent=True)
         print("(the commands include interpreter start-up and imports, the multirun command also a new store; "
               "the parent run lasts from after the data set is loaded to the end of the report, and for the "

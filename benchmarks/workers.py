@@ -28,7 +28,7 @@ from typing import Optional
 
 import optuna
 
-from softmax_sweep.sweeping.study import make_storage
+from optuna_pruning.studies import make_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "tune-digits"

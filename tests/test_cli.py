@@ -91,7 +91,7 @@ BAD_INPUTS = {
                                  "lacks t10k-images-idx3-ubyte[.gz] (or it is not a file)"),
     "-m with --cfg": (["-m", "--cfg", "job"], "Only one of --run, --multirun, --cfg"),
     "sweeper setting": (["-m", "sweep=tune", "data=digits", "hydra.sweeper.n_trials=0"],
-                        "hydra.sweeper: n_trials, n_jobs and seeds must be at least 1"),
+                        "hydra.sweeper: n_trials and n_jobs must be at least 1"),
     "loss maximized": (["-m", "sweep=tune", "data=digits", "optimized_metric=val_loss"],
                        "set hydra.sweeper.direction=minimize"),
 }

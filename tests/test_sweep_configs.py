@@ -46,7 +46,7 @@ def test_the_sweep_files_set_values_that_differ_from_the_defaults() -> None:
 def test_hydra_multirun_trains_with_the_sweep_files_values(name: str, tmp_path: Path) -> None:
     mlruns = tmp_path / "mlruns"
     done = subprocess.run([sys.executable, "-m", "softmax_sweep.train", "-m", f"sweep={name}", "data=digits",
-                           "hydra.sweeper.n_trials=1", "hydra.sweeper.seeds=1", *SMALL.get(name, []),
+                           "hydra.sweeper.n_trials=1", "seeds=1", *SMALL.get(name, []),
                            f"mlruns_dir={mlruns}"],
                           capture_output=True, text=True, timeout=600, env=clean_env())
     assert done.returncode == 0, done.stderr[-2000:]

@@ -18,11 +18,13 @@ from mlflow.tracking import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from softmax_sweep.config import CONF_DIR, PROJECT_ROOT, int_keys
-from softmax_sweep.errors import SweepFailed, UserError
+from optuna_pruning import SweeperError
+from optuna_pruning.search_space import parse_search_space
+from optuna_pruning.studies import make_storage
+from softmax_sweep.config import CONF_DIR, PROJECT_ROOT
+from softmax_sweep.errors import SweepFailed
 from softmax_sweep.sweeping.script import build_parser, run_study
-from softmax_sweep.sweeping.search_space import bound_warnings, parse_search_space
-from softmax_sweep.sweeping.study import make_storage
+from softmax_sweep.sweeping.search_space import bound_warnings
 
 from conftest import clean_env, run_statuses, wait_for_count
 
@@ -72,31 +74,36 @@ def assert_consistent(mlruns: Path, study: optuna.Study) -> None:
 
 def test_plugin_is_discovered_with_its_configs() -> None:
     sweepers = [cls.__name__ for cls in Plugins.instance().discover(Sweeper)]
-    assert "OptunaSweeper" in sweepers
+    assert "OptunaPruningSweeper" in sweepers
     store = ConfigStore.instance().repo["hydra"]["sweeper"]
-    assert "optuna.yaml" in store
-    assert {"tpe.yaml", "random.yaml", "grid.yaml", "cmaes.yaml", "qmc.yaml"} <= set(store["sampler"])
-    assert {"median.yaml", "hyperband.yaml", "none.yaml"} <= set(store["pruner"])
+    assert "optuna_pruning.yaml" in store
+    assert {"tpe.yaml", "random.yaml", "grid.yaml", "cmaes.yaml", "nsgaii.yaml", "gp.yaml", "qmc.yaml"} <= set(
+        store["optuna_sampler"])
+    assert {"median.yaml", "percentile.yaml", "hyperband.yaml", "successive_halving.yaml", "none.yaml"} <= set(
+        store["optuna_pruner"])
+    assert "sampler" not in store and "optuna.yaml" not in store, "upstream's names are left to upstream"
 
 
 def test_overrides_become_distributions() -> None:
     space = parse_search_space(
         {"lr": "tag(log, interval(0.01, 1.0))", "batch_size": "choice(32, 64, 256)",
          "num_epochs": "range(5, 16)", "weight_decay": "interval(0, 0.01)", "seed": "3"},
-        ["data.train_size=interval(100, 500)", "batch_size=128"], int_keys())
+        ["data.train_size=int(interval(100, 500))", "batch_size=128", "~early_stopping_patience"])
     d = space.distributions
     assert d["lr"] == FloatDistribution(0.01, 1.0, log=True)
     assert d["num_epochs"] == IntDistribution(5, 15)
     assert d["weight_decay"] == FloatDistribution(0.0, 0.01)
-    assert d["data.train_size"] == IntDistribution(100, 500), "interval over an int key samples ints"
+    assert d["data.train_size"] == IntDistribution(100, 500), "int(interval(...)) samples ints"
+    assert space.deletions == ("~early_stopping_patience",)
+    assert space.overrides({"lr": 0.5})[-1] == "~early_stopping_patience", "a delete goes to every trial"
     assert "batch_size" not in d and space.fixed["batch_size"] == "128", "a plain override fixes the key"
     assert space.fixed["seed"] == "3"
     assert space.intervals == {"lr", "weight_decay", "data.train_size"}
     assert parse_search_space({"b": "choice(1, 2)"}).distributions["b"] == CategoricalDistribution([1, 2])
     assert parse_search_space({"n": "range(1, 7, 2)", "b": "choice(a, b)"}).grid() == {"n": [1, 3, 5], "b": ["a", "b"]}
-    with pytest.raises(UserError, match="grid sampler needs choice"):
+    with pytest.raises(SweeperError, match="grid sampler needs choice"):
         space.grid()
-    with pytest.raises(UserError, match="not a valid interval"):
+    with pytest.raises(SweeperError, match="not a valid interval"):
         parse_search_space({"lr": "tag(log, interval(0, 1))"})
 
 
@@ -108,28 +115,28 @@ def test_job_configs_reused_for_values_equal_hydras_own(tmp_path: Path) -> None:
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from hydra_plugins.softmax_sweep_optuna._reuse import ReusingConfigLoader
+    from optuna_pruning.reuse import ReusingConfigLoader
 
     Plugins.instance()  # registers the plugin's configs, as Hydra's start-up does
     hydra_loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF_DIR)))
     master = hydra_loader.load_configuration(
-        "train", ["sweep=tune", "hydra/sweeper/sampler=random", "hydra.sweeper.n_trials=3", "data=digits",
+        "train", ["sweep=tune", "hydra/sweeper/optuna_sampler=random", "hydra.sweeper.n_trials=3", "data=digits",
                   f"mlruns_dir={tmp_path}"], run_mode=RunMode.MULTIRUN)
     reusing = ReusingConfigLoader(hydra_loader)
     fixed = ["sweep=tune", f"mlruns_dir={tmp_path}"]  # the task's own overrides come with every job
-    jobs = [["lr=0.5", "batch_size=64", "data=digits", "++hydra.job.env_set.SOFTMAX_SWEEP_TRIAL_ID=1", *fixed],
-            ["lr=0.013", "batch_size=256", "data=digits", "++hydra.job.env_set.SOFTMAX_SWEEP_TRIAL_ID=2", *fixed],
-            ["lr=0.2", "batch_size=32", "data=idx", "++hydra.job.env_set.SOFTMAX_SWEEP_TRIAL_ID=3", *fixed],  # a group
-            ["lr=0.3", "batch_size=32", "data=idx", "++hydra.job.env_set.SOFTMAX_SWEEP_TRIAL_ID=4", *fixed]]
+    jobs = [["lr=0.5", "batch_size=64", "data=digits", "++hydra.job.env_set.OPTUNA_PRUNING_TRIAL_ID=1", *fixed],
+            ["lr=0.013", "batch_size=256", "data=digits", "++hydra.job.env_set.OPTUNA_PRUNING_TRIAL_ID=2", *fixed],
+            ["lr=0.2", "batch_size=32", "data=idx", "++hydra.job.env_set.OPTUNA_PRUNING_TRIAL_ID=3", *fixed],  # a group
+            ["lr=0.3", "batch_size=32", "data=idx", "++hydra.job.env_set.OPTUNA_PRUNING_TRIAL_ID=4", *fixed]]
     for job in jobs:
         ours, hydras = reusing.load_sweep_config(master, job), hydra_loader.load_sweep_config(master, job)
         assert OmegaConf.to_container(ours) == OmegaConf.to_container(hydras)
-        assert ours.lr == float(job[0][3:]) and ours.hydra.job.env_set.SOFTMAX_SWEEP_TRIAL_ID == job[3][-1]
+        assert ours.lr == float(job[0][3:]) and ours.hydra.job.env_set.OPTUNA_PRUNING_TRIAL_ID == job[3][-1]
         assert ours.hydra.job.override_dirname == hydras.hydra.job.override_dirname
     assert reusing.reused == 2, "jobs 2 and 4 reuse the compositions of jobs 1 and 3"
     with pytest.raises(Exception, match="batch_size"):  # values are still type-checked
         reusing.load_sweep_config(master, ["lr=0.5", "batch_size=abc", "data=digits",
-                                           "++hydra.job.env_set.SOFTMAX_SWEEP_TRIAL_ID=5", *fixed])
+                                           "++hydra.job.env_set.OPTUNA_PRUNING_TRIAL_ID=5", *fixed])
 
 
 def test_best_value_at_a_bound_suggests_a_wider_range() -> None:
@@ -343,7 +350,7 @@ def test_hydra_sweeper_on_a_database_storage_with_heartbeats(tmp_path: Path) -> 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     done = subprocess.run([*TRAIN, "-m", "sweep=tune", "data=digits", f"mlruns_dir={mlruns}", "num_epochs=400",
                            "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage={storage}",
-                           "hydra.sweeper.heartbeat_interval=1", "hydra/sweeper/pruner=none"],
+                           "hydra.sweeper.heartbeat_interval=1", "hydra/sweeper/optuna_pruner=none"],
                           capture_output=True, text=True, timeout=600, env=clean_env())
     assert done.returncode == 0, done.stderr[-2000:]
     study = optuna.load_study(study_name="tune-digits", storage=storage)

@@ -122,13 +122,13 @@ def make_sampler(sampler: Any, space: SearchSpace) -> optuna.samplers.BaseSample
     try:
         factory = instantiate(node, _partial_=True)
     except Exception as e:  # noqa: BLE001 - a bad class name or setting: Hydra's InstantiationException
-        raise SweeperError(f"hydra.sweeper.sampler: {_cause_line(e)}") from None
+        raise SweeperError(f"hydra.sweeper.optuna_sampler: {_cause_line(e)}") from None
     if getattr(factory, "func", None) is optuna.samplers.GridSampler:
         return factory(search_space=space.grid())
     try:
         return factory()
     except (TypeError, ValueError, ImportError) as e:
-        raise SweeperError(f"hydra.sweeper.sampler ({node.get('_target_')}): {e}") from None
+        raise SweeperError(f"hydra.sweeper.optuna_sampler ({node.get('_target_')}): {e}") from None
 
 
 def sampler_node(chosen: Any, given: Any) -> Any:
@@ -150,7 +150,7 @@ def make_pruner(pruner: Any) -> optuna.pruners.BasePruner:
     try:
         return instantiate(_settings(pruner))
     except Exception as e:  # noqa: BLE001
-        raise SweeperError(f"hydra.sweeper.pruner: {_cause_line(e)}") from None
+        raise SweeperError(f"hydra.sweeper.optuna_pruner: {_cause_line(e)}") from None
 
 
 def _settings(node: Any) -> dict[str, Any]:

@@ -160,7 +160,7 @@ class OptunaPruningSweeperImpl:
             if overlap := sorted(set(trial.params) & set(space.fixed)):
                 _fail_unfinished(study, [trial])
                 raise SweeperError(f"custom_search_space suggests {overlap}, which the sweep also fixes")
-        overrides = [*space.overrides(trial.params), f"++hydra.job.env_set.{door.TRIAL_ENV}={trial._trial_id}"]
+        overrides = [*space.overrides(trial.params), *door.job_overrides(trial)]
         door._LIVE[trial._trial_id] = trial
         return trial, overrides
 

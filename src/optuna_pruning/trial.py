@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any, Optional
 if TYPE_CHECKING:
     import optuna
 
-# Set for each job by the sweeper (hydra.job.env_set): the trial's id in the study's storage.
+# Set for each job by the sweeper (hydra.job.env_set): the trial's id in the study's storage, and
+# the study's name.
 TRIAL_ENV = "OPTUNA_PRUNING_TRIAL_ID"
+STUDY_ENV = "OPTUNA_PRUNING_STUDY"
 # Trials of a sweep in this process, by id: jobs of the basic launcher use them directly.
 _LIVE: dict[int, Any] = {}
 _FOUND: dict[int, Any] = {}  # trials a job of another process loaded from the storage
@@ -59,6 +61,12 @@ def report(value: float, step: int) -> None:
         raise optuna.TrialPruned(f"pruned at step {step} (value {value:.6g})")
 
 
+def job_overrides(trial: optuna.Trial) -> list[str]:
+    """The Hydra overrides that tell a job which trial it runs as."""
+    quoted = trial.study.study_name.replace("'", "\\'")
+    return [f"++hydra.job.env_set.{TRIAL_ENV}={trial._trial_id}", f"++hydra.job.env_set.{STUDY_ENV}='{quoted}'"]
+
+
 def _load(trial_id: int) -> Optional[optuna.Trial]:
     """The trial, from the storage and pruner this job's config names (hydra.sweeper); None when
     the study is in the sweeper's memory (storage: null), out of this process's reach: the
@@ -72,6 +80,6 @@ def _load(trial_id: int) -> Optional[optuna.Trial]:
     if not sweeper.get("storage"):
         return None
     storage = make_storage(sweeper.storage)
-    name = storage.get_study_name_from_id(storage.get_study_id_from_trial_id(trial_id))
-    study = optuna.load_study(study_name=name, storage=storage, pruner=make_pruner(sweeper.get("optuna_pruner")))
+    pruner = make_pruner(sweeper.get("optuna_pruner"))
+    study = optuna.load_study(study_name=os.environ[STUDY_ENV], storage=storage, pruner=pruner)
     return optuna.Trial(study, trial_id)

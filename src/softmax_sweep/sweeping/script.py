@@ -26,7 +26,7 @@ from softmax_sweep.tracking import mask_password, worker_name
 
 log = logging.getLogger("softmax_sweep.sweep")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
-PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
+PRUNERS = ("median_early", "median", "percentile", "successive_halving", "hyperband", "none")
 
 
 def build_parser(sweep: str, description: str) -> argparse.ArgumentParser:
