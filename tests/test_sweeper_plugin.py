@@ -1,0 +1,156 @@
+"""The optuna_pruning sweeper as any Hydra app meets it: a small app that is not softmax-sweep
+(tests/foreign_app), hydra-optuna-sweeper's documented behaviour and its test suite's cases, the
+launchers that run jobs in other processes, trials in flight, and upstream's plugin installed
+beside it."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+APP = Path(__file__).parent / "foreign_app" / "app.py"
+
+
+def run_app(tmp_path: Path, *overrides: str, ok: bool = True, env: dict | None = None,
+            timeout: int = 600) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, str(APP), "-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", *overrides],
+                          capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
+                          env={**os.environ, **(env or {})})
+    if ok:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def results(tmp_path: Path) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml"))
+
+
+def trial_files(tmp_path: Path) -> list[tuple[int, float, float]]:
+    """(trial number, start, end) of every job, from the files the app wrote."""
+    rows = []
+    for path in (tmp_path / "sweep").glob("*/trial.txt"):
+        number, start, end = path.read_text().split()
+        rows.append((int(number), float(start), float(end)))
+    return sorted(rows)
+
+
+@pytest.mark.parametrize("with_commandline", [True, False])
+def test_the_upstream_sphere_example_in_memory(tmp_path: Path, with_commandline: bool) -> None:
+    """hydra-optuna-sweeper's example: 20 trials in memory (storage: null) minimize x^2 + y^2; the
+    search space from the config or the command line; optimization_results.yaml as upstream writes it."""
+    space = ["x=range(-5.5, 5.5, step=0.5)", "y=choice(-5, 0, 5)"] if with_commandline else []
+    done = run_app(tmp_path, *space)
+    found = results(tmp_path)
+    assert found["name"] == "optuna"
+    assert found["best_value"] == found["best_params"]["x"] ** 2 + found["best_params"]["y"] ** 2
+    assert found["best_value"] <= 2.27  # as upstream's test: TPE finds the bowl within 20 trials
+    assert len(trial_files(tmp_path)) == 20
+    assert "[20/20] trial 19 COMPLETE" in done.stdout
+
+
+def test_grid_sampler_caps_n_trials_at_the_grid(tmp_path: Path) -> None:
+    run_app(tmp_path, "hydra/sweeper/optuna_sampler=grid", "x=choice(-1, 0, 1)", "y=range(-1, 2)")
+    assert [n for n, _, _ in trial_files(tmp_path)] == list(range(9))
+    assert results(tmp_path)["best_value"] == 0
+
+
+def test_multi_objective_writes_the_pareto_front(tmp_path: Path) -> None:
+    run_app(tmp_path, "objectives=2", "hydra.sweeper.direction=[minimize,minimize]",
+            "hydra/sweeper/optuna_sampler=nsgaii", "hydra.sweeper.n_trials=12", "x=range(0, 3)", "y=range(0, 2)")
+    front = results(tmp_path)["solutions"]
+    assert front and all(set(s) == {"params", "values"} and len(s["values"]) == 2 for s in front)
+    points = [tuple(s["values"]) for s in front]
+    for a in points:  # no solution of the front is dominated by another
+        assert not any(b != a and b[0] <= a[0] and b[1] <= a[1] for b in points)
+
+
+def test_custom_search_space_delete_and_int_cast(tmp_path: Path) -> None:
+    """custom_search_space adds parameters that depend on others; `~key` reaches every job;
+    int(interval(...)) samples integers."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    run_app(tmp_path, "hydra.sweeper.custom_search_space=app.extend", "hydra.sweeper.n_trials=5", "~extra",
+            "must_not_have=extra", "y=int(interval(-3, 3))", f"hydra.sweeper.storage={storage}")
+    study = optuna.load_study(study_name="sphere", storage=storage)
+    assert len(study.trials) == 5 and all(t.state == TrialState.COMPLETE for t in study.trials)
+    for trial in study.trials:
+        assert abs(trial.params["z"] - trial.params["x"]) <= 0.5
+        assert 0 <= trial.params["+w"] <= 1 and isinstance(trial.params["y"], int)
+
+
+@pytest.mark.parametrize("max_failure_rate", [0.5, 1.0])
+def test_failure_rate(tmp_path: Path, max_failure_rate: float) -> None:
+    """Trials that fail are FAIL in Optuna; the sweep stops once more than max_failure_rate of
+    the finished trials failed (x above 0 fails about half of them)."""
+    done = run_app(tmp_path, "fail_above=-4", f"hydra.sweeper.max_failure_rate={max_failure_rate}",
+                   "hydra.sweeper.n_trials=10", ok=max_failure_rate == 1.0)
+    if max_failure_rate < 1:
+        assert done.returncode != 0 and "more than max_failure_rate=0.5" in done.stderr
+    else:
+        assert done.stdout.count(" FAIL: x=") >= 5
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib", pytest.param("submitit_local", marks=pytest.mark.slow)])
+def test_pruning_in_any_process(tmp_path: Path, launcher: str) -> None:
+    """A task function that reports a value per step is pruned in the sweeper's process (basic)
+    and in others (joblib, submitit: SLURM's code path), through the study's storage; pruned and
+    failed trials are recorded the same way under every launcher."""
+    storage = f"journal:///{tmp_path / 'study.journal'}"
+    run_app(tmp_path, f"hydra/launcher={launcher}", "hydra/sweeper/optuna_pruner=median",
+            "hydra.sweeper.optuna_pruner.n_startup_trials=2", f"hydra.sweeper.storage={storage}",
+            "hydra/sweeper/optuna_sampler=grid", "hydra.sweeper.n_jobs=2", "steps=4", "fail_above=4.8",
+            "hydra.sweeper.max_failure_rate=1", "x=choice(-5, 0.5, -0.5, 4.9, 3)", "y=choice(0, 5)")
+    study = optuna.load_study(study_name="sphere", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal"))))
+    states = {t.state for t in study.trials}
+    assert states == {TrialState.PRUNED, TrialState.COMPLETE, TrialState.FAIL}, [t.state for t in study.trials]
+    assert len(study.trials) == 10
+    for trial in study.trials:
+        if trial.state == TrialState.PRUNED:
+            assert trial.intermediate_values and trial.last_step < 4
+        elif trial.state == TrialState.FAIL:
+            assert trial.params["x"] == 4.9 and "above" in trial.user_attrs["fail_reason"]
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+
+def test_pruning_needs_a_storage_out_of_process(tmp_path: Path) -> None:
+    done = run_app(tmp_path, "hydra/launcher=joblib", "hydra/sweeper/optuna_pruner=median", ok=False)
+    assert done.returncode != 0 and "set hydra.sweeper.storage" in done.stderr
+
+
+def test_trials_in_flight_do_not_wait_for_the_slowest(tmp_path: Path) -> None:
+    """n_jobs 2 under joblib: a new trial starts as soon as one finishes, while a slow one goes on
+    (batches of 2 would start trials only when both of a batch are done)."""
+    run_app(tmp_path, "hydra/launcher=joblib", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=6",
+            "hydra/sweeper/optuna_sampler=grid", "x=choice(8, 0, 0.1, 0.2, 0.3, 0.4)", "y=0", "steps=1",
+            "sleep=0.5")
+    rows = trial_files(tmp_path)
+    assert len(rows) == 6
+    slow = max(rows, key=lambda r: r[2] - r[1])
+    overlapping = [r for r in rows if r is not slow and slow[1] < r[1] and r[2] < slow[2]]
+    assert len(overlapping) >= 2, f"trials started and ended while the slow one ran: {rows}"
+
+
+def test_beside_hydra_optuna_sweeper(tmp_path: Path) -> None:
+    """Both plugins installed: `hydra/sweeper=optuna` and its sampler group stay upstream's, and
+    this plugin runs under its own names."""
+    target = tmp_path / "upstream"
+    got = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                          "hydra-optuna-sweeper"], capture_output=True, text=True, timeout=300)
+    if got.returncode != 0:
+        pytest.skip(f"hydra-optuna-sweeper cannot be installed here: {got.stderr.strip().splitlines()[-1:]}")
+    env = {"PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
+    upstream = subprocess.run([sys.executable, str(APP), "hydra/sweeper=optuna", "hydra/sweeper/sampler=random",
+                               "--cfg", "hydra", "-p", "hydra.sweeper"], capture_output=True, text=True,
+                              cwd=tmp_path, env={**os.environ, **env}, timeout=120)
+    assert upstream.returncode == 0, upstream.stderr[-2000:]
+    node = OmegaConf.create(upstream.stdout.split("\n", 1)[1])
+    assert node._target_ == "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    assert node.sampler._target_ == "optuna.samplers.RandomSampler" and node.sampler.seed == 123
+    ours = run_app(tmp_path, "hydra.sweeper.n_trials=3", env=env)
+    assert len(trial_files(tmp_path)) == 3 and "[3/3] trial 2 COMPLETE" in ours.stdout
