@@ -154,3 +154,40 @@ def test_beside_hydra_optuna_sweeper(tmp_path: Path) -> None:
     assert node.sampler._target_ == "optuna.samplers.RandomSampler" and node.sampler.seed == 123
     ours = run_app(tmp_path, "hydra.sweeper.n_trials=3", env=env)
     assert len(trial_files(tmp_path)) == 3 and "[3/3] trial 2 COMPLETE" in ours.stdout
+
+
+def test_mlflow_tracking_for_any_app(tmp_path: Path) -> None:
+    """The plugin's own MLflow callback: one parent run per study, one child per trial with its
+    state, parameters, value and reported values by step, best_value by trial number."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = f"journal:///{tmp_path / 'study.journal'}"
+    run_app(tmp_path, "+hydra.sweeper.callbacks.mlflow={_target_:optuna_pruning.tracking.MlflowSweepTracking,"
+                      f"tracking_uri:'{uri}',experiment_name:sphere}}", f"hydra.sweeper.storage={storage}",
+            "hydra/sweeper/optuna_pruner=median", "hydra.sweeper.optuna_pruner.n_startup_trials=2",
+            "hydra/sweeper/optuna_sampler=grid", "steps=3", "fail_above=4.8", "hydra.sweeper.max_failure_rate=1",
+            "x=choice(-5, 0.5, -0.5, 4.9, 3)", "y=choice(0, 5)")
+    study = optuna.load_study(study_name="sphere", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal"))))
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("sphere").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = {int(r.data.tags["optuna.trial_number"]): r for r in runs if r is not parent}
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "study-sphere"
+    assert sorted(children) == [t.number for t in study.trials] and len(children) == 10
+    for trial in study.trials:
+        child = children[trial.number]
+        assert child.data.tags["optuna.state"] == trial.state.name
+        assert child.data.params == {k: str(v) for k, v in trial.params.items()}
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "reported")]
+        assert steps == sorted(trial.intermediate_values)
+        if trial.state == TrialState.COMPLETE:
+            assert child.data.metrics["value"] == trial.value and child.info.status == "FINISHED"
+        if trial.state == TrialState.PRUNED:
+            assert "(pruned)" in child.info.run_name and len(steps) < 3
+        if trial.state == TrialState.FAIL:
+            assert child.info.status == "FAILED" and "above" in child.data.tags["failure_reason"]
+    best = client.get_metric_history(parent.info.run_id, "best_value")
+    assert best[-1].value == study.best_value and [m.value for m in best] == sorted(
+        [m.value for m in best], reverse=True), "best so far only improves"

@@ -178,7 +178,7 @@ class OptunaPruningSweeperConf:
     # the objectives' names, shown by optuna-dashboard instead of "Objective 0"
     metric_names: Optional[list[str]] = None
     # name: {_target_: ...} of optuna_pruning.SweepCallback subclasses (e.g. a tracking parent run)
-    callbacks: Optional[dict[str, Any]] = None
+    callbacks: dict[str, Any] = field(default_factory=dict)
 
 
 _store = ConfigStore.instance()
