@@ -83,22 +83,38 @@ def _run_id(folder: Path, name_like: str) -> str:
 
 
 def test_the_runs_table_shows_the_sweep_and_its_trials(sweep, mlflow_ui, browser) -> None:
-    """The URL a sweep prints opens the runs table (not MLflow 3's GenAI view); the parent run
-    expands to its trials, named by study, number and values; pruned trials say so."""
+    """The URL a sweep prints opens the runs table (not MLflow 3's GenAI view) in the project's
+    saved view: trials grouped by study, result columns shown, each trial's Optuna state, best
+    first, so pruned trials come after the complete ones in the table and in the charts. Leaving
+    the saved view, the parent run expands to its trials."""
     folder, printed = sweep
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page = browser.new_page(viewport={"width": 1600, "height": 900})
     page.goto(printed.replace("http://127.0.0.1:5000", mlflow_ui))
-    page.get_by_text("study-tune-digits").wait_for(timeout=60000)
+    page.get_by_text("Group: tune-digits").wait_for(timeout=60000)
     assert page.get_by_role("grid").count() == 1  # the runs table (the GenAI view has none)
-    parent = page.locator("[role=gridcell]", has_text="study-tune-digits").first
-    parent.locator("button").first.click()  # the expander of a parent run
-    page.get_by_text(re.compile(r"#0 tune-digits lr=")).wait_for(timeout=30000)
-    grid = page.get_by_role("grid").inner_text()
-    names = re.findall(r"#\d+ (?:\(pruned\) )?tune-digits lr=\S+ bs=\d+ ep=\d+", grid)
-    assert len(names) == 8, grid
-    pruned = [n for n in names if "(pruned)" in n]
-    assert 0 < len(pruned) < 8, names  # the grey pruned trials are told apart from the complete ones
+    header = page.locator("[role=columnheader]").all_inner_texts()
+    assert {"best_val_acc", "test_acc_at_best_epoch", "optuna.state"} <= {h.strip() for h in header}, header
+    rows = page.locator("[role=row]").all_inner_texts()
+    names = [re.search(r"#\d+ (?:\(pruned\) )?tune-digits lr=\S+", r).group(0) for r in rows
+             if re.search(r"#\d+ (?:\(pruned\) )?tune-digits lr=", r)]
+    assert len(names) == 8, rows
+    pruned = [i for i, n in enumerate(names) if "(pruned)" in n]
+    assert pruned and pruned == list(range(len(names) - len(pruned), len(names))), names  # complete first
+    assert sum("PRUNED" in r for r in rows) == len(pruned) and sum("COMPLETE" in r for r in rows) == 8 - len(pruned)
     page.screenshot(path=str(folder / "runs_table.png"))
+    page.goto(printed.replace("http://127.0.0.1:5000", mlflow_ui) + "&compareRunsMode=CHART")
+    page.get_by_text("best_val_acc").first.wait_for(timeout=60000)
+    listed = [n for n in page.locator("[role=row]").all_inner_texts() if "tune-digits lr=" in n]
+    assert "(pruned)" not in " ".join(listed[:8 - len(pruned)]), listed  # the charts' first runs are complete
+    page.screenshot(path=str(folder / "runs_charts.png"))
+    page.get_by_text("Exit shared view").click()
+    parent = page.locator("[role=gridcell]", has_text="study-tune-digits").first
+    page.goto(f"{mlflow_ui}/#/experiments/1/runs?workflowType=machine_learning")
+    parent.wait_for(timeout=60000)
+    parent.locator("button").first.click()  # the expander of a parent run (MLflow nests runs by start time)
+    page.get_by_text(re.compile(r"#0 tune-digits lr=")).wait_for(timeout=30000)
+    nested = re.findall(r"#\d+ (?:\(pruned\) )?tune-digits lr=\S+", page.get_by_role("grid").inner_text())
+    assert len(nested) == 8, nested
 
 
 def test_a_trials_metric_page_shows_its_curves(sweep, mlflow_ui, browser) -> None:

@@ -5,6 +5,7 @@ import base64
 import contextlib
 import fcntl
 import functools
+import json
 import logging
 import math
 import os
@@ -32,6 +33,18 @@ from softmax_sweep.errors import StoreUnreachable, Terminated, UserError, lost_c
 
 RunEndHook = Callable[["RunLogger", Optional[BaseException]], None]
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
+# A saved view of the runs table (MLflow 3's "Save as new view", kept as an experiment tag and
+# opened by the runs URL's viewStateShareKey): the result columns and each trial's Optuna state
+# shown, best validation accuracy first, so complete trials come before pruned and failed ones
+# (which have no best_val_acc) in the table and in the charts' first runs.
+RUNS_VIEW = "softmax-sweep"
+RUNS_VIEW_STATE = {
+    "orderByKey": "metrics.`best_val_acc`", "orderByAsc": False,
+    "selectedColumns": ["tags.`optuna.state`", "metrics.`best_val_acc`", "metrics.`test_acc_at_best_epoch`",
+                        "params.`lr`", "params.`batch_size`", "params.`num_epochs`"],
+    "groupBy": {"aggregateFunction": "max", "groupByKeys": [{"mode": "tag", "groupByData": "optuna.study_name"}]},
+    "useGroupedValuesInCharts": False,
+}
 MAX_PARAM_LENGTH = 6000
 BATCH_LIMIT = 100
 
@@ -267,7 +280,7 @@ class Tracker:
         if found is None:
             try:
                 return self.client.create_experiment(
-                    name, artifact_location=artifact_location, tags=dict([EXPERIMENT_KIND_TAG])
+                    name, artifact_location=artifact_location, tags=dict([EXPERIMENT_KIND_TAG, _runs_view()])
                 )
             except MlflowException:
                 found = self.client.get_experiment_by_name(name)  # another worker created it
@@ -275,6 +288,8 @@ class Tracker:
                     raise
         if found.tags.get(EXPERIMENT_KIND_TAG[0]) != EXPERIMENT_KIND_TAG[1]:
             self.client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND_TAG)
+        if f"mlflow.sharedViewState.{RUNS_VIEW}" not in found.tags:
+            self.client.set_experiment_tag(found.experiment_id, *_runs_view())
         return found.experiment_id
 
     def runs_url(self) -> str:
@@ -284,7 +299,8 @@ class Tracker:
         parts = urlsplit(self.uri)
         base = (urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])).rstrip("/")
                 if self.server else "http://127.0.0.1:5000")
-        return f"{base}/#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
+        return (f"{base}/#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
+                f"&viewStateShareKey={RUNS_VIEW}")
 
     def logger(self, run_id: str, artifact_uri: Optional[str] = None) -> RunLogger:
         """A RunLogger for an existing run of this store."""
@@ -470,3 +486,10 @@ class RunLogger:
     @_uninterrupted
     def _set_terminated(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status=status)
+
+
+def _runs_view() -> tuple[str, str]:
+    """The experiment tag that holds the saved runs view, as MLflow's web app writes one."""
+    now = int(time.time() * 1000)
+    envelope = {"name": RUNS_VIEW, "createdAt": now, "updatedAt": now, "state": json.dumps(RUNS_VIEW_STATE)}
+    return f"mlflow.sharedViewState.{RUNS_VIEW}", json.dumps(envelope)

@@ -106,8 +106,9 @@ def log_best_so_far(parent: RunLogger, study: optuna.Study, number: int) -> None
     """After trial `number` finished: the parent's `best_value` at step = trial number, so the
     parent run's chart is the study's optimization history."""
     steps = [value for n, value in best_so_far(study.get_trials(deepcopy=False), study.direction) if n <= number]
-    if steps:
-        parent.log_metrics({"best_value": steps[-1]}, step=number)
+    if steps:  # also as best_<metric> (best_val_acc): the runs table's column and sort key for runs
+        named = {f"best_{name}": steps[-1] for name in (study.metric_names or [])[:1]}
+        parent.log_metrics({"best_value": steps[-1], **named}, step=number)
 
 
 def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rerun_hint: str,
