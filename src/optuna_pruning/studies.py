@@ -5,9 +5,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import logging
-import os
 import re
-import socket
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -23,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_pruning.errors import SweeperError
 from optuna_pruning.search_space import SearchSpace
+from optuna_pruning.workers import dead_local_worker
 
 log = logging.getLogger("optuna_pruning")
 # heartbeat retries are marked experimental in Optuna; the notice is noise here
@@ -278,20 +277,6 @@ class StaleTrials:
         log.warning("trial %d: %s; marked FAIL and queued again", trial.number, why)
         if self.on_stale is not None:
             self.on_stale(study, trial, why)
-
-
-def dead_local_worker(worker: str) -> bool:
-    """True when `worker` (host:pid) was a process of this machine that no longer exists."""
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # alive, another user's
-    return False
 
 
 def reap_dead_local_trials(study: optuna.Study, handler: StaleTrials) -> None:

@@ -40,6 +40,7 @@ from optuna_pruning.studies import (
     trial_line,
     trials_to_go,
 )
+from optuna_pruning.workers import worker_name
 
 log = logging.getLogger("optuna_pruning")
 
@@ -152,7 +153,7 @@ class OptunaPruningSweeperImpl:
 
     def _ask(self, study: optuna.Study, space: SearchSpace) -> tuple[optuna.Trial, list[str]]:
         trial = study.ask(space.distributions)
-        trial.set_user_attr("worker", door.worker_name())  # a job in another process sets its own
+        trial.set_user_attr("worker", worker_name())  # a job in another process sets its own
         for name, value in space.fixed.items():  # as hydra-optuna-sweeper records them
             trial.set_user_attr(name, value)
         if self.extend_space is not None:

@@ -15,8 +15,9 @@ job not launched by this sweeper, current_trial() is None and report() does noth
 from __future__ import annotations
 
 import os
-import socket
 from typing import TYPE_CHECKING, Any, Optional
+
+from optuna_pruning.workers import worker_name
 
 if TYPE_CHECKING:
     import optuna
@@ -28,11 +29,6 @@ STUDY_ENV = "OPTUNA_PRUNING_STUDY"
 # Trials of a sweep in this process, by id: jobs of the basic launcher use them directly.
 _LIVE: dict[int, Any] = {}
 _FOUND: dict[int, Any] = {}  # trials a job of another process loaded from the storage
-
-
-def worker_name() -> str:
-    """This process as trials record it (user attribute `worker`): host:pid."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def current_trial() -> Optional[optuna.Trial]:

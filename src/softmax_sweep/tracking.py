@@ -27,6 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
+from optuna_pruning.workers import dead_local_worker, worker_name
 from softmax_sweep import interrupts
 from softmax_sweep.config import default_tracking_uri
 from softmax_sweep.errors import StoreUnreachable, Terminated, UserError, lost_connection
@@ -184,25 +185,6 @@ def _uninterrupted(method: Callable) -> Callable:
             return method(self, *args, **kwargs)
 
     return wrapper
-
-
-def worker_name() -> str:
-    """This process, as runs and trials record it: host:pid."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def dead_local_worker(worker: str) -> bool:
-    """True when `worker` (host:pid) was a process of this machine that no longer exists."""
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # alive, another user's
-    return False
 
 
 def _use_wal(db: Path) -> None:

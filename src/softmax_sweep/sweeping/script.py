@@ -16,13 +16,14 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from optuna_pruning.workers import worker_name
 from softmax_sweep import interrupts
 from softmax_sweep.cli import run_cli
 from softmax_sweep.config import CONF_DIR, to_settings
 from softmax_sweep.errors import SweepFailed, Terminated
 from softmax_sweep.heap import freeze_setup
 from softmax_sweep.passwords import hide_passwords
-from softmax_sweep.tracking import mask_password, worker_name
+from softmax_sweep.tracking import mask_password
 
 log = logging.getLogger("softmax_sweep.sweep")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")

@@ -8,7 +8,8 @@ from typing import Any, Optional
 import optuna
 from omegaconf import DictConfig
 
-from softmax_sweep.tracking import RunLogger, worker_name
+from optuna_pruning.workers import worker_name
+from softmax_sweep.tracking import RunLogger
 
 
 class EpochPruned(optuna.TrialPruned):
