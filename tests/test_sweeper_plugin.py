@@ -54,6 +54,16 @@ def test_the_upstream_sphere_example_in_memory(tmp_path: Path, with_commandline:
     assert "[20/20] trial 19 COMPLETE" in done.stdout
 
 
+def test_a_lightning_hydra_template_search_space_switches_with_one_line(tmp_path: Path) -> None:
+    """conf/hparams_search/lht_style.yaml is written as lightning-hydra-template writes one for
+    hydra-optuna-sweeper, upstream's class in `_target_` included, with only the defaults line
+    changed: it runs on this sweeper (upstream is not installed here)."""
+    done = run_app(tmp_path, "hparams_search=lht_style")
+    assert len(trial_files(tmp_path)) == 6 and "[6/6] trial 5 COMPLETE" in done.stdout
+    found = results(tmp_path)
+    assert found["best_value"] == pytest.approx(found["best_params"]["x"] ** 2 + found["best_params"]["y"] ** 2)
+
+
 def test_grid_sampler_caps_n_trials_at_the_grid(tmp_path: Path) -> None:
     run_app(tmp_path, "hydra/sweeper/optuna_sampler=grid", "x=choice(-1, 0, 1)", "y=range(-1, 2)")
     assert [n for n, _, _ in trial_files(tmp_path)] == list(range(9))
