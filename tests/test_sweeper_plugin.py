@@ -12,9 +12,44 @@ from pathlib import Path
 import optuna
 import pytest
 from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from optuna_pruning.search_space import parse_search_space
+
 APP = Path(__file__).parent / "foreign_app" / "app.py"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("key=choice(1,2)", CategoricalDistribution([1, 2])),
+    ("key=choice(true, false)", CategoricalDistribution([True, False])),
+    ("key=choice('hello', 'world')", CategoricalDistribution(["hello", "world"])),
+    ("key=range(1,3)", IntDistribution(1, 2)),  # Hydra's range stops before 3 (upstream samples 3 too)
+    ("key=interval(1, 5)", FloatDistribution(1, 5)),
+    ("key=int(interval(1, 5))", IntDistribution(1, 5)),
+    ("key=tag(log, interval(1, 5))", FloatDistribution(1, 5, log=True)),
+    ("key=tag(log, int(interval(1, 5)))", IntDistribution(1, 5, log=True)),
+    ("key=range(0.5, 5.5, step=1)", FloatDistribution(0.5, 4.5, step=1)),
+])
+def test_overrides_as_distributions(text: str, expected) -> None:
+    """hydra-optuna-sweeper's table of search-space overrides, as this sweeper reads them."""
+    assert parse_search_space({}, [text]).distributions["key"] == expected
+
+
+def test_shuffle_fixed_values_and_deletes() -> None:
+    assert set(parse_search_space({}, ["key=shuffle(range(1,3))"]).distributions["key"].choices) == {1, 2}
+    space = parse_search_space({"key1": "choice(1,2)", "key2": "5"}, ["~z", "~y=10", "+w=3"])
+    assert space.distributions == {"key1": CategoricalDistribution([1, 2])}
+    assert space.fixed == {"key2": "5", "+w": "3"} and space.deletions == ("~z", "~y=10")
+
+
+def test_motpe_says_it_is_gone() -> None:
+    """Optuna 4 removed MOTPESampler; hydra/sweeper/optuna_sampler=motpe says what to use."""
+    from optuna_pruning import SweeperError
+    from optuna_pruning.studies import make_sampler
+
+    with pytest.raises(SweeperError, match="removed in Optuna 4.0.*tpe"):
+        make_sampler({"_target_": "optuna_pruning.studies.motpe_removed"}, parse_search_space({}))
 
 
 def run_app(tmp_path: Path, *overrides: str, ok: bool = True, env: dict | None = None,

@@ -126,8 +126,16 @@ def make_sampler(sampler: Any, space: SearchSpace) -> optuna.samplers.BaseSample
         return factory(search_space=space.grid())
     try:
         return factory()
+    except SweeperError:
+        raise
     except (TypeError, ValueError, ImportError) as e:
         raise SweeperError(f"hydra.sweeper.optuna_sampler ({node.get('_target_')}): {e}") from None
+
+
+def motpe_removed(**settings: Any) -> optuna.samplers.BaseSampler:
+    """hydra/sweeper/optuna_sampler=motpe, as upstream keeps it: Optuna 4 has no MOTPESampler."""
+    raise SweeperError("the motpe sampler was removed in Optuna 4.0: use hydra/sweeper/optuna_sampler=tpe "
+                       "(TPESampler handles several objectives)")
 
 
 def sampler_node(chosen: Any, given: Any) -> Any:

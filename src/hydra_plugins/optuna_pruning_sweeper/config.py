@@ -103,6 +103,13 @@ class QMCSamplerConfig(SamplerConfig):
 
 
 @dataclass
+class MOTPESamplerConfig:
+    """Optuna 4 removed MOTPESampler: choosing it says to use tpe."""
+
+    _target_: str = "optuna_pruning.studies.motpe_removed"
+
+
+@dataclass
 class MedianPrunerConfig:
     _target_: str = "optuna.pruners.MedianPruner"
     n_startup_trials: int = 5
@@ -185,7 +192,7 @@ _store = ConfigStore.instance()
 _store.store(group="hydra/sweeper", name="optuna_pruning", node=OptunaPruningSweeperConf, provider=PROVIDER)
 for _name, _node in (("tpe", TPESamplerConfig), ("random", RandomSamplerConfig), ("grid", GridSamplerConfig),
                      ("cmaes", CmaEsSamplerConfig), ("nsgaii", NSGAIISamplerConfig), ("gp", GPSamplerConfig),
-                     ("qmc", QMCSamplerConfig)):
+                     ("qmc", QMCSamplerConfig), ("motpe", MOTPESamplerConfig)):
     _store.store(group="hydra/sweeper/optuna_sampler", name=_name, node=_node, provider=PROVIDER)
 for _name, _node in (("median", MedianPrunerConfig), ("percentile", PercentilePrunerConfig),
                      ("hyperband", HyperbandPrunerConfig), ("successive_halving", SuccessiveHalvingPrunerConfig),
