@@ -237,7 +237,8 @@ def test_the_sweep_says_when_the_best_sits_at_a_bound(tmp_path: Path) -> None:
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "softmax-sweep", str(tmp_path))
     parent = open_parent_run(tracker, study, "sqlite:///:memory:")
     lines = finish_sweep(parent, study, space, "python sweeps/tune.py data=digits --study-name {study}")
-    assert lines[-1] == "runs table (MLflow UI): http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning"
+    assert lines[-1] == ("runs table (MLflow UI): http://127.0.0.1:5000/#/experiments/1/runs?"
+                         "workflowType=machine_learning&viewStateShareKey=softmax-sweep")
     assert lines[-2] == ("best lr=0.0199 sits at the upper bound of interval(0.01, 0.02); widen the range: "
                          "python sweeps/tune.py data=digits --study-name bounds-wider 'lr=interval(0.01, 0.03)'")
     assert tracker.client.get_run(parent.run_id).data.metrics["best_value"] == 0.91
