@@ -236,3 +236,33 @@ def test_mlflow_tracking_for_any_app(tmp_path: Path) -> None:
     best = client.get_metric_history(parent.info.run_id, "best_value")
     assert best[-1].value == study.best_value and [m.value for m in best] == sorted(
         [m.value for m in best], reverse=True), "best so far only improves"
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_ctrl_c_leaves_no_trial_running(tmp_path: Path, launcher: str) -> None:
+    """Ctrl-C during a trial: the trials in flight end FAIL ("interrupted"), so a rerun on the
+    same storage resumes instead of counting them as running forever."""
+    import signal
+    import time
+
+    journal = tmp_path / "study.journal"
+    proc = subprocess.Popen([sys.executable, str(APP), "-m", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                             f"hydra/launcher={launcher}", f"hydra.sweeper.storage=journal:///{journal}",
+                             "hydra.sweeper.n_jobs=2", "steps=200", "sleep=0.05", "hydra/sweeper/optuna_pruner=median"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+    def study() -> optuna.Study:
+        return optuna.load_study(study_name="sphere", storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(journal))))
+
+    deadline = time.time() + 120
+    while not (journal.exists() and any(t.intermediate_values for t in study().trials)):
+        assert proc.poll() is None and time.time() < deadline, "no trial reported a step"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal reaches the whole process group
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    trials = study().trials
+    assert trials and not [t for t in trials if t.state == TrialState.RUNNING], [t.state for t in trials]
+    assert all(t.user_attrs.get("fail_reason") == "interrupted" for t in trials if t.state == TrialState.FAIL)

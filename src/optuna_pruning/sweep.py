@@ -116,7 +116,7 @@ class OptunaPruningSweeperImpl:
 
     def _loop(self, study: optuna.Study, space: SearchSpace, n_trials: int, slots: int) -> None:
         heartbeats = _Heartbeats(study._storage, self.heartbeat_interval)
-        running: dict[Future, optuna.Trial] = {}
+        running: dict[Optional[Future], optuna.Trial] = {}  # None: the trial this thread runs itself
         pool = ThreadPoolExecutor(slots, thread_name_prefix="optuna-trial") if slots > 1 else None
         try:
             while True:
@@ -126,7 +126,10 @@ class OptunaPruningSweeperImpl:
                     heartbeats.add(trial._trial_id)
                     idx, self.job_idx = self.job_idx, self.job_idx + 1
                     if pool is None:
-                        self._finish(study, trial, self._launch(trial, overrides, idx), n_trials, heartbeats)
+                        running[None] = trial
+                        ret = self._launch(trial, overrides, idx)
+                        del running[None]
+                        self._finish(study, trial, ret, n_trials, heartbeats)
                     else:
                         running[pool.submit(self._launch, trial, overrides, idx)] = trial
                     continue
@@ -154,8 +157,8 @@ class OptunaPruningSweeperImpl:
     def _ask(self, study: optuna.Study, space: SearchSpace) -> tuple[optuna.Trial, list[str]]:
         trial = study.ask(space.distributions)
         trial.set_user_attr("worker", worker_name())  # a job in another process sets its own
-        for name, value in space.fixed.items():  # as hydra-optuna-sweeper records them
-            trial.set_user_attr(name, value)
+        for name, value in space.fixed.items():  # as hydra-optuna-sweeper records them, passwords masked
+            trial.set_user_attr(name, mask_password(value))
         if self.extend_space is not None:
             self.extend_space(self.config, trial)
             if overlap := sorted(set(trial.params) & set(space.fixed)):
