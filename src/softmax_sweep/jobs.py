@@ -60,8 +60,9 @@ def run_job(cfg: DictConfig) -> Optional[float]:
     A user error or a diverged run never becomes a traceback: a plain run reports it after Hydra
     returns (exit 2 or 1); a multirun job logs one line and lets the other jobs run. A trial of
     the optuna_pruning sweeper raises instead, so the sweeper records FAIL or PRUNED."""
-    trial = current_trial()
+    trial = None
     try:
+        trial = current_trial()  # in another process than the sweeper: from the study's storage
         _scrub_saved_configs()
         settings = to_settings(cfg)  # bad values fail here, before MXNet and MLflow are imported
         if trial is not None:
