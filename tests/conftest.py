@@ -121,6 +121,12 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
 
 
+def server_env() -> dict[str, str]:
+    """For `mlflow server`/`mlflow ui` under test: as the README starts them on a small machine,
+    without the job runner (seven more processes for GenAI jobs that these runs never use)."""
+    return {**clean_env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def wait_for_count(db: Path, proc: subprocess.Popen, sql: str, at_least: int, what: str,
                    timeout: float = 120) -> None:
     """Poll a SQLite MLflow store until `sql` (a count) reaches at_least; the process must live."""
@@ -152,8 +158,9 @@ def mlflow_server(backend_uri: str, folder: Path, port: Optional[int] = None
     with open(folder / "server.log", "a") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
-             "--artifacts-destination", (folder / "artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, env=clean_env(), start_new_session=True)
+             "--artifacts-destination", (folder / "artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, env=server_env(), start_new_session=True)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.time() + 120

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import clean_env, free_port, stop_process_group
+from conftest import clean_env, free_port, server_env, stop_process_group
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -27,7 +27,7 @@ pytestmark = [
 
 def _serve(command: list[str], url: str, log: Path) -> subprocess.Popen:
     with open(log, "w") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=clean_env(),
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=server_env(),
                                   start_new_session=True)
     deadline = time.time() + 120
     while True:
