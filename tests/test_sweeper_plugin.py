@@ -140,7 +140,7 @@ def test_failure_rate(tmp_path: Path, max_failure_rate: float) -> None:
         assert done.stdout.count(" FAIL: x=") >= 5
 
 
-@pytest.mark.parametrize("launcher", ["basic", "joblib", pytest.param("submitit_local", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local"])
 def test_pruning_in_any_process(tmp_path: Path, launcher: str) -> None:
     """A task function that reports a value per step is pruned in the sweeper's process (basic)
     and in others (joblib, submitit: SLURM's code path), through the study's storage; pruned and
