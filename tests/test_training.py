@@ -1,13 +1,16 @@
 """Training: the real Gluon model on real data (scikit-learn's digits)."""
 from __future__ import annotations
 
+import mxnet as mx
 import numpy as np
 import pytest
+from mxnet import autograd, gluon
 
-from softmax_sweep.data import fixed_batches, load_dataset, split_indices
+from softmax_sweep.data import DataIter, fixed_batches, load_dataset, split_indices
 from softmax_sweep.errors import TrainingDiverged
 from softmax_sweep.experiment import train_softmax
-from softmax_sweep.model import build_step
+from softmax_sweep.model import build_net, build_step
+from softmax_sweep.sgd import SoftmaxSGD
 from softmax_sweep.training import evaluate
 
 
@@ -25,6 +28,55 @@ def test_loss_decreases_and_digits_reach_93_percent(digits) -> None:
     # the returned net holds the best epoch's parameters
     test_loss, test_acc = evaluate(build_step(net), fixed_batches(digits.X_test, digits.y_test))
     assert test_acc == pytest.approx(result.best["test_acc"])
+
+
+def _autograd_epochs(data, rows, batch_size, lr, wd, scheduler, epochs):
+    """The chapter's way: autograd, loss.backward() and gluon.Trainer's SGD step(batch_size)."""
+    mx.random.seed(3)
+    net = build_net(10, data.X_train.shape[1])
+    step = build_step(net)
+    options = {"learning_rate": lr, "wd": wd, **({"lr_scheduler": scheduler} if scheduler else {})}
+    trainer = gluon.Trainer(net.collect_params(), "sgd", options, kvstore=None)
+    measured = []
+    for epoch in range(epochs):
+        loss_sum, correct = 0.0, 0.0
+        for X, y in DataIter(data.X_train, data.y_train, rows, batch_size, shuffle=True,
+                             rng=np.random.RandomState(epoch)):
+            with autograd.record():
+                batch_loss, batch_correct = step(X, y)
+            batch_loss.backward()
+            trainer.step(batch_size)
+            loss_sum += batch_loss.asscalar()
+            correct += batch_correct.asscalar()
+        measured.append((loss_sum, correct))
+    return net, measured
+
+
+@pytest.mark.parametrize("batch_size, wd, schedule", [(16, 0.0, False), (50, 0.01, False), (24, 0.001, True)])
+def test_fused_sgd_steps_like_autograd_and_gluon_trainer(digits, batch_size, wd, schedule) -> None:
+    """SoftmaxSGD against autograd + gluon.Trainer from the same initial weights over the same
+    minibatches (the last one smaller: 1197 rows), with weight decay and a cosine schedule."""
+    rows = np.arange(1197)
+    lr, epochs = 0.5, 3
+    steps = epochs * -(-len(rows) // batch_size)
+    scheduler = (lambda: mx.lr_scheduler.CosineScheduler(steps, base_lr=lr)) if schedule else (lambda: None)
+    reference, expected = _autograd_epochs(digits, rows, batch_size, lr, wd, scheduler(), epochs)
+    mx.random.seed(3)
+    net = build_net(10, digits.X_train.shape[1])
+    updater = SoftmaxSGD(net, lr, batch_size, wd, scheduler())
+    measured = []
+    for epoch in range(epochs):
+        order = DataIter(digits.X_train, digits.y_train, rows, batch_size, shuffle=True,
+                         rng=np.random.RandomState(epoch)).epoch_order()
+        loss, correct = updater.epoch(digits.X_train, digits.y_train, order)
+        measured.append((loss.asscalar(), correct.asscalar()))
+    assert updater.num_update == steps
+    for ours, theirs in zip(net.collect_params().values(), reference.collect_params().values()):
+        np.testing.assert_allclose(ours.data().asnumpy(), theirs.data().asnumpy(), rtol=1e-4, atol=1e-5)
+    for (loss, correct), (ref_loss, ref_correct) in zip(measured, expected):
+        assert loss == pytest.approx(ref_loss, rel=1e-4)
+        assert abs(correct - ref_correct) <= 1
+    assert measured[-1][1] > 0.9 * len(rows)  # it learned: the comparison is not between two idle models
 
 
 def test_same_seed_same_curves_other_seed_other_curves(digits) -> None:

@@ -318,10 +318,13 @@ class DataIter:
     def __len__(self) -> int:
         return -(-len(self.indices) // self.batch_size)
 
+    def epoch_order(self) -> nd.NDArray:
+        """The rows of the next epoch, in the order its minibatches take them."""
+        return nd.array(self.rng.permutation(self.indices) if self.shuffle else self.indices, dtype="int64")
+
     def __iter__(self) -> Iterator[tuple[nd.NDArray, nd.NDArray]]:
-        order = self.rng.permutation(self.indices) if self.shuffle else self.indices
-        order_nd = nd.array(order, dtype="int64")
-        for start in range(0, len(order), self.batch_size):
+        order_nd = self.epoch_order()
+        for start in range(0, order_nd.shape[0], self.batch_size):
             batch = order_nd[start:start + self.batch_size]
             yield nd.take(self.X, batch), nd.take(self.y, batch)
 

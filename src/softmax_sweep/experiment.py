@@ -23,6 +23,7 @@ from softmax_sweep.heap import freeze_before_first_run
 from softmax_sweep.interrupts import InterruptCheck
 from softmax_sweep.model import build_net, build_step
 from softmax_sweep.plots import plot_curves
+from softmax_sweep.sgd import SoftmaxSGD
 from softmax_sweep.tracking import RunEndHook, RunLogger, Tracker, mask_password, resolve_tracking_uri
 from softmax_sweep.training import METRICS, TRAIN_EVAL_METRICS, Callback, FitResult, fit
 
@@ -56,14 +57,13 @@ def train_softmax(dataset: Dataset, *, lr: float, batch_size: int, num_epochs: i
                           rng=np.random.RandomState(seed))
     val_iter = dataset.val_batches(val_idx) if len(val_idx) else None
     test_iter = dataset.test_batches()
-    net = build_net(dataset.num_classes)
+    net = build_net(dataset.num_classes, dataset.X_train.shape[1])
     step = build_step(net)
-    optimizer = {"learning_rate": lr, "wd": weight_decay}
-    if lr_schedule == "cosine":
-        optimizer["lr_scheduler"] = mx.lr_scheduler.CosineScheduler(num_epochs * len(train_iter), base_lr=lr)
-    trainer = gluon.Trainer(net.collect_params(), "sgd", optimizer, kvstore=None, update_on_kvstore=False)
+    scheduler = mx.lr_scheduler.CosineScheduler(num_epochs * len(train_iter), base_lr=lr) \
+        if lr_schedule == "cosine" else None
+    updater = SoftmaxSGD(net, lr, batch_size, weight_decay, scheduler)
     train_eval_iter = fixed_batches(dataset.X_train, dataset.y_train, train_idx) if eval_train else None
-    result = fit(net, step, train_iter, val_iter, test_iter, trainer, num_epochs, batch_size,
+    result = fit(net, step, train_iter, val_iter, test_iter, updater, num_epochs,
                  patience=patience, monitor=monitor, callbacks=callbacks, train_eval_iter=train_eval_iter)
     return net, result
 

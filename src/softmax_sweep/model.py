@@ -6,10 +6,11 @@ from mxnet.gluon import loss as gloss
 from mxnet.gluon import nn
 
 
-def build_net(num_outputs: int = 10) -> nn.HybridSequential:
-    """Dense(num_outputs) on flattened inputs, weights Normal(0, 0.01); outputs are logits."""
+def build_net(num_outputs: int = 10, num_inputs: int = 0) -> nn.HybridSequential:
+    """Dense(num_outputs) on flattened inputs, weights Normal(0, 0.01); outputs are logits.
+    num_inputs 0: Gluon infers it at the first forward pass (the updater needs it known)."""
     net = nn.HybridSequential()
-    net.add(nn.Dense(num_outputs))
+    net.add(nn.Dense(num_outputs, in_units=num_inputs))
     net.initialize(init.Normal(sigma=0.01))
     return net
 

@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from math import nan
 from typing import Optional, Protocol
 
-from mxnet import autograd, gluon, nd
+from mxnet import gluon, nd
 
+from softmax_sweep.data import DataIter
 from softmax_sweep.errors import TrainingDiverged
 from softmax_sweep.model import LossAndCorrect
+from softmax_sweep.sgd import SoftmaxSGD
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 # the model at the epoch's end on the training set (train_acc is the running average over the epoch)
@@ -39,23 +41,11 @@ class FitResult:
         return self.history[-1]
 
 
-def train_epoch(step: LossAndCorrect, train_iter: Iterable, trainer: gluon.Trainer,
-                batch_size: int) -> tuple[float, float]:
-    """One pass over train_iter; returns (mean loss, accuracy) over the epoch's minibatches.
-
-    Every step divides the summed gradient by batch_size, also on the epoch's last, smaller batch
-    (as the chapter's train_ch3 does): each example weighs the same. Dividing by the last batch's
-    own size made that step up to batch_size times larger, right before each epoch's evaluation,
-    and cost 0.5 points of test accuracy at epoch 5 (benchmarks/chapter.py)."""
-    loss_sum, correct, n = nd.zeros(1), nd.zeros(1), 0
-    for X, y in train_iter:
-        with autograd.record():
-            batch_loss, batch_correct = step(X, y)
-        batch_loss.backward()
-        trainer.step(batch_size)
-        loss_sum += batch_loss
-        correct += batch_correct
-        n += X.shape[0]
+def train_epoch(updater: SoftmaxSGD, train_iter: DataIter) -> tuple[float, float]:
+    """One pass over train_iter; returns (mean loss, accuracy) over the epoch's minibatches."""
+    order = train_iter.epoch_order()
+    loss_sum, correct = updater.epoch(train_iter.X, train_iter.y, order)
+    n = order.shape[0]
     return loss_sum.asscalar() / n, correct.asscalar() / n
 
 
@@ -74,8 +64,8 @@ def _improved(value: float, best: Optional[float], maximize: bool) -> bool:
     return best is None or (value > best if maximize else value < best)
 
 
-def fit(net: gluon.Block, step: LossAndCorrect, train_iter: Iterable, val_iter: Optional[Iterable],
-        test_iter: Iterable, trainer: gluon.Trainer, num_epochs: int, batch_size: int, *,
+def fit(net: gluon.Block, step: LossAndCorrect, train_iter: DataIter, val_iter: Optional[Iterable],
+        test_iter: Iterable, updater: SoftmaxSGD, num_epochs: int, *,
         patience: Optional[int] = None, monitor: str = "val_acc",
         callbacks: Sequence[Callback] = (), train_eval_iter: Optional[Iterable] = None) -> FitResult:
     """Train for num_epochs (fewer with early stopping on `monitor`, validation only).
@@ -89,7 +79,7 @@ def fit(net: gluon.Block, step: LossAndCorrect, train_iter: Iterable, val_iter: 
     result, best_value, since_best = FitResult(), None, 0
     for epoch in range(1, num_epochs + 1):
         start = time.perf_counter()
-        train_loss, train_acc = train_epoch(step, train_iter, trainer, batch_size)
+        train_loss, train_acc = train_epoch(updater, train_iter)
         test_loss, test_acc = evaluate(step, test_iter)
         metrics = dict(zip(METRICS, (train_loss, train_acc, nan, nan, test_loss, test_acc)))
         if val_iter is None:
@@ -110,7 +100,7 @@ def fit(net: gluon.Block, step: LossAndCorrect, train_iter: Iterable, val_iter: 
         for callback in callbacks:
             callback.on_epoch_end(epoch, metrics)
         if diverged:
-            raise TrainingDiverged(epoch, train_loss, trainer.learning_rate)
+            raise TrainingDiverged(epoch, train_loss, updater.learning_rate)
         if patience is not None and since_best >= patience:
             result.stopped_early = True
             break
