@@ -49,14 +49,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--entry", nargs="+", choices=COMMANDS, default=list(COMMANDS))
-    parser.add_argument("--workers", type=int, default=1, help="sweeps/tune.py --workers K (both cores: 2)")
+    parser.add_argument("--workers", type=int, help="sweeps/tune.py --workers K (default: the sweep's n_jobs, 2)")
     parser.add_argument("overrides", nargs="*", help="passed to both commands (e.g. hydra.sweeper.n_trials=20)")
     args = parser.parse_args()
-    print(f"{'command':9s} {'seed':>4s} {'wall s':>7s} {'val_acc':>8s} {'test_acc':>9s}  best trial's values; trials")
+    print(f"{'command':9s} {'seed':>4s} {'wall s':>7s} {'best':>8s} {'test_acc':>9s}  best trial's values; trials "
+          f"(best: the study's best value, val_loss unless optimized_metric says otherwise)")
     for entry in args.entry:
         for seed in args.seeds:
             with tempfile.TemporaryDirectory() as tmp:
-                extra = [*args.overrides, *(["--workers", str(args.workers)] if entry == "script" else [])]
+                workers = ["--workers", str(args.workers)] if entry == "script" and args.workers else []
+                extra = [*args.overrides, *workers]
                 wall, best, test_acc, states = run(entry, seed, Path(tmp), extra)
             shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
             print(f"{entry:9s} {seed:>4d} {wall:>7.1f} {best.value:>8.4f} {test_acc:>9.4f}  {shown}; {states}",

@@ -127,7 +127,7 @@ BAD_INPUT = {
     "data.train_size beyond the data": [*TRAIN, "data=digits", "data.train_size=5000"],
     "-m with --cfg job": [*TRAIN, "-m", "--cfg", "job"],
     "sweeper setting n_trials=0": [*TRAIN, "-m", "sweep=tune", "data=digits", "hydra.sweeper.n_trials=0"],
-    "val_loss with direction maximize": [*TRAIN, "-m", "sweep=tune", "data=digits", "optimized_metric=val_loss"],
+    "val_loss with direction maximize": [*TRAIN, "-m", "sweep=tune", "data=digits", "hydra.sweeper.direction=maximize"],
     "tune.py --n-trials 0": [*TUNE, "data=digits", "--n-trials", "0"],
     "journal path that cannot be created": [*TUNE, "data=digits", "--storage", "journal:////proc/no/such.journal"],
     "gRPC proxy where nothing listens": [*TUNE, "data=digits", "--storage", "grpc://127.0.0.1:{port}"],

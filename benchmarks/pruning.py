@@ -1,13 +1,14 @@
-"""What per-epoch pruning saves, and what it throws away, on real Fashion-MNIST: a `sweep=tune`
-study with the sweep's pruner against the same study without one (same sampler and seed).
+"""What per-epoch pruning saves, and what it throws away, on real Fashion-MNIST: `sweep=tune`
+studies with pruners against the same study without one (same sampler and seed).
 
-    python benchmarks/pruning.py [--trials 30] [--pruner median]
+    python benchmarks/pruning.py [--trials 30] [--pruners median_warmup median_early] [-- OVERRIDE ...]
 
-Then, untimed, every pruned trial is trained to its end with the same values and seed, to count
-how many would have beaten the pruned study's best trial or the median of its complete trials had
-they run on (false prunes). Targets: the pruned study trains at most 60% of the epochs, its best
-trial's test accuracy (at its best validation epoch) is within 0.3 points of the unpruned study's,
-and no pruned trial would have become the best.
+A pruner is a name of conf/hydra/sweeper/optuna_pruner/ or of the plugin's pruners, optionally
+with settings: `median:n_warmup_steps=5,n_startup_trials=5`. Then, untimed, every pruned trial is
+trained to its end with the same values and seed, to count how many would have beaten that study's
+best trial or the median of its complete trials had they run on (false prunes). Targets: a pruned
+study trains at most 60% of the epochs, its best trial's test accuracy (at its best validation
+epoch) is within 0.3 points of the unpruned study's, and no pruned trial would have become the best.
 """
 from __future__ import annotations
 
@@ -20,69 +21,87 @@ from pathlib import Path
 
 import optuna
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from optuna_pruning.studies import make_storage
+from softmax_sweep.config import to_settings
 from softmax_sweep.data import load_dataset
 from softmax_sweep.experiment import train_softmax
-from softmax_sweep.sweeping.script import build_parser, run_study
+from softmax_sweep.sweeping.script import build_parser, compose_sweep, run_study
 
 
-def run(mlruns: Path, pruner: str, trials: int) -> dict:
+def run(mlruns: Path, pruner: str, trials: int, overrides: list[str]) -> dict:
+    name, _, settings = pruner.partition(":")
+    pruner_overrides = [f"hydra.sweeper.optuna_pruner.{s}" for s in settings.split(",") if s]
     args = build_parser("tune", "").parse_intermixed_args(
-        ["--n-trials", str(trials), "--pruner", pruner, f"mlruns_dir={mlruns}"])
+        ["--n-trials", str(trials), "--pruner", name, f"mlruns_dir={mlruns}", *overrides, *pruner_overrides])
     start = time.perf_counter()
     run_study("tune", args)
     seconds = time.perf_counter() - start
     study = optuna.load_study(study_name="tune-fashion_mnist",
                               storage=make_storage(f"journal:///{mlruns / 'optuna.journal'}"))
     client = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}")
-    epochs = sum(len(client.get_metric_history(t.user_attrs["mlflow_run_id"], "val_acc")) for t in study.trials)
+    metric = study.metric_names[0]
+    epochs = sum(len(client.get_metric_history(t.user_attrs["mlflow_run_id"], metric)) for t in study.trials)
     best = study.best_trial
     test = client.get_run(best.user_attrs["mlflow_run_id"]).data.metrics["test_acc_at_best_epoch"]
-    return {"study": study, "epochs": epochs, "best": best.value, "test": test, "seconds": seconds}
+    return {"trials": study.get_trials(), "epochs": epochs, "best": best.value, "test": test, "seconds": seconds,
+            "maximize": study.direction == optuna.study.StudyDirection.MAXIMIZE, "metric": metric}
 
 
-def finish_pruned(trials: list[optuna.trial.FrozenTrial]) -> list[tuple[int, float]]:
-    """(trial number, best val_acc had it run to its end) of every pruned trial."""
-    data = load_dataset("fashion_mnist")
+def finish_pruned(trials: list[optuna.trial.FrozenTrial], metric: str, overrides: list[str]) -> list[tuple[int, float]]:
+    """(trial number, best value had it run to its end) of every pruned trial."""
+    args = build_parser("tune", "").parse_intermixed_args(overrides)
+    full = compose_sweep("tune", args, args.overrides)
+    settings = to_settings(OmegaConf.masked_copy(full, [k for k in full if k != "hydra"]))
+    data = load_dataset(settings.data.name, settings.data.root, settings.data.url)
     finished = []
     for trial in trials:
         if trial.state != TrialState.PRUNED:
             continue
         p = trial.params
         _, result = train_softmax(data, lr=p["lr"], batch_size=p["batch_size"], num_epochs=p["num_epochs"],
-                                  val_size=5000, seed=0)
-        finished.append((trial.number, result.best["val_acc"]))
+                                  val_size=settings.data.val_size, seed=settings.seed, monitor=metric)
+        finished.append((trial.number, result.best[metric]))
     return finished
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=30)
-    parser.add_argument("--pruner", default="median", choices=("median", "hyperband"))
+    parser.add_argument("--pruners", nargs="+", default=["median_warmup", "median_early"], metavar="PRUNER",
+                        help="sweep=tune's own (median_warmup) and the one judging from the first epoch on")
+    parser.add_argument("--baseline", nargs=3, type=float, metavar=("EPOCHS", "BEST", "TEST"),
+                        help="the unpruned study's figures from an earlier run, instead of running it again")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every study (after --)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
-        full = run(Path(tmp) / "none", "none", args.trials)
-        pruned = run(Path(tmp) / "pruned", args.pruner, args.trials)
-        trials = pruned["study"].get_trials()  # read while the study's storage is there
-    complete = [t.value for t in trials if t.state == TrialState.COMPLETE]
-    median = statistics.median(complete)
-    print(f"without pruning: {full['epochs']} epochs, best val_acc {full['best']:.4f}, test_acc there "
-          f"{full['test']:.4f}, {full['seconds']:.0f} s")
-    print(f"{args.pruner} pruner: {pruned['epochs']} epochs, best val_acc {pruned['best']:.4f}, test_acc there "
-          f"{pruned['test']:.4f}, {len(trials) - len(complete)} of {args.trials} trials pruned, "
-          f"{pruned['seconds']:.0f} s")
-    print(f"epochs trained: {100 * pruned['epochs'] / full['epochs']:.0f}% (target <= 60%); best test_acc "
-          f"difference: {100 * (pruned['test'] - full['test']):+.2f} points (target within 0.3)", flush=True)
-    finished = finish_pruned(trials)
-    above_best = [(n, v) for n, v in finished if v > pruned["best"]]
-    above_median = [(n, v) for n, v in finished if v > median]
-    print(f"pruned trials run to their end: {len(above_best)} would have become the best (target 0)"
-          + (f" {above_best}" if above_best else "")
-          + f", {len(above_median)} would have beaten the median of the complete trials ({median:.4f})"
-          + f": false-prune rate {len(above_median) / max(len(finished), 1):.0%}")
+        if args.baseline:
+            full = dict(zip(("epochs", "best", "test"), args.baseline), seconds=float("nan"), metric="(given)")
+        else:
+            full = run(Path(tmp) / "none", "none", args.trials, args.overrides)
+        metric = full["metric"]
+        print(f"without pruning: {full['epochs']:.0f} epochs, best {metric} {full['best']:.4f}, test_acc there "
+              f"{full['test']:.4f}, {full['seconds']:.0f} s", flush=True)
+        for i, pruner in enumerate(args.pruners):
+            pruned = run(Path(tmp) / f"pruned{i}", pruner, args.trials, args.overrides)
+            trials, metric = pruned["trials"], pruned["metric"]
+            better = (lambda a, b: a > b) if pruned["maximize"] else (lambda a, b: a < b)
+            complete = [t.value for t in trials if t.state == TrialState.COMPLETE]
+            median = statistics.median(complete)
+            finished = finish_pruned(trials, metric, args.overrides)
+            above_best = [(n, round(v, 4)) for n, v in finished if better(v, pruned["best"])]
+            above_median = [n for n, v in finished if better(v, median)]
+            print(f"{pruner}: {pruned['epochs']} epochs ({100 * pruned['epochs'] / full['epochs']:.0f}%, target "
+                  f"<= 60%), best {metric} {pruned['best']:.4f}, test_acc there {pruned['test']:.4f} "
+                  f"({100 * (pruned['test'] - full['test']):+.2f} points, target within 0.3), "
+                  f"{len(finished)} of {args.trials} trials pruned, {pruned['seconds']:.0f} s; run to their end, "
+                  f"{len(above_best)} pruned trials would have become the best (target 0)"
+                  + (f" {above_best}" if above_best else "")
+                  + f", {len(above_median)} would have beaten the median of the complete trials ({median:.4f}): "
+                  f"false-prune rate {len(above_median) / max(len(finished), 1):.0%}", flush=True)
 
 
 if __name__ == "__main__":

@@ -140,8 +140,8 @@ def test_the_parent_run_charts_the_best_value_so_far(sweep) -> None:
     history = client.get_metric_history(_run_id(folder, "study-tune-digits"), "best_value")
     steps = sorted({m.step for m in history})
     assert len(steps) >= 7 and steps[-1] == 7
-    values = [max(m.value for m in history if m.step == s) for s in steps]
-    assert values == sorted(values)  # maximize: never worse than before
+    values = [min(m.value for m in history if m.step == s) for s in steps]
+    assert values == sorted(values, reverse=True)  # sweep=tune minimizes val_loss: never worse than before
 
 
 @pytest.mark.skipif(importlib.util.find_spec("optuna_dashboard") is None,
@@ -157,7 +157,7 @@ def test_optuna_dashboard_names_the_metric(sweep, browser) -> None:
         page.goto(f"http://127.0.0.1:{port}/dashboard")
         page.get_by_text("tune-digits").first.wait_for(timeout=60000)
         page.get_by_text("tune-digits").first.click()
-        page.get_by_text("val_acc").first.wait_for(timeout=60000)
+        page.get_by_text("val_loss").first.wait_for(timeout=60000)  # sweep=tune's metric
         assert page.get_by_text("Objective 0").count() == 0
         page.screenshot(path=str(folder / "optuna_dashboard.png"))
     finally:

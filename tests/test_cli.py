@@ -92,7 +92,7 @@ BAD_INPUTS = {
     "-m with --cfg": (["-m", "--cfg", "job"], "Only one of --run, --multirun, --cfg"),
     "sweeper setting": (["-m", "sweep=tune", "data=digits", "hydra.sweeper.n_trials=0"],
                         "hydra.sweeper: n_trials and n_jobs must be at least 1"),
-    "loss maximized": (["-m", "sweep=tune", "data=digits", "optimized_metric=val_loss"],
+    "loss maximized": (["-m", "sweep=tune", "data=digits", "hydra.sweeper.direction=maximize"],
                        "set hydra.sweeper.direction=minimize"),
 }
 
@@ -138,7 +138,7 @@ def test_diverging_run_fails_with_its_reason(tmp_path: Path) -> None:
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_ends_the_run_killed(tmp_path: Path, signum: int, code: int) -> None:
     proc = subprocess.Popen([*TRAIN, f"mlruns_dir={tmp_path / 'mlruns'}", "data=digits", "num_epochs=100000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env())
     db = tmp_path / "mlruns" / "mlflow.db"
     wait_for_count(db, proc, "SELECT count(*) FROM metrics WHERE key = 'val_acc'", 2, "two epochs logged")
     proc.send_signal(signum)
@@ -177,7 +177,7 @@ def test_concurrent_first_runs_on_an_empty_store(tmp_path: Path) -> None:
 def test_a_run_killed_with_sigkill_is_marked_killed_by_the_next_start(tmp_path: Path) -> None:
     db = tmp_path / "mlruns" / "mlflow.db"
     proc = subprocess.Popen([*TRAIN, f"mlruns_dir={tmp_path / 'mlruns'}", "data=digits", "num_epochs=100000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env())
     wait_for_count(db, proc, "SELECT count(*) FROM metrics WHERE key = 'val_acc'", 2, "two epochs logged")
     proc.kill()
     proc.wait(timeout=60)

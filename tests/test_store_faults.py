@@ -19,9 +19,13 @@ TRAIN = [sys.executable, "-m", "softmax_sweep.train"]
 
 
 def _start_long_run(url: str, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([*TRAIN, "data=digits", "num_epochs=100000", f"tracking.uri={url}",
-                             "tracking.retry_seconds=6", f"hydra.run.dir={out}", f"mlruns_dir={out / 'mlruns'}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+    """stdout goes to a file: a digits epoch takes milliseconds, and a pipe read only at the end
+    would fill with their lines and block the run."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "stdout.log", "w") as log:  # the child keeps its own copy of the file
+        return subprocess.Popen([*TRAIN, "data=digits", "num_epochs=100000", f"tracking.uri={url}",
+                                 "tracking.retry_seconds=6", f"hydra.run.dir={out}", f"mlruns_dir={out / 'mlruns'}"],
+                                stdout=log, stderr=subprocess.PIPE, text=True, env=clean_env())
 
 
 def _wait_for_epochs(client: MlflowClient, proc: subprocess.Popen, at_least: int = 3) -> str:
@@ -46,13 +50,14 @@ def test_a_tracking_server_that_dies_mid_run(tmp_path: Path) -> None:
         with mlflow_server(backend, tmp_path) as (url, server):
             proc = _start_long_run(url, out)
             run_id = _wait_for_epochs(MlflowClient(url), proc)
+            killed_at = time.monotonic()  # the run may notice while the server is still shutting down
             stop_process_group(server)
-            killed_at = time.monotonic()
             if how == "ctrl-c":
                 time.sleep(1)  # MLflow is retrying its next write now
                 proc.send_signal(signal.SIGINT)
                 killed_at = time.monotonic()
-            out_text, err = proc.communicate(timeout=120)
+            _, err = proc.communicate(timeout=120)
+            out_text = (out / "stdout.log").read_text()
             outcomes.append((url, run_id, proc.returncode, time.monotonic() - killed_at, out_text + err))
     (first_url, first, code, seconds, err), (_, second, code2, seconds2, err2) = outcomes
     assert code == 2 and "Traceback" not in err, err

@@ -46,6 +46,23 @@ def test_the_sweep_files_set_values_that_differ_from_the_defaults() -> None:
         assert compose(config_name="train", overrides=["sweep=overfit"]).seeds == 10, "the file's seeds win"
 
 
+def test_exercise_1_picks_by_validation_loss_with_two_trials_in_flight() -> None:
+    """sweep=tune minimizes val_loss (the direction follows optimized_metric), prunes with the
+    measured median_warmup pruner and runs two trials at a time (joblib; the study script's workers)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        tune = compose(config_name="train", overrides=["sweep=tune"], return_hydra_config=True)
+        by_acc = compose(config_name="train", overrides=["sweep=tune", "optimized_metric=val_acc"],
+                         return_hydra_config=True)
+    assert tune.optimized_metric == "val_loss" and tune.hydra.sweeper.direction == "minimize"
+    assert by_acc.hydra.sweeper.direction == "maximize"
+    assert tune.hydra.runtime.choices["hydra/launcher"] == "joblib" and tune.hydra.sweeper.n_jobs == 2
+    pruner = tune.hydra.sweeper.optuna_pruner
+    assert (pruner.n_startup_trials, pruner.n_warmup_steps) == (5, 3)
+    assert build_parser("tune", "").parse_intermixed_args([]).workers is None, "the sweep's n_jobs decides"
+
+
 @pytest.mark.parametrize("name", SWEEPS)
 def test_hydra_multirun_trains_with_the_sweep_files_values(name: str, tmp_path: Path) -> None:
     mlruns = tmp_path / "mlruns"

@@ -65,7 +65,7 @@ def assert_consistent(mlruns: Path, study: optuna.Study) -> None:
         assert child.info.run_id == trial.user_attrs["mlflow_run_id"]
     best = study.best_trial
     (best_run,) = [r for r in children if r.info.run_id == best.user_attrs["mlflow_run_id"]]
-    assert best_run.data.metrics["best_val_acc"] == study.best_value
+    assert best_run.data.metrics[f"best_{study.metric_names[0]}"] == study.best_value
     assert "RUNNING" not in {r.info.status for r in runs}
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
 
@@ -137,6 +137,18 @@ def test_job_configs_reused_for_values_equal_hydras_own(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="batch_size"):  # values are still type-checked
         reusing.load_sweep_config(master, ["lr=0.5", "batch_size=abc", "data=digits",
                                            "++hydra.job.env_set.OPTUNA_PRUNING_TRIAL_ID=5", *fixed])
+
+    # a launcher's worker process gets a pickled copy of the loader: prepared, it composes nothing
+    fresh = ReusingConfigLoader(hydra_loader)
+    fresh.prepare(master, jobs[0])
+    fresh.prepare(master, jobs[1])  # same shape: nothing composed again
+    assert len(fresh.templates) == 1 and fresh.reused == 0
+    import pickle
+
+    in_worker = pickle.loads(pickle.dumps(fresh))
+    ours = in_worker.load_sweep_config(master, jobs[1])
+    assert in_worker.reused == 1 and ours.lr == 0.013
+    assert OmegaConf.to_container(ours) == OmegaConf.to_container(hydra_loader.load_sweep_config(master, jobs[1]))
 
 
 def test_best_value_at_a_bound_suggests_a_wider_range() -> None:
@@ -323,7 +335,7 @@ def test_study_scripts_end_to_end_and_help(tmp_path: Path) -> None:
 
 def test_sigint_leaves_nothing_running_and_the_rerun_resumes(tmp_path: Path) -> None:
     mlruns = tmp_path / "mlruns"
-    command = [*TUNE, "--n-trials", "2", "--pruner", "none", "data=digits", "num_epochs=2500",
+    command = [*TUNE, "--n-trials", "2", "--workers", "1", "--pruner", "none", "data=digits", "num_epochs=2500",
                "batch_size=256", f"mlruns_dir={mlruns}"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env())
     wait_for_count(mlruns / "mlflow.db", proc, "SELECT count(*) FROM metrics m JOIN tags t ON m.run_uuid = t.run_uuid "
@@ -413,7 +425,7 @@ def test_script_flags_mean_what_they_say(tmp_path: Path) -> None:
     zero = subprocess.run([*TUNE, "--n-trials", "0", *_study_args(mlruns)], capture_output=True, text=True,
                           timeout=300, env=clean_env())
     assert zero.returncode == 2 and zero.stderr.strip().splitlines() == [
-        "error: --n-trials, --workers and --seeds must be at least 1, got 0, 1 and 1"]
+        "error: --n-trials, --workers and --seeds must be at least 1, got 0, 2 and 1"]
     many = subprocess.run([*TUNE, "--n-trials", "2", "--workers", "8", "--pruner", "none",
                            *_study_args(mlruns, "num_epochs=2")], capture_output=True, text=True, timeout=300,
                           env=clean_env())
@@ -427,8 +439,9 @@ def test_sigkill_leaves_nothing_running_once_the_store_is_used_again(tmp_path: P
     trial RUNNING in Optuna and its runs RUNNING in MLflow forever, and the rerun said '0 trials
     to go'. The next start on the store reaps what the dead process left and retries the trial."""
     mlruns = tmp_path / "mlruns"
-    proc = subprocess.Popen([*TUNE, "--n-trials", "2", "--pruner", "none", *_study_args(mlruns, "num_epochs=100000")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+    proc = subprocess.Popen([*TUNE, "--n-trials", "2", "--workers", "1", "--pruner", "none",
+                             *_study_args(mlruns, "num_epochs=100000")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env())
     wait_for_count(mlruns / "mlflow.db", proc, "SELECT count(*) FROM metrics WHERE key = 'val_acc'", 2,
                    "two epochs of the first trial")
     proc.kill()
@@ -454,7 +467,8 @@ def test_sweeps_started_together_on_a_new_study_share_one_parent(tmp_path: Path)
     """Each of several sweeps starting on a new study at once could create its own parent run;
     they now all keep the earliest one (the others' are deleted)."""
     mlruns = tmp_path / "mlruns"
-    procs = [subprocess.Popen([*TUNE, "--n-trials", "4", "--pruner", "none", *_study_args(mlruns, "num_epochs=2")],
+    procs = [subprocess.Popen([*TUNE, "--n-trials", "4", "--workers", "1", "--pruner", "none",
+                               *_study_args(mlruns, "num_epochs=2")],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
              for _ in range(4)]
     assert [p.wait(timeout=300) for p in procs] == [0] * 4, [p.stderr.read()[-1500:] for p in procs]

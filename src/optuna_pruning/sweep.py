@@ -131,6 +131,7 @@ class OptunaPruningSweeperImpl:
                         del running[None]
                         self._finish(study, trial, ret, n_trials, heartbeats)
                     else:
+                        self.config_loader.prepare(self.config, overrides)
                         running[pool.submit(self._launch, trial, overrides, idx)] = trial
                     continue
                 if not running:

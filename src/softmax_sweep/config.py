@@ -130,6 +130,9 @@ def default_tracking_uri(mlruns_dir: str | Path) -> str:
 def _register() -> None:
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
+    # a sweep file's `direction: ${direction_of:${optimized_metric}}` follows the metric
+    OmegaConf.register_new_resolver("direction_of", lambda metric: OPTIMIZABLE_METRICS.get(metric, "maximize"),
+                                    replace=True)
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
 

@@ -77,6 +77,7 @@ def summarize(result: FitResult) -> dict[str, float]:
     }
     if "val_acc" in best:  # without a validation set the last epoch is reported
         summary["best_val_acc"] = best["val_acc"]
+        summary["best_val_loss"] = best["val_loss"]
         summary["generalization_gap"] = last["train_acc"] - last["val_acc"]
     return summary
 

@@ -41,7 +41,8 @@ EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
 RUNS_VIEW = "softmax-sweep"
 RUNS_VIEW_STATE = {
     "orderByKey": "metrics.`best_val_acc`", "orderByAsc": False,
-    "selectedColumns": ["tags.`optuna.state`", "metrics.`best_val_acc`", "metrics.`test_acc_at_best_epoch`",
+    "selectedColumns": ["tags.`optuna.state`", "metrics.`best_val_acc`", "metrics.`best_val_loss`",
+                        "metrics.`test_acc_at_best_epoch`",
                         "params.`lr`", "params.`batch_size`", "params.`num_epochs`"],
     "groupBy": {"aggregateFunction": "max", "groupByKeys": [{"mode": "tag", "groupByData": "optuna.study_name"}]},
     "useGroupedValuesInCharts": False,

@@ -90,7 +90,10 @@ def fit(net: gluon.Block, step: LossAndCorrect, train_iter: DataIter, val_iter: 
             metrics["train_eval_loss"], metrics["train_eval_acc"] = evaluate(step, train_eval_iter)
         metrics["epoch_seconds"] = time.perf_counter() - start
         result.history.append(metrics)
-        diverged = not math.isfinite(train_loss)
+        # a finite training loss can hide a model whose validation loss overflowed already
+        bad_loss = next((metrics[k] for k in ("train_loss", "val_loss", "test_loss")
+                         if k in metrics and not math.isfinite(metrics[k])), None)
+        diverged = bad_loss is not None
         value = metrics.get(monitor, nan)
         if not diverged and (val_iter is None or _improved(value, best_value, maximize)):
             best_value, since_best, result.best_epoch = value, 0, epoch
@@ -100,7 +103,7 @@ def fit(net: gluon.Block, step: LossAndCorrect, train_iter: DataIter, val_iter: 
         for callback in callbacks:
             callback.on_epoch_end(epoch, metrics)
         if diverged:
-            raise TrainingDiverged(epoch, train_loss, updater.learning_rate)
+            raise TrainingDiverged(epoch, bad_loss, updater.learning_rate)
         if patience is not None and since_best >= patience:
             result.stopped_early = True
             break

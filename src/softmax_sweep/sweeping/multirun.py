@@ -117,8 +117,7 @@ def _as_study(children, metric: str):
     study = optuna.create_study(direction=OPTIMIZABLE_METRICS[metric])
     for number, (child, values) in enumerate(zip(children, given)):
         params = {k: _value(values[k]) for k in varied if k in values}
-        # val_loss has no summary metric: its last logged value stands in
-        value = child.data.metrics.get("best_val_acc" if metric == "val_acc" else metric)
+        value = child.data.metrics.get(f"best_{metric}")
         state = (optuna.trial.TrialState.COMPLETE if child.info.status == "FINISHED" and value is not None
                  else optuna.trial.TrialState.FAIL)
         study.add_trial(optuna.trial.create_trial(
@@ -132,8 +131,7 @@ def _job_rows(children, metric: str) -> list[tuple[str, str, str, Optional[float
     rows = []
     for child in children:
         tags = child.data.tags
-        # val_loss has no summary metric: its last logged value stands in
-        value = child.data.metrics.get("best_val_acc" if metric == "val_acc" else metric)
+        value = child.data.metrics.get(f"best_{metric}")
         rows.append((tags.get("hydra.job_num", "?"), tags.get("hydra.overrides", ""), child.info.status,
                      value, tags.get("failure_reason", "")))
     return sorted(rows, key=lambda r: int(r[0]) if r[0].isdigit() else 0)

@@ -27,7 +27,7 @@ from softmax_sweep.tracking import mask_password
 
 log = logging.getLogger("softmax_sweep.sweep")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
-PRUNERS = ("median_early", "median", "percentile", "successive_halving", "hyperband", "none")
+PRUNERS = ("median_warmup", "median_early", "median", "percentile", "successive_halving", "hyperband", "none")
 
 
 def build_parser(sweep: str, description: str) -> argparse.ArgumentParser:
@@ -55,10 +55,10 @@ def build_parser(sweep: str, description: str) -> argparse.ArgumentParser:
                              "against the runner-up (default: the config's seeds)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS",
                         help="stop starting new trials after this many seconds")
-    parser.add_argument("--workers", type=int, default=1, metavar="K",
+    parser.add_argument("--workers", type=int, metavar="K",
                         help="start K local worker processes on the study; the same command on another "
                              "machine with the same --storage and --study-name adds workers there "
-                             "(default: 1, this process)")
+                             "(default: the sweep config's hydra.sweeper.n_jobs, trials in flight)")
     parser.add_argument("--heartbeat-interval", type=int, metavar="SECONDS",
                         help="trials send a heartbeat this often (database storages only); a trial whose "
                              "worker died is failed and retried by any live or later worker once its "
@@ -88,10 +88,13 @@ def compose_sweep(sweep: str, args: argparse.Namespace, plain: Sequence[str]) ->
         return compose(config_name="train", overrides=[*groups, *plain], return_hydra_config=True)
 
 
-def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) -> None:
+def run_study(sweep: str, args: argparse.Namespace, argv: Optional[Sequence[str]] = None) -> None:
     """Create or resume the study and run trials until it has n_trials: in this process, or in
     --workers K child processes. A --worker child only runs trials; its coordinator (or the single
-    process) writes the sweep report and ends the MLflow parent run."""
+    process) writes the sweep report and ends the MLflow parent run.
+
+    argv: the command line of sweeps/NAME.py, which worker processes run again; without it (a
+    call from Python) the study runs in this process unless --workers says otherwise."""
     import optuna
 
     from optuna_pruning.search_space import parse_search_space
@@ -115,8 +118,9 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) ->
     study_name = args.study_name or sweeper.study_name or "softmax-sweep"
     n_trials = sweeper.n_trials if args.n_trials is None else args.n_trials
     seeds = settings.seeds if args.seeds is None else args.seeds
-    if n_trials < 1 or args.workers < 1 or seeds < 1:
-        raise UserError(f"--n-trials, --workers and --seeds must be at least 1, got {n_trials}, {args.workers} "
+    wanted = args.workers if args.workers is not None else sweeper.n_jobs if argv is not None else 1
+    if n_trials < 1 or wanted < 1 or seeds < 1:
+        raise UserError(f"--n-trials, --workers and --seeds must be at least 1, got {n_trials}, {wanted} "
                         f"and {seeds}")
     heartbeat = args.heartbeat_interval or sweeper.heartbeat_interval
     sampler_cfg = sampler_node(sweeper.optuna_sampler, sweeper.sampler)
@@ -129,7 +133,7 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) ->
     if args.worker is None:
         log.info("study %s: %d trials to go of %d (%s, %s, %d worker%s); MLflow parent run %s", study_name,
                  trials_to_go(study, n_trials), n_trials, type(study.sampler).__name__,
-                 type(study.pruner).__name__, args.workers, "s" if args.workers > 1 else "", parent.run_id)
+                 type(study.pruner).__name__, wanted, "s" if wanted > 1 else "", parent.run_id)
 
     groups = set(full.hydra.runtime.choices)
 
@@ -161,13 +165,13 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Sequence[str] = ()) ->
 
     rerun = " ".join(["python", sys.argv[0], *(shlex.quote(mask_password(a)) for a in sys.argv[1:]),
                       "--study-name {study}"])
-    workers = min(args.workers, max(trials_to_go(study, n_trials), 1), os.cpu_count() or 1)
-    if workers < args.workers:  # more would only share the cores (and memory) to no avail
-        log.info("--workers %d capped at %d (%d trials to go, %d cores)", args.workers, workers,
+    workers = min(wanted, max(trials_to_go(study, n_trials), 1), os.cpu_count() or 1)
+    if workers < wanted:  # more would only share the cores (and memory) to no avail
+        log.info("--workers %d capped at %d (%d trials to go, %d cores)", wanted, workers,
                  trials_to_go(study, n_trials), os.cpu_count() or 1)
     try:
         if workers > 1:
-            failed = run_workers(workers, argv)
+            failed = run_workers(workers, argv or ())
             if failed and next_step(study, n_trials, bool(heartbeat)) != "done":
                 raise SweepFailed(f"{len(failed)} of {workers} workers failed before the study had "
                                   f"{n_trials} trials; their messages are above. Run the command again to resume.")

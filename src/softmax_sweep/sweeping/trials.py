@@ -122,7 +122,7 @@ def _run_seeds(cfg, trial: optuna.Trial, reporter: PruningReporter, seeds: int, 
         trial.set_user_attr("seed_values", results[reporter.monitor])
         metrics = {"seeds": seeds}
         for key, values in results.items():
-            name = "best_val_acc" if key == "val_acc" else key
+            name = f"best_{key}" if key.startswith("val_") else key
             mean, half = mean_ci(values)
             metrics.update({name: mean, f"{name}_ci95": half})
         group.log_metrics(metrics)
