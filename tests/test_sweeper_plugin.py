@@ -256,8 +256,14 @@ def test_ctrl_c_leaves_no_trial_running(tmp_path: Path, launcher: str) -> None:
         return optuna.load_study(study_name="sphere", storage=optuna.storages.JournalStorage(
             optuna.storages.journal.JournalFileBackend(str(journal))))
 
+    def reported() -> bool:
+        try:
+            return journal.exists() and any(t.intermediate_values for t in study().trials)
+        except KeyError:  # the journal file is there before the study is written into it
+            return False
+
     deadline = time.time() + 120
-    while not (journal.exists() and any(t.intermediate_values for t in study().trials)):
+    while not reported():
         assert proc.poll() is None and time.time() < deadline, "no trial reported a step"
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal reaches the whole process group
