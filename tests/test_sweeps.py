@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -265,7 +266,8 @@ def test_optuna_sweep_from_hydra_multirun(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=600, env=clean_env())
     assert done.returncode == 0, done.stderr[-2000:]
     output = done.stdout + done.stderr
-    assert "[4/4] trial 3" in output and "best value" in output
+    # two trials in flight (sweep=tune's joblib launcher): any of them can be the last to finish
+    assert re.search(r"\[4/4\] trial [0-3] ", output) and "best value" in output
     study = _study(mlruns, "tune-digits")
     assert len(study.trials) == 4
     assert {t.params["num_epochs"] for t in study.trials} <= {2, 3}
