@@ -140,7 +140,9 @@ def test_the_parent_run_charts_the_best_value_so_far(sweep) -> None:
     history = client.get_metric_history(_run_id(folder, "study-tune-digits"), "best_value")
     steps = sorted({m.step for m in history})
     assert len(steps) >= 7 and steps[-1] == 7
-    values = [min(m.value for m in history if m.step == s) for s in steps]
+    by_step = {s: {m.value for m in history if m.step == s} for s in steps}
+    assert all(len(v) == 1 for v in by_step.values()), by_step  # each step logged once it is settled
+    values = [by_step[s].pop() for s in steps]
     assert values == sorted(values, reverse=True)  # sweep=tune minimizes val_loss: never worse than before
 
 

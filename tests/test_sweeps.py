@@ -257,6 +257,53 @@ def test_the_sweep_says_when_the_best_sits_at_a_bound(tmp_path: Path) -> None:
     assert tracker.client.get_run(parent.run_id).data.metrics["best_value"] == 0.91
 
 
+def _finish_out_of_order(study: optuna.Study, space, after_each) -> None:
+    """Trials 0-5 with two in flight, trial 3 finishing while trial 2 still runs; 0 fails, 4 is pruned."""
+    values = {0: TrialState.FAIL, 1: 0.7, 2: 0.3, 3: 0.5, 4: TrialState.PRUNED, 5: 0.2}
+    running = [study.ask(space.distributions) for _ in range(2)]  # trials 0 and 1
+    for number in (0, 1, 3, 2, 4, 5):
+        trial = next(t for t in running if t.number == number)
+        if isinstance(values[number], TrialState):
+            study.tell(trial, state=values[number])
+        else:
+            study.tell(trial, values[number])
+        running.remove(trial)
+        after_each(study.trials[number])
+        if len(study.trials) < 6:
+            running.append(study.ask(space.distributions))
+    assert [t.number for t in study.trials] == list(range(6))
+
+
+def test_best_so_far_with_trials_finishing_out_of_order(tmp_path: Path) -> None:
+    """Two trials in flight: trial 2 finishes after trial 3. The parent's best_value (the app's
+    and the plugin's own MLflow callback) has one value per finished trial from the first complete
+    one on, each the best of the complete trials up to that number: never worse than the step before."""
+    from optuna_pruning.tracking import MlflowSweepTracking
+    from softmax_sweep.sweeping.parent import BestSoFar, finish_sweep, open_parent_run
+    from softmax_sweep.tracking import Tracker
+
+    space = parse_search_space({"lr": "interval(0.01, 1)"})
+    expected = [(1, 0.7), (2, 0.3), (3, 0.3), (4, 0.3), (5, 0.2)]
+
+    study = optuna.create_study(direction="minimize", study_name="app")
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "softmax-sweep", str(tmp_path))
+    parent = open_parent_run(tracker, study, "sqlite:///:memory:")
+    best = BestSoFar(parent)
+    _finish_out_of_order(study, space, lambda trial: best.update(study))
+    finish_sweep(parent, study, space, "python sweeps/tune.py --study-name {study}")
+    history = tracker.client.get_metric_history(parent.run_id, "best_value")
+    assert sorted({(m.step, m.value) for m in history}) == expected
+    assert len({m.step for m in history}) == len(expected)
+
+    study = optuna.create_study(direction="minimize", study_name="plugin")
+    plugin = MlflowSweepTracking(f"sqlite:///{tmp_path / 'plugin.db'}", "plugin")
+    plugin.on_sweep_start(study, None, space)
+    _finish_out_of_order(study, space, lambda trial: plugin.on_trial_end(study, trial, None))
+    plugin.on_sweep_end(study, None)
+    history = plugin.client.get_metric_history(plugin.parent_id, "best_value")
+    assert [(m.step, m.value) for m in history] == expected
+
+
 # --- through real subprocesses ---------------------------------------------------------------
 
 def test_optuna_sweep_from_hydra_multirun(tmp_path: Path) -> None:

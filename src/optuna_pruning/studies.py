@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import logging
+import math
 import re
 import time
 import warnings
@@ -201,6 +202,34 @@ def count_trials(study: optuna.Study) -> dict[str, int]:
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name] += 1
     return counts
+
+
+def best_so_far(trials: Sequence[FrozenTrial], direction: Any) -> list[tuple[int, float]]:
+    """(trial number, best value of the complete trials up to it) for each complete trial, in order."""
+    pick = max if direction == optuna.study.StudyDirection.MAXIMIZE else min
+    best, steps = None, []
+    for t in sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.number):
+        best = t.value if best is None else pick(best, t.value)
+        steps.append((t.number, best))
+    return steps
+
+
+def best_value_steps(trials: Sequence[FrozenTrial], direction: Any, after: int = -1,
+                     settled_only: bool = True) -> list[tuple[int, float]]:
+    """(trial number, best value of the complete trials up to it) for each finished trial above
+    `after`, from the first complete one on. settled_only: only the steps no later finish can
+    change, those below the lowest unfinished trial (with trials in flight, trial 3 can finish
+    before trial 2)."""
+    unfinished = [t.number for t in trials if t.state not in FINISHED]
+    horizon = min(unfinished, default=math.inf) if settled_only else math.inf
+    complete, steps, best = iter(best_so_far(trials, direction)), [], None
+    upcoming = next(complete, None)
+    for number in sorted(t.number for t in trials if t.state in FINISHED):
+        while upcoming is not None and upcoming[0] <= number:
+            best, upcoming = upcoming[1], next(complete, None)
+        if best is not None and after < number < horizon:
+            steps.append((number, best))
+    return steps
 
 
 def _retried(trials: Sequence[FrozenTrial]) -> set[int]:

@@ -15,6 +15,7 @@ nest them instead: current_trial() gives the trial, and this callback's parent r
 study's user attribute `mlflow_parent_run_id`."""
 from __future__ import annotations
 
+import time
 from typing import Any, Optional
 
 from optuna_pruning.callbacks import SweepCallback
@@ -41,6 +42,7 @@ class MlflowSweepTracking(SweepCallback):
                                             tags={"optuna.study_name": study.study_name}).info.run_id
             study.set_user_attr(PARENT_ATTR, run_id)
         self.parent_id = run_id
+        self.logged = max((m.step for m in self.client.get_metric_history(run_id, "best_value")), default=-1)
 
     def on_trial_end(self, study: Any, trial: Any, job_return: Any) -> None:
         from mlflow.entities import Metric, Param, RunTag
@@ -62,14 +64,27 @@ class MlflowSweepTracking(SweepCallback):
                               params=[Param(k, str(v)) for k, v in trial.params.items()],
                               tags=[RunTag(k, v) for k, v in tags.items()])
         self.client.set_terminated(run.info.run_id, "FAILED" if state == "FAIL" else "FINISHED", end_time=end)
-        complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-        if len(study.directions) == 1 and complete:
-            pick = max if study.direction.name == "MAXIMIZE" else min
-            self.client.log_metric(self.parent_id, "best_value", pick(t.value for t in complete), step=trial.number)
+        if len(study.directions) == 1:
+            self._log_best_so_far(study, final=False)
+
+    def _log_best_so_far(self, study: Any, final: bool) -> None:
+        """best_value at step = trial number, each once no trial finishing later can change it."""
+        from mlflow.entities import Metric
+
+        from optuna_pruning.studies import best_value_steps
+
+        now = int(time.time() * 1000)
+        steps = best_value_steps(study.get_trials(deepcopy=False), study.direction, self.logged, not final)
+        metrics = [Metric("best_value", value, now, number) for number, value in steps]
+        if metrics:
+            self.client.log_batch(self.parent_id, metrics=metrics)
+            self.logged = metrics[-1].step
 
     def on_sweep_end(self, study: Any, error: Optional[BaseException]) -> None:
         if self.client is None:
             return
+        if len(study.directions) == 1:
+            self._log_best_so_far(study, final=True)
         status = "FINISHED" if error is None else "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
         self.client.set_terminated(self.parent_id, status)
 

@@ -19,7 +19,7 @@ from softmax_sweep.data import load_dataset
 from softmax_sweep.errors import StoreUnreachable
 from softmax_sweep.heap import freeze_setup
 from softmax_sweep.jobs import PARENT_ENV
-from softmax_sweep.sweeping.parent import check_sweep, end_stopped_sweep, finish_sweep, log_best_so_far, open_parent_run
+from softmax_sweep.sweeping.parent import BestSoFar, check_sweep, end_stopped_sweep, finish_sweep, open_parent_run
 from softmax_sweep.sweeping.recovery import close_stale_run
 from softmax_sweep.tracking import mask_password
 
@@ -42,6 +42,7 @@ class SweepTracking(SweepCallback):
         tracker = tracker_for(settings)
         self.client, self.space, self.metric = tracker.client, search_space, settings.optimized_metric
         self.parent = open_parent_run(tracker, study, config.hydra.sweeper.storage or "memory")
+        self.best = BestSoFar(self.parent)
         os.environ[PARENT_ENV] = self.parent.run_id
         overrides = [*config.hydra.overrides.hydra, *config.hydra.overrides.task]
         kept = [mask_password(o) for o in overrides
@@ -55,7 +56,7 @@ class SweepTracking(SweepCallback):
             close_stale_run(self.client, trial, reason)
 
     def on_trial_end(self, study: optuna.Study, trial: Any, job_return: Any) -> None:
-        log_best_so_far(self.parent, study, trial.number)
+        self.best.update(study)
         error = job_return._return_value if job_return.status == JobStatus.FAILED else None
         if isinstance(error, StoreUnreachable):  # every later trial would fail the same way
             raise error

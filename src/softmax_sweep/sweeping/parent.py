@@ -17,6 +17,7 @@ from optuna_pruning.search_space import SearchSpace
 from optuna_pruning.studies import (
     FINISHED,
     StaleTrials,
+    best_value_steps,
     count_trials,
     make_pruner,
     make_sampler,
@@ -30,7 +31,7 @@ from softmax_sweep.data_names import data_label
 from softmax_sweep.errors import UserError
 from softmax_sweep.sweeping import answer
 from softmax_sweep.sweeping.recovery import close_stale_run
-from softmax_sweep.sweeping.report import Curves, best_so_far, write_report
+from softmax_sweep.sweeping.report import Curves, write_report
 from softmax_sweep.sweeping.search_space import bound_warnings
 from softmax_sweep.tracking import RunLogger, Tracker, mask_password
 
@@ -103,13 +104,23 @@ def open_parent_run(tracker: Tracker, study: optuna.Study, storage_url: str) -> 
     return parent
 
 
-def log_best_so_far(parent: RunLogger, study: optuna.Study, number: int) -> None:
-    """After trial `number` finished: the parent's `best_value` at step = trial number, so the
-    parent run's chart is the study's optimization history."""
-    steps = [value for n, value in best_so_far(study.get_trials(deepcopy=False), study.direction) if n <= number]
-    if steps:  # also as best_<metric> (best_val_acc): the runs table's column and sort key for runs
-        named = {f"best_{name}": steps[-1] for name in (study.metric_names or [])[:1]}
-        parent.log_metrics({"best_value": steps[-1], **named}, step=number)
+class BestSoFar:
+    """The parent's `best_value` at step = trial number, so the parent run's chart is the study's
+    optimization history. A step is logged once no trial finishing later can change it; steps the
+    parent already has (a resumed study, another worker) are not logged again."""
+
+    def __init__(self, parent: RunLogger) -> None:
+        self.parent = parent
+        history = parent.client.get_metric_history(parent.run_id, "best_value")
+        self.logged = max((m.step for m in history), default=-1)
+
+    def update(self, study: optuna.Study, final: bool = False) -> None:
+        """final: log every step left, also those a trial still RUNNING elsewhere holds back."""
+        steps = best_value_steps(study.get_trials(deepcopy=False), study.direction, self.logged, not final)
+        for number, value in steps:  # also as best_<metric> (best_val_loss): the runs table's column
+            named = {f"best_{name}": value for name in (study.metric_names or [])[:1]}
+            self.parent.log_metrics({"best_value": value, **named}, step=number)
+            self.logged = number
 
 
 def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rerun_hint: str,
@@ -125,6 +136,8 @@ def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rer
                  f"{counts['FAIL']} failed trials"]
         best = _best_trial(study)
         if best is not None:
+            parent.flush()  # BestSoFar reads the steps logged so far from the store
+            BestSoFar(parent).update(study, final=True)
             last = max(t.number for t in study.get_trials(deepcopy=False, states=FINISHED))
             parent.log_metrics({"best_value": best.value, "best_trial_number": best.number}, step=last)
             parent.set_tags({**{f"best.{k}": v for k, v in best.params.items()},
@@ -167,8 +180,7 @@ def _write_report(parent: RunLogger, study: optuna.Study, space: SearchSpace, fo
 def log_grid_report(parent: RunLogger, study: optuna.Study, space: SearchSpace, metric: str) -> None:
     """The sweep report of a grid of jobs (Hydra's basic sweeper), recorded as an in-memory study
     whose trials are the jobs: the same figures and trials.csv, and best_value by job number."""
-    for trial in study.get_trials(deepcopy=False, states=FINISHED):
-        log_best_so_far(parent, study, trial.number)
+    BestSoFar(parent).update(study, final=True)
     with tempfile.TemporaryDirectory() as tmp:
         _write_report(parent, study, space, Path(tmp), metric)
         parent.log_artifacts(Path(tmp))

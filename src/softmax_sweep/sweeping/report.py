@@ -16,6 +16,7 @@ from optuna.importance import PedAnovaImportanceEvaluator  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from optuna_pruning.search_space import SearchSpace  # noqa: E402
+from optuna_pruning.studies import best_so_far  # noqa: E402
 
 log = logging.getLogger("softmax_sweep.sweep")
 STATE_STYLE = {TrialState.COMPLETE: ("-", 0.9), TrialState.PRUNED: (":", 0.6), TrialState.FAIL: ("--", 0.4)}
@@ -77,16 +78,6 @@ def write_report(study: optuna.Study, space: SearchSpace, folder: Path, curves: 
 _importances = optuna.visualization.matplotlib.plot_param_importances
 # below this many complete trials importances are said to be a rough guide
 IMPORTANCE_MIN_TRIALS = 20
-
-
-def best_so_far(trials, direction) -> list[tuple[int, float]]:
-    """(trial number, best value of the complete trials up to it) for each complete trial, in order."""
-    pick = max if direction == optuna.study.StudyDirection.MAXIMIZE else min
-    best, steps = None, []
-    for t in sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.number):
-        best = t.value if best is None else pick(best, t.value)
-        steps.append((t.number, best))
-    return steps
 
 
 def _optimization_history(trials, direction, metric: str, title: str = ""):

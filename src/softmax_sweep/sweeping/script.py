@@ -101,7 +101,7 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Optional[Sequence[str]
     from optuna_pruning.studies import next_step, overshoot, sampler_node, too_many_failures, trial_line, trials_to_go
     from softmax_sweep.data import load_dataset
     from softmax_sweep.errors import TrainingDiverged, UserError
-    from softmax_sweep.sweeping.parent import end_stopped_sweep, finish_sweep, log_best_so_far, open_sweep
+    from softmax_sweep.sweeping.parent import BestSoFar, end_stopped_sweep, finish_sweep, open_sweep
     from softmax_sweep.sweeping.trials import run_trial
 
     freeze_setup()
@@ -136,6 +136,7 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Optional[Sequence[str]
                  type(study.pruner).__name__, wanted, "s" if wanted > 1 else "", parent.run_id)
 
     groups = set(full.hydra.runtime.choices)
+    best = BestSoFar(parent)
 
     def objective(trial: optuna.Trial) -> float:
         params = {name: _suggest(trial, name, dist) for name, dist in space.distributions.items()}
@@ -150,7 +151,7 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Optional[Sequence[str]
 
     def after_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
         log.info(trial_line(study, frozen.number, n_trials))
-        log_best_so_far(parent, study, frozen.number)
+        best.update(study)
 
     def work() -> None:
         deadline = time.monotonic() + args.timeout if args.timeout else None
