@@ -13,7 +13,10 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import optuna
 import pytest
+
+from optuna_pruning.studies import make_storage
 
 from conftest import clean_env, free_port, server_env, stop_process_group
 
@@ -85,7 +88,7 @@ def _run_id(folder: Path, name_like: str) -> str:
 def test_the_runs_table_shows_the_sweep_and_its_trials(sweep, mlflow_ui, browser) -> None:
     """The URL a sweep prints opens the runs table (not MLflow 3's GenAI view) in the project's
     saved view: trials grouped by study, result columns shown, each trial's Optuna state, best
-    first, so pruned trials come after the complete ones in the table and in the charts. Leaving
+    first by the sweep's metric, so pruned trials come after the complete ones in the table and in the charts. Leaving
     the saved view, the parent run expands to its trials."""
     folder, printed = sweep
     page = browser.new_page(viewport={"width": 1600, "height": 900})
@@ -101,6 +104,11 @@ def test_the_runs_table_shows_the_sweep_and_its_trials(sweep, mlflow_ui, browser
     pruned = [i for i, n in enumerate(names) if "(pruned)" in n]
     assert pruned and pruned == list(range(len(names) - len(pruned), len(names))), names  # complete first
     assert sum("PRUNED" in r for r in rows) == len(pruned) and sum("COMPLETE" in r for r in rows) == 8 - len(pruned)
+    # sweep=tune picks by val_loss: its URL opens the view that sorts by it, lowest first
+    assert "viewStateShareKey=softmax-sweep-val_loss" in printed and page.get_by_text("Sort: best_val_loss").count()
+    journal = f"journal:///{folder / 'mlruns' / 'optuna.journal'}"
+    study = optuna.load_study(study_name="tune-digits", storage=make_storage(journal))
+    assert names[0].startswith(f"#{study.best_trial.number} "), (names, study.best_trial.number)
     page.screenshot(path=str(folder / "runs_table.png"))
     page.goto(printed.replace("http://127.0.0.1:5000", mlflow_ui) + "&compareRunsMode=CHART")
     page.get_by_text("best_val_acc").first.wait_for(timeout=60000)

@@ -64,8 +64,8 @@ class MlflowMultirunCallback(Callback):
             log_grid_report(self.parent, *_as_study(children, metric), metric)
         except Exception as e:  # noqa: BLE001 - the jobs are recorded; a figure must not fail the multirun
             print(f"warning: the multirun report failed: {e}")
-        if self.parent.runs_url:
-            print(f"runs table (MLflow UI): {self.parent.runs_url}")
+        if metric in self.parent.runs_urls:
+            print(f"runs table (MLflow UI): {self.parent.runs_urls[metric]}")
         self.parent.end("FINISHED")
         os.environ.pop(PARENT_ENV, None)
         os.environ.pop(VARIED_ENV, None)

@@ -160,8 +160,8 @@ def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rer
                 (folder / "best.json").write_text(json.dumps(
                     {"value": best.value, "trial_number": best.number, "params": best.params}, indent=2))
             parent.log_artifacts(folder)
-        if parent.runs_url:
-            lines.append(f"runs table (MLflow UI): {parent.runs_url}")
+        if metric in parent.runs_urls:
+            lines.append(f"runs table (MLflow UI): {parent.runs_urls[metric]}")
     except KeyboardInterrupt:  # Ctrl-C while the report is written: the parent must not stay RUNNING
         parent.end("KILLED", "interrupted while writing the sweep report")
         raise
