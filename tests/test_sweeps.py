@@ -257,6 +257,31 @@ def test_the_sweep_says_when_the_best_sits_at_a_bound(tmp_path: Path) -> None:
     assert tracker.client.get_run(parent.run_id).data.metrics["best_value"] == 0.91
 
 
+def test_val_curves_mark_the_best_trial_by_the_study_direction() -> None:
+    """A val_loss study: the black curve is the lowest trial, and a diverging trial does not
+    flatten the others (the axis stops above most curves and says where)."""
+    from softmax_sweep.sweeping.report import _val_curves
+
+    space = parse_search_space({"lr": "interval(0.01, 1)"})
+    study = optuna.create_study(direction="minimize")
+    curves = {0: [(1, 0.60), (2, 0.50)], 1: [(1, 2.0), (2, 3.8)], 2: [(1, 0.55), (2, 0.41)],
+              3: [(1, 0.62), (2, 0.52)], 4: [(1, 0.58), (2, 0.47)]}
+    for curve in curves.values():
+        study.add_trial(optuna.trial.create_trial(params={"lr": 0.1}, distributions=space.distributions,
+                                                  value=curve[-1][1]))
+    ax = _val_curves(study.trials, study.direction, curves, "val_loss").axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["best (trial 2)"]
+    low, high = ax.get_ylim()
+    assert high < 3.8 and low < 0.41 and ax.get_ylabel().startswith("val_loss (cut at ")
+    study = optuna.create_study(direction="maximize")
+    for number in range(3):
+        study.add_trial(optuna.trial.create_trial(params={"lr": 0.1}, distributions=space.distributions,
+                                                  value=[0.80, 0.86, 0.84][number]))
+    ax = _val_curves(study.trials, study.direction, {n: [(1, v)] for n, v in enumerate([0.80, 0.86, 0.84])},
+                     "val_acc").axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["best (trial 1)"] and ax.get_ylabel() == "val_acc"
+
+
 def _finish_out_of_order(study: optuna.Study, space, after_each) -> None:
     """Trials 0-5 with two in flight, trial 3 finishing while trial 2 still runs; 0 fails, 4 is pruned."""
     values = {0: TrialState.FAIL, 1: 0.7, 2: 0.3, 3: 0.5, 4: TrialState.PRUNED, 5: 0.2}

@@ -11,6 +11,7 @@ import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 from optuna.importance import PedAnovaImportanceEvaluator  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
@@ -41,7 +42,7 @@ def write_report(study: optuna.Study, space: SearchSpace, folder: Path, curves: 
     study.trials_dataframe().to_csv(folder / "trials.csv", index=False)
     written.append(folder / "trials.csv")
     title = f", {title}" if title else ""
-    for name, figure in (("val_curves.png", _val_curves(trials, curves, metric, title)),
+    for name, figure in (("val_curves.png", _val_curves(trials, study.direction, curves, metric, title)),
                          ("overfitting_map.png", _overfitting_map(trials, space, gaps, title))):
         if _save(figure, folder / name):
             written.append(folder / name)
@@ -114,8 +115,9 @@ def _save(figure, path: Path) -> bool:
     return True
 
 
-def _val_curves(trials, curves: Curves, metric: str, title: str = ""):
-    """The validation metric against epoch for every trial in one figure."""
+def _val_curves(trials, direction, curves: Curves, metric: str, title: str = ""):
+    """The validation metric against epoch for every trial in one figure, the best one in black.
+    A loss axis stops a little above most curves: one diverging trial would flatten the rest."""
     drawn = [t for t in trials if curves.get(t.number)]
     if not drawn:
         return None
@@ -127,13 +129,22 @@ def _val_curves(trials, curves: Curves, metric: str, title: str = ""):
         (line,) = ax.plot(epochs, values, style, alpha=alpha, linewidth=1)
         if t.state != TrialState.COMPLETE:  # where it stopped (a trial pruned after one epoch has no line)
             ax.plot(epochs[-1:], values[-1:], "x", color=line.get_color(), alpha=alpha)
-    best = max((t for t in drawn if t.state == TrialState.COMPLETE), key=lambda t: t.value or 0, default=None)
+    complete = [t for t in drawn if t.state == TrialState.COMPLETE and t.value is not None]
+    pick = min if direction == optuna.study.StudyDirection.MINIMIZE else max
+    best = pick(complete, key=lambda t: t.value, default=None)
     if best is not None:
         epochs, values = zip(*curves[best.number])
         ax.plot(epochs, values, color="black", linewidth=2, label=f"best (trial {best.number})")
         ax.legend()
+    label = metric
+    if direction == optuna.study.StudyDirection.MINIMIZE:
+        finite = np.array([v for t in drawn for _, v in curves[t.number] if np.isfinite(v)])
+        top = float(np.quantile(finite, 0.9)) if finite.size else None
+        if top is not None and finite.max() > 1.5 * top:
+            ax.set_ylim(finite.min() - 0.05 * (top - finite.min()), top * 1.2)
+            label = f"{metric} (cut at {top * 1.2:.2f})"
     ax.set_xlabel("epoch")
-    ax.set_ylabel(metric)
+    ax.set_ylabel(label)
     ax.set_title(f"{title.lstrip(', ')}\nall trials (solid: complete; dotted, ending in x: pruned; dashed, "
                  "ending in x: failed)", fontsize=10)
     ax.grid(alpha=0.3)
