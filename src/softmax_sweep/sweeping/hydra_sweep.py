@@ -28,7 +28,7 @@ log = logging.getLogger("softmax_sweep.sweep")
 
 class SweepTracking(SweepCallback):
     def __init__(self) -> None:
-        self.parent = None
+        self.parent = self.best = None
         self.client = None
 
     def on_sweep_start(self, study: optuna.Study, config: DictConfig, search_space: Any) -> None:

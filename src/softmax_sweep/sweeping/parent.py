@@ -137,9 +137,9 @@ def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rer
         best = _best_trial(study)
         if best is not None:
             parent.flush()  # BestSoFar reads the steps logged so far from the store
-            BestSoFar(parent).update(study, final=True)
+            BestSoFar(parent).update(study, final=True)  # its last step: best.value at the last finished trial
             last = max(t.number for t in study.get_trials(deepcopy=False, states=FINISHED))
-            parent.log_metrics({"best_value": best.value, "best_trial_number": best.number}, step=last)
+            parent.log_metrics({"best_trial_number": best.number}, step=last)
             parent.set_tags({**{f"best.{k}": v for k, v in best.params.items()},
                              "best.mlflow_run_id": best.user_attrs.get("mlflow_run_id", "")})
             shown = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
