@@ -228,8 +228,8 @@ def test_a_study_on_mysql(tmp_path: Path) -> None:
         con.cursor().execute(f"CREATE DATABASE {name}")
     try:
         storage = f"mysql://root@127.0.0.1:3306/{name}"
-        done = subprocess.run([*TUNE, "--n-trials", "3", "--pruner", "none", "--storage", storage, "data=digits",
-                               "num_epochs=3", f"mlruns_dir={tmp_path / 'mlruns'}"],
+        done = subprocess.run([*TUNE, "--n-trials", "3", "--workers", "1", "--pruner", "none", "--storage", storage,
+                               "data=digits", "num_epochs=3", f"mlruns_dir={tmp_path / 'mlruns'}"],
                               capture_output=True, text=True, timeout=600, env=clean_env())
         assert done.returncode == 0, done.stderr[-3000:]
         study = _study(storage)

@@ -522,7 +522,8 @@ def test_sigkill_leaves_nothing_running_once_the_store_is_used_again(tmp_path: P
     proc.wait(timeout=60)
     killed_trial = _study(mlruns, "tune-digits").trials[0]
     assert killed_trial.state == TrialState.RUNNING
-    again = subprocess.run([*TUNE, "--n-trials", "2", "--pruner", "none", *_study_args(mlruns, "num_epochs=2")],
+    again = subprocess.run([*TUNE, "--n-trials", "2", "--workers", "1", "--pruner", "none",
+                            *_study_args(mlruns, "num_epochs=2")],
                            capture_output=True, text=True, timeout=600, env=clean_env())
     assert again.returncode == 0, again.stderr[-2000:]
     assert "marked FAIL and queued again" in again.stderr
