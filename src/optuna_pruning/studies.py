@@ -206,12 +206,8 @@ def count_trials(study: optuna.Study) -> dict[str, int]:
 
 def best_so_far(trials: Sequence[FrozenTrial], direction: Any) -> list[tuple[int, float]]:
     """(trial number, best value of the complete trials up to it) for each complete trial, in order."""
-    pick = max if direction == optuna.study.StudyDirection.MAXIMIZE else min
-    best, steps = None, []
-    for t in sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.number):
-        best = t.value if best is None else pick(best, t.value)
-        steps.append((t.number, best))
-    return steps
+    complete = {t.number for t in trials if t.state == TrialState.COMPLETE}
+    return [(n, value) for n, value in best_value_steps(trials, direction, settled_only=False) if n in complete]
 
 
 def best_value_steps(trials: Sequence[FrozenTrial], direction: Any, after: int = -1,
@@ -220,15 +216,14 @@ def best_value_steps(trials: Sequence[FrozenTrial], direction: Any, after: int =
     `after`, from the first complete one on. settled_only: only the steps no later finish can
     change, those below the lowest unfinished trial (with trials in flight, trial 3 can finish
     before trial 2)."""
-    unfinished = [t.number for t in trials if t.state not in FINISHED]
-    horizon = min(unfinished, default=math.inf) if settled_only else math.inf
-    complete, steps, best = iter(best_so_far(trials, direction)), [], None
-    upcoming = next(complete, None)
-    for number in sorted(t.number for t in trials if t.state in FINISHED):
-        while upcoming is not None and upcoming[0] <= number:
-            best, upcoming = upcoming[1], next(complete, None)
-        if best is not None and after < number < horizon:
-            steps.append((number, best))
+    pick = max if direction == optuna.study.StudyDirection.MAXIMIZE else min
+    horizon = min((t.number for t in trials if t.state not in FINISHED), default=math.inf) if settled_only else math.inf
+    best, steps = None, []
+    for t in sorted((t for t in trials if t.state in FINISHED), key=lambda t: t.number):
+        if t.state == TrialState.COMPLETE:
+            best = t.value if best is None else pick(best, t.value)
+        if best is not None and after < t.number < horizon:
+            steps.append((t.number, best))
     return steps
 
 
