@@ -25,6 +25,10 @@ class SearchSpace:
     def overrides(self, params: Mapping[str, Any]) -> list[str]:
         return [*(f"{k}={v}" for k, v in {**params, **self.fixed}.items()), *self.deletions]
 
+    def describe(self) -> dict[str, str]:
+        """Each parameter's distribution in the override syntax that gives it (for a run's params)."""
+        return {name: _describe(dist) for name, dist in self.distributions.items()}
+
     def grid_size(self) -> int:
         return math.prod(len(values) for values in self.grid().values())
 
@@ -42,6 +46,16 @@ class SearchSpace:
             else:
                 raise SweeperError(f"the grid sampler needs choice() or range() for {name}, not interval()")
         return grid
+
+
+def _describe(dist: BaseDistribution) -> str:
+    if isinstance(dist, CategoricalDistribution):
+        return f"choice({', '.join(map(str, dist.choices))})"
+    if getattr(dist, "step", None) not in (None, 1) or (isinstance(dist, IntDistribution) and not dist.log):
+        return f"range({dist.low}, {dist.high}, {dist.step}) (both ends included)"
+    text = f"interval({dist.low:g}, {dist.high:g})"
+    text = f"int({text})" if isinstance(dist, IntDistribution) else text
+    return f"tag(log, {text})" if dist.log else text
 
 
 def _value_text(override: Override) -> str:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import itertools
 import logging
 import math
 import re
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -183,9 +184,14 @@ def directions_of(direction: Any) -> list[str]:
     return names
 
 
+ENQUEUED_ATTR = "optuna_pruning.enqueued"
+
+
 def open_study(storage, study_name: Optional[str], directions: Sequence[str], sampler, pruner,
-               metric_names: Sequence[str] = ()) -> optuna.Study:
-    """Create the study or load it (resume), with the metric names optuna-dashboard shows."""
+               metric_names: Sequence[str] = (), enqueue: Sequence[Mapping[str, Any]] = (),
+               distributions: Optional[Mapping[str, Any]] = None) -> optuna.Study:
+    """Create the study or load it (resume), with the metric names optuna-dashboard shows; a new
+    study gets the `enqueue` trials queued first (see expand_enqueued)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the sweep logs one line per trial itself
     try:
         study = optuna.create_study(storage=storage, study_name=study_name, directions=list(directions),
@@ -194,7 +200,33 @@ def open_study(storage, study_name: Optional[str], directions: Sequence[str], sa
         raise SweeperError(f"study {study_name}: {e}") from None
     if metric_names and list(study.metric_names or []) != list(metric_names):
         study.set_metric_names(list(metric_names))
+    if enqueue and ENQUEUED_ATTR not in study.user_attrs:
+        trials = expand_enqueued(enqueue, distributions or {})
+        for params in trials:  # skip_if_exists: workers opening a new study together queue each once
+            study.enqueue_trial(params, skip_if_exists=True)
+        study.set_user_attr(ENQUEUED_ATTR, len(trials))
     return study
+
+
+def expand_enqueued(entries: Sequence[Mapping[str, Any]], distributions: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each entry's trials: a list value stands for each of its values (the product over keys).
+    Every key must be a parameter of the search space, every value one it can take."""
+    trials = []
+    for entry in entries:
+        keys = list(entry)
+        values = [v if isinstance(v, (list, tuple)) else [v] for v in entry.values()]
+        trials += [dict(zip(keys, combination)) for combination in itertools.product(*values)]
+    for params in trials:
+        for key, value in params.items():
+            dist = distributions.get(key)
+            if dist is None:
+                raise SweeperError(f"enqueue: {key} is not a parameter of the search space "
+                                   f"({', '.join(distributions) or 'none'})")
+            inside = value in dist.choices if isinstance(dist, optuna.distributions.CategoricalDistribution) \
+                else isinstance(value, (int, float)) and dist.low <= value <= dist.high
+            if not inside:
+                raise SweeperError(f"enqueue: {key}={value} is outside the search space's {key}")
+    return trials
 
 
 def count_trials(study: optuna.Study) -> dict[str, int]:
@@ -207,23 +239,23 @@ def count_trials(study: optuna.Study) -> dict[str, int]:
 def best_so_far(trials: Sequence[FrozenTrial], direction: Any) -> list[tuple[int, float]]:
     """(trial number, best value of the complete trials up to it) for each complete trial, in order."""
     complete = {t.number for t in trials if t.state == TrialState.COMPLETE}
-    return [(n, value) for n, value in best_value_steps(trials, direction, settled_only=False) if n in complete]
+    return [(n, value) for n, value, _ in best_value_steps(trials, direction, settled_only=False) if n in complete]
 
 
 def best_value_steps(trials: Sequence[FrozenTrial], direction: Any, after: int = -1,
-                     settled_only: bool = True) -> list[tuple[int, float]]:
-    """(trial number, best value of the complete trials up to it) for each finished trial above
-    `after`, from the first complete one on. settled_only: only the steps no later finish can
-    change, those below the lowest unfinished trial (with trials in flight, trial 3 can finish
-    before trial 2)."""
+                     settled_only: bool = True) -> list[tuple[int, float, int]]:
+    """(trial number, best value of the complete trials up to it, the number of the trial that has
+    it) for each finished trial above `after`, from the first complete one on. settled_only: only
+    the steps no later finish can change, those below the lowest unfinished trial (with trials in
+    flight, trial 3 can finish before trial 2)."""
     pick = max if direction == optuna.study.StudyDirection.MAXIMIZE else min
     horizon = min((t.number for t in trials if t.state not in FINISHED), default=math.inf) if settled_only else math.inf
     best, steps = None, []
     for t in sorted((t for t in trials if t.state in FINISHED), key=lambda t: t.number):
-        if t.state == TrialState.COMPLETE:
-            best = t.value if best is None else pick(best, t.value)
+        if t.state == TrialState.COMPLETE and (best is None or pick(best.value, t.value) != best.value):
+            best = t
         if best is not None and after < t.number < horizon:
-            steps.append((t.number, best))
+            steps.append((t.number, best.value, best.number))
     return steps
 
 
@@ -236,12 +268,14 @@ def _remaining(study: optuna.Study, n_trials: int) -> int:
     """n_trials minus the trials that count toward it (negative when workers overshot)."""
     trials = study.get_trials(deepcopy=False)
     retried = _retried(trials)
-    return n_trials - sum(not (t.state == TrialState.FAIL and t.number in retried) for t in trials)
+    return n_trials - sum(not (t.state == TrialState.FAIL and t.number in retried) and t.state != TrialState.WAITING
+                          for t in trials)
 
 
 def trials_to_go(study: optuna.Study, n_trials: int) -> int:
-    """n_trials is the study's total: finished, running and queued trials count toward it; a
-    trial retried after its worker died is counted once, by its retry."""
+    """n_trials is the study's total: finished and running trials count toward it, queued ones
+    (enqueued, waiting) are still to go; a trial retried after its worker died is counted once, by
+    its retry."""
     return max(_remaining(study, n_trials), 0)
 
 

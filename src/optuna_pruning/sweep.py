@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -51,18 +52,21 @@ class OptunaPruningSweeperImpl:
                  n_trials: int, n_jobs: int, max_failure_rate: float, params: Optional[DictConfig],
                  custom_search_space: Optional[str] = None, heartbeat_interval: Optional[int] = None,
                  grace_period: Optional[int] = None, metric_names: Optional[Sequence[str]] = None,
-                 callbacks: Optional[DictConfig] = None) -> None:
+                 callbacks: Optional[DictConfig] = None, enqueue: Optional[Sequence[Any]] = None) -> None:
         if n_trials < 1 or n_jobs < 1 or not 0 <= max_failure_rate <= 1:
             raise SweeperError("hydra.sweeper: n_trials and n_jobs must be at least 1, max_failure_rate in [0, 1]")
         self.directions = directions_of(direction)
         self.sampler_node, self.pruner_node = sampler_node(optuna_sampler, sampler), optuna_pruner
         self.storage_url, self.study_name = storage, study_name
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
-        self.params = OmegaConf.to_container(params) if params else {}
+        # resolved, as upstream reads them: a range may name other config values (`${data.size}`)
+        self.params = OmegaConf.to_container(params, resolve=True) if params else {}
         self.extend_space = get_method(custom_search_space) if custom_search_space else None
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
         self.metric_names = list(metric_names or [])
         self.callbacks = [instantiate(node) for node in (callbacks or {}).values()]
+        self.enqueue = OmegaConf.to_container(enqueue, resolve=True) if OmegaConf.is_config(enqueue) else \
+            list(enqueue or [])
         self.job_idx = 0
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -87,7 +91,7 @@ class OptunaPruningSweeperImpl:
         stale = StaleTrials(self._stale)
         storage = make_storage(self.storage_url, self.heartbeat_interval, self.grace_period, self._stale)
         study = open_study(storage, self.study_name, self.directions, make_sampler(self.sampler_node, space), pruner,
-                           self.metric_names)
+                           self.metric_names, self.enqueue, space.distributions)
         n_trials = self.n_trials
         if isinstance(study.sampler, optuna.samplers.GridSampler):
             n_trials = min(n_trials, space.grid_size())
@@ -178,7 +182,9 @@ class OptunaPruningSweeperImpl:
     def _finish(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn, n_trials: int,
                 heartbeats: _Heartbeats) -> None:
         heartbeats.remove(trial._trial_id)
-        self._tell(study, trial, ret)
+        with warnings.catch_warnings():  # the grid sampler stops the study when its grid is done
+            warnings.filterwarnings("ignore", message=r".*Study.stop. is supposed to be invoked")
+            self._tell(study, trial, ret)
         log.info(trial_line(study, trial.number, n_trials))
         frozen = study._storage.get_trial(trial._trial_id)
         for callback in self.callbacks:

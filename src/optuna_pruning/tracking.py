@@ -75,7 +75,7 @@ class MlflowSweepTracking(SweepCallback):
 
         now = int(time.time() * 1000)
         steps = best_value_steps(study.get_trials(deepcopy=False), study.direction, self.logged, not final)
-        metrics = [Metric("best_value", value, now, number) for number, value in steps]
+        metrics = [Metric("best_value", value, now, number) for number, value, _ in steps]
         if metrics:
             self.client.log_batch(self.parent_id, metrics=metrics)
             self.logged = metrics[-1].step

@@ -34,6 +34,9 @@ class DataConfig:
     val_size: int = 5000
     # keep only this many training examples (after the validation split); null = all
     train_size: Optional[int] = None
+    # sweep=overfit's training-set sizes: two small ones, where this model overfits, and every
+    # training image left after the validation split (the chapter's setting)
+    overfit_sizes: list[int] = field(default_factory=lambda: [500, 2000, 55000])
 
     def check(self) -> None:
         if self.name not in DATASETS:

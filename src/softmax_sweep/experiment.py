@@ -22,10 +22,10 @@ from softmax_sweep.data import DataIter, Dataset, check_val_size, fixed_batches,
 from softmax_sweep.heap import freeze_before_first_run
 from softmax_sweep.interrupts import InterruptCheck
 from softmax_sweep.model import build_net, build_step
-from softmax_sweep.plots import plot_curves
+from softmax_sweep.plots import curves_image, plot_curves
 from softmax_sweep.sgd import SoftmaxSGD
 from softmax_sweep.tracking import RunEndHook, RunLogger, Tracker, mask_password, resolve_tracking_uri
-from softmax_sweep.training import METRICS, TRAIN_EVAL_METRICS, Callback, FitResult, fit
+from softmax_sweep.training import GAP, METRICS, TRAIN_EVAL_METRICS, Callback, FitResult, fit
 
 log = logging.getLogger("softmax_sweep")
 
@@ -69,7 +69,7 @@ def train_softmax(dataset: Dataset, *, lr: float, batch_size: int, num_epochs: i
 
 
 def summarize(result: FitResult) -> dict[str, float]:
-    best, last = result.best, result.last
+    best = result.best
     summary = {
         "best_epoch": result.best_epoch,
         "test_acc_at_best_epoch": best["test_acc"],
@@ -78,7 +78,6 @@ def summarize(result: FitResult) -> dict[str, float]:
     if "val_acc" in best:  # without a validation set the last epoch is reported
         summary["best_val_acc"] = best["val_acc"]
         summary["best_val_loss"] = best["val_loss"]
-        summary["generalization_gap"] = last["train_acc"] - last["val_acc"]
     return summary
 
 
@@ -119,7 +118,7 @@ def _hydra_output_dir() -> Optional[str]:
     return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
 
 
-def _resolved_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+def resolved_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     tree = OmegaConf.to_container(OmegaConf.create(cfg) if not isinstance(cfg, DictConfig) else cfg,
                                   resolve=True)
     if tree.get("tracking", {}).get("uri"):
@@ -127,19 +126,24 @@ def _resolved_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     return tree
 
 
+# "": the value alone (a remedy's name says what it is)
 SHORT_NAMES = {"batch_size": "bs", "num_epochs": "ep", "weight_decay": "wd", "data.train_size": "n",
-               "early_stopping_patience": "patience"}
+               "early_stopping_patience": "patience", "remedy": ""}
 
 
 def run_label(values: Mapping[str, Any]) -> str:
     """`lr=0.5 bs=64`: a run's name from the values it was given, short enough for the runs table."""
-    return " ".join(f"{SHORT_NAMES.get(k, k.rpartition('.')[2])}={f'{v:.3g}' if isinstance(v, float) else v}"
-                    for k, v in values.items())
+    def item(key: str, value: Any) -> str:
+        name = SHORT_NAMES.get(key, key.rpartition(".")[2])
+        text = f"{value:.3g}" if isinstance(value, float) else "all" if value is None else str(value)
+        return f"{name}={text}" if name else text
+
+    return " ".join(item(k, v) for k, v in values.items())
 
 
 def _write_history(history: Sequence[dict[str, float]], path: Path) -> None:
     with open(path, "w", newline="") as f:
-        extra = [k for k in TRAIN_EVAL_METRICS if history and k in history[0]]
+        extra = [k for k in (*TRAIN_EVAL_METRICS, GAP) if history and k in history[0]]
         writer = csv.DictWriter(f, fieldnames=["epoch", *METRICS, *extra, "epoch_seconds"])
         writer.writeheader()
         for epoch, metrics in enumerate(history, start=1):
@@ -156,15 +160,28 @@ class _History:
         self.epochs.append(dict(metrics))
 
 
+CURVES_IMAGE = "overfitting/curves"
+
+
+def log_curves_image(run: RunLogger, history: Sequence[dict[str, float]], title: str, best_epoch: int = 0) -> None:
+    """The curves as an MLflow image: the run's Model metrics tab opens on it (its section,
+    "overfitting", comes before the per-metric charts), train and test on one set of axes."""
+    if history:
+        run.log_image(curves_image(history, best_epoch, title), CURVES_IMAGE, step=len(history))
+
+
 class _Artifacts:
     """The run's files, uploaded in one go at the end (also when the run fails). Where the upload
     fails (a tracking server gone), they are kept in keep_dir (the Hydra run folder, else
-    <mlruns_dir>/unsent/<run id>) instead."""
+    <mlruns_dir>/unsent/<run id>) instead.
+
+    plots: curves.png (plain runs); image: the curves as the run's image (every run but a seed
+    of a trial, whose trial shows the seeds' mean)."""
 
     def __init__(self, run: RunLogger, config_yaml: str, plots: bool, title: str,
-                 keep_dir: Optional[str] = None) -> None:
+                 keep_dir: Optional[str] = None, image: bool = True) -> None:
         self.run, self.config_yaml, self.plots, self.title = run, config_yaml, plots, title
-        self.keep_dir = keep_dir
+        self.keep_dir, self.image = keep_dir, image
 
     def log(self, history: Sequence[dict[str, float]], best_epoch: int, net: Optional[gluon.Block]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -185,12 +202,14 @@ class _Artifacts:
                 log.warning("the run's files (metrics.csv: %d epochs) could not be uploaded: kept in %s",
                             len(history), self.keep_dir)
                 raise
+        if self.image:
+            log_curves_image(self.run, history, self.title, best_epoch)
 
 
 def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (),
           run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None,
           on_run_start: Optional[Callable[[RunLogger], None]] = None, on_run_end: Optional[RunEndHook] = None,
-          in_sweep: bool = False) -> dict[str, Any]:
+          in_sweep: bool = False, params: Optional[Mapping[str, Any]] = None, image: bool = True) -> dict[str, Any]:
     """Validate cfg, train, and record the whole run in MLflow. Returns the summary metrics plus
     the validation metrics of the best epoch (`val_acc`, `val_loss`), the MLflow `run_id` and the
     per-epoch `history`.
@@ -198,14 +217,16 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
     on_run_start(run) is called once the run exists; on_run_end(run, error) as it ends, error None
     on success (sweeps tie trials to runs);
     in_sweep: epochs are logged at DEBUG level and no curves.png is drawn (a sweep prints one line
-    per trial and draws all trials' curves in one figure on its parent run)."""
+    per trial and draws all trials' curves in one figure on its parent run);
+    params: more params for the run (a trial's, such as `remedy`, that the config does not hold);
+    image: log the curves as the run's image (see log_curves_image)."""
     settings = to_settings(cfg)
     tracker = tracker_for(settings)
     data_cfg = settings.data
     dataset = load_dataset(data_cfg.name, data_cfg.root, data_cfg.url)
     check_val_size(dataset.num_train, data_cfg.val_size)  # fails before the run starts
     freeze_before_first_run()
-    resolved = _resolved_config(cfg)
+    resolved = resolved_config(cfg)
     train_examples = len(split_indices(dataset.num_train, data_cfg.val_size, settings.seed, data_cfg.train_size)[0])
     run_tags = {"data.name": dataset.name, "data.digest": dataset.digest, "data.source": dataset.source,
                 "data.place": dataset.place, "data.train_examples": str(train_examples), **(tags or {})}
@@ -219,12 +240,14 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
     with tracker.run(run_name, run_tags, on_end=on_run_end) as run:
         if on_run_start:
             on_run_start(run)
-        run.log_params(flatten(resolved))
+        flat = flatten(resolved)
+        run.log_params({**flat, **{k: v for k, v in (params or {}).items() if k not in flat}})
         run.log_dataset(dataset.name, dataset.digest, dataset.source)
         history = _History()
         artifacts = _Artifacts(run, OmegaConf.to_yaml(resolved), plots=not in_sweep,
                                title=f"{dataset.name}: lr={settings.lr:g}, batch_size={settings.batch_size}",
-                               keep_dir=output_dir or str(Path(settings.mlruns_dir) / "unsent" / run.run_id))
+                               keep_dir=output_dir or str(Path(settings.mlruns_dir) / "unsent" / run.run_id),
+                               image=image)
         try:
             net, result = train_softmax(
                 dataset, lr=settings.lr, batch_size=settings.batch_size, num_epochs=settings.num_epochs,

@@ -28,31 +28,12 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 from mlflow.tracking import MlflowClient
 
 from optuna_pruning.workers import dead_local_worker, worker_name
-from softmax_sweep import interrupts
-from softmax_sweep.config import OPTIMIZABLE_METRICS, default_tracking_uri
+from softmax_sweep import interrupts, views
+from softmax_sweep.config import default_tracking_uri
 from softmax_sweep.errors import StoreUnreachable, Terminated, UserError, lost_connection
 
 RunEndHook = Callable[["RunLogger", Optional[BaseException]], None]
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
-# Saved views of the runs table (MLflow 3's "Save as new view", kept as experiment tags and opened
-# by the runs URL's viewStateShareKey): the result columns and each trial's Optuna state shown,
-# best first by the metric a sweep picks trials by, so complete trials come before pruned and
-# failed ones (which have no best_* metric: MLflow sorts missing values last) in the table and in
-# the charts' first runs. A run's URL opens the val_acc view; a sweep's, its metric's.
-RUNS_VIEWS = {"val_acc": "softmax-sweep", "val_loss": "softmax-sweep-val_loss"}
-
-
-def _view_state(metric: str) -> dict[str, Any]:
-    lowest = OPTIMIZABLE_METRICS[metric] == "minimize"
-    return {
-        "orderByKey": f"metrics.`best_{metric}`", "orderByAsc": lowest,
-        "selectedColumns": ["tags.`optuna.state`", "metrics.`best_val_acc`", "metrics.`best_val_loss`",
-                            "metrics.`test_acc_at_best_epoch`",
-                            "params.`lr`", "params.`batch_size`", "params.`num_epochs`"],
-        "groupBy": {"aggregateFunction": "min" if lowest else "max",
-                    "groupByKeys": [{"mode": "tag", "groupByData": "optuna.study_name"}]},
-        "useGroupedValuesInCharts": False,
-    }
 
 
 MAX_PARAM_LENGTH = 6000
@@ -270,7 +251,7 @@ class Tracker:
         found = self.client.get_experiment_by_name(name)
         if found is None:
             try:
-                tags = dict([EXPERIMENT_KIND_TAG, *map(_runs_view, RUNS_VIEWS)])
+                tags = dict([EXPERIMENT_KIND_TAG, *views.experiment_view_tags().items()])
                 return self.client.create_experiment(name, artifact_location=artifact_location, tags=tags)
             except MlflowException:
                 found = self.client.get_experiment_by_name(name)  # another worker created it
@@ -278,28 +259,36 @@ class Tracker:
                     raise
         if found.tags.get(EXPERIMENT_KIND_TAG[0]) != EXPERIMENT_KIND_TAG[1]:
             self.client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND_TAG)
-        for metric in RUNS_VIEWS:
-            key, value = _runs_view(metric)
-            if key not in found.tags:
-                self.client.set_experiment_tag(found.experiment_id, key, value)
+        for key, value in views.experiment_view_tags().items():
+            self._save_view(found.tags.get(key), found.experiment_id, key, value)
         return found.experiment_id
 
-    def runs_url(self, metric: str = "val_acc") -> str:
-        """The experiment's runs table in the MLflow UI, in the saved view that puts the best
-        `metric` first. MLflow 3 opens an experiment in its GenAI view unless the URL asks for the
-        training one (it ignores the mlflow.experimentKind tag); for a local store, the address of
-        `mlflow ui` with its default port."""
+    def _save_view(self, stored: Optional[str], experiment_id: str, key: str, value: str) -> None:
+        """Write a saved view unless the experiment holds the same one (its timestamps aside)."""
+        if stored is None or _view_state(stored) != _view_state(value):
+            self.client.set_experiment_tag(experiment_id, key, value)
+
+    def save_view(self, share_key: str, state: dict[str, Any]) -> str:
+        """Save a view of the runs table under share_key; returns its URL."""
+        key, value = views.view_tag(share_key, state)
+        experiment = self.client.get_experiment(self.experiment_id)
+        self._save_view(experiment.tags.get(key), self.experiment_id, key, value)
+        return self.runs_url(share_key)
+
+    def runs_url(self, share_key: str = views.RUNS_VIEWS["val_acc"]) -> str:
+        """The experiment's runs table in the MLflow UI, in the saved view share_key. MLflow 3
+        opens an experiment in its GenAI view unless the URL asks for the training one (it ignores
+        the mlflow.experimentKind tag); for a local store, the address of `mlflow ui` with its
+        default port."""
         parts = urlsplit(self.uri)
         base = (urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])).rstrip("/")
                 if self.server else "http://127.0.0.1:5000")
         return (f"{base}/#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
-                f"&viewStateShareKey={RUNS_VIEWS[metric]}")
+                f"&viewStateShareKey={share_key}")
 
     def logger(self, run_id: str, artifact_uri: Optional[str] = None) -> RunLogger:
         """A RunLogger for an existing run of this store."""
-        logger = RunLogger(self.client, run_id, artifact_uri, server=self.server)
-        logger.runs_urls = {metric: self.runs_url(metric) for metric in RUNS_VIEWS}
-        return logger
+        return RunLogger(self.client, run_id, artifact_uri, server=self.server)
 
     def start_run(self, run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None) -> RunLogger:
         """A new RUNNING run. An interrupt while it is created stays pending for the next
@@ -371,7 +360,7 @@ class RunLogger:
         self.run_id = run_id
         self.artifact_uri = artifact_uri
         self.server = server  # None for a database
-        self.runs_urls: dict[str, str] = {}  # the experiment's runs table in the MLflow UI, by sort metric
+        self.view_url: Optional[str] = None  # a sweep parent's view of its runs in the MLflow UI
         self._metrics: list[Metric] = []
         self._params: list[Param] = []
         self._tags: dict[str, str] = {}
@@ -424,6 +413,10 @@ class RunLogger:
             # trials together can both insert, and one fails on the unique key. Its transaction
             # was rolled back; the data set exists now, so logging again links the run to it.
             self.client.log_inputs(self.run_id, datasets=inputs)
+
+    @_uninterrupted
+    def log_image(self, image: Any, key: str, step: int) -> None:
+        self.client.log_image(self.run_id, image, key=key, step=step)
 
     @_uninterrupted
     def log_artifacts(self, folder: Path) -> None:
@@ -481,9 +474,8 @@ class RunLogger:
         self.client.set_terminated(self.run_id, status=status)
 
 
-def _runs_view(metric: str) -> tuple[str, str]:
-    """The experiment tag that holds a saved runs view, as MLflow's web app writes one."""
-    now = int(time.time() * 1000)
-    envelope = {"name": RUNS_VIEWS[metric], "createdAt": now, "updatedAt": now,
-                "state": json.dumps(_view_state(metric))}
-    return f"mlflow.sharedViewState.{RUNS_VIEWS[metric]}", json.dumps(envelope)
+def _view_state(tag_value: str) -> Any:
+    try:
+        return json.loads(json.loads(tag_value)["state"])
+    except (ValueError, KeyError, TypeError):
+        return None

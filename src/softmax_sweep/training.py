@@ -18,6 +18,9 @@ from softmax_sweep.sgd import SoftmaxSGD
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 # the model at the epoch's end on the training set (train_acc is the running average over the epoch)
 TRAIN_EVAL_METRICS = ("train_eval_loss", "train_eval_acc")
+# training minus validation accuracy after each epoch (train_eval_acc where measured): one line
+# that grows while the model overfits
+GAP = "generalization_gap"
 
 
 class Callback(Protocol):
@@ -88,6 +91,8 @@ def fit(net: gluon.Block, step: LossAndCorrect, train_iter: DataIter, val_iter: 
             metrics["val_loss"], metrics["val_acc"] = evaluate(step, val_iter)
         if train_eval_iter is not None:
             metrics["train_eval_loss"], metrics["train_eval_acc"] = evaluate(step, train_eval_iter)
+        if "val_acc" in metrics:
+            metrics[GAP] = metrics.get("train_eval_acc", train_acc) - metrics["val_acc"]
         metrics["epoch_seconds"] = time.perf_counter() - start
         result.history.append(metrics)
         # a finite training loss can hide a model whose validation loss overflowed already

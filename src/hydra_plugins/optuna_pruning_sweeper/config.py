@@ -186,6 +186,9 @@ class OptunaPruningSweeperConf:
     metric_names: Optional[list[str]] = None
     # name: {_target_: ...} of optuna_pruning.SweepCallback subclasses (e.g. a tracking parent run)
     callbacks: dict[str, Any] = field(default_factory=dict)
+    # trials to run first, once per study (Optuna's enqueue_trial): a list of {param: value}; a
+    # list of values stands for each of them (`{lr: [0.1, 1.0], remedy: none}` is two trials)
+    enqueue: list[Any] = field(default_factory=list)
 
 
 _store = ConfigStore.instance()

@@ -19,7 +19,14 @@ from softmax_sweep.data import load_dataset
 from softmax_sweep.errors import StoreUnreachable
 from softmax_sweep.heap import freeze_setup
 from softmax_sweep.jobs import PARENT_ENV
-from softmax_sweep.sweeping.parent import BestSoFar, check_sweep, end_stopped_sweep, finish_sweep, open_parent_run
+from softmax_sweep.sweeping.parent import (
+    BestSoFar,
+    check_sweep,
+    end_stopped_sweep,
+    finish_sweep,
+    fixed_params,
+    open_parent_run,
+)
 from softmax_sweep.sweeping.recovery import close_stale_run
 from softmax_sweep.tracking import mask_password
 
@@ -35,13 +42,15 @@ class SweepTracking(SweepCallback):
         from softmax_sweep.experiment import tracker_for
 
         freeze_setup()
-        settings = to_settings(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
+        app_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        settings = to_settings(app_cfg)
         check_sweep(settings, [d.name.lower() for d in study.directions])
         # a data set that cannot be loaded fails the sweep now, not every trial; in-process jobs reuse it
         load_dataset(settings.data.name, settings.data.root, settings.data.url)
         tracker = tracker_for(settings)
         self.client, self.space, self.metric = tracker.client, search_space, settings.optimized_metric
-        self.parent = open_parent_run(tracker, study, config.hydra.sweeper.storage or "memory")
+        self.parent = open_parent_run(tracker, study, config.hydra.sweeper.storage or "memory", search_space,
+                                      settings.seeds, self.metric, fixed_params(app_cfg))
         self.best = BestSoFar(self.parent)
         os.environ[PARENT_ENV] = self.parent.run_id
         overrides = [*config.hydra.overrides.hydra, *config.hydra.overrides.task]

@@ -39,6 +39,19 @@ class MlflowMultirunCallback(Callback):
                                           if _sweeps_values(v))
         cli.on_abort(self._abort)
 
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A job of this process's grid (the basic launcher): one line, numbered by the job."""
+        if self.parent is not None:
+            import logging
+
+            from hydra.core.hydra_config import HydraConfig
+
+            from softmax_sweep.tracking import mask_password
+
+            job = HydraConfig.get().job
+            logging.getLogger("softmax_sweep").info("job %d: %s", job.num,
+                                                    mask_password(" ".join(HydraConfig.get().overrides.task)))
+
     def _abort(self, error: BaseException) -> None:
         if self.parent is not None:
             status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
@@ -49,6 +62,7 @@ class MlflowMultirunCallback(Callback):
         if self.parent is None:
             return
         from softmax_sweep import cli
+        from softmax_sweep.config import to_settings
         from softmax_sweep.jobs import PARENT_ENV, VARIED_ENV
 
         cli.forget_abort(self._abort)
@@ -64,8 +78,11 @@ class MlflowMultirunCallback(Callback):
             log_grid_report(self.parent, *_as_study(children, metric), metric)
         except Exception as e:  # noqa: BLE001 - the jobs are recorded; a figure must not fail the multirun
             print(f"warning: the multirun report failed: {e}")
-        if metric in self.parent.runs_urls:
-            print(f"runs table (MLflow UI): {self.parent.runs_urls[metric]}")
+        from softmax_sweep.experiment import tracker_for
+        from softmax_sweep.views import RUNS_VIEWS
+
+        tracker = tracker_for(to_settings(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])))
+        print(f"runs table (MLflow UI): {tracker.runs_url(RUNS_VIEWS[metric])}")
         self.parent.end("FINISHED")
         os.environ.pop(PARENT_ENV, None)
         os.environ.pop(VARIED_ENV, None)

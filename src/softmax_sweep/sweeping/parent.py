@@ -5,6 +5,7 @@ import json
 import logging
 import math
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -15,7 +16,6 @@ from optuna.trial import TrialState
 
 from optuna_pruning.search_space import SearchSpace
 from optuna_pruning.studies import (
-    FINISHED,
     StaleTrials,
     best_value_steps,
     count_trials,
@@ -26,6 +26,7 @@ from optuna_pruning.studies import (
     reap_dead_local_trials,
 )
 from optuna_pruning.workers import worker_name
+from softmax_sweep import views
 from softmax_sweep.config import OPTIMIZABLE_METRICS, TrainConfig
 from softmax_sweep.data_names import data_label
 from softmax_sweep.errors import UserError
@@ -59,7 +60,7 @@ def check_sweep(settings: TrainConfig, directions) -> None:
 
 def open_sweep(settings: TrainConfig, space: SearchSpace, storage_url: str, study_name: str, direction: str,
                sampler: Any, pruner: Any, n_trials: int, heartbeat_interval: Optional[int] = None,
-               grace_period: Optional[int] = None) -> OpenSweep:
+               grace_period: Optional[int] = None, enqueue: Sequence[Any] = ()) -> OpenSweep:
     """Create or resume the study and open its MLflow parent run, as a study script does; a
     trial whose worker died gets its MLflow run closed in the same store."""
     from softmax_sweep.experiment import tracker_for
@@ -69,16 +70,36 @@ def open_sweep(settings: TrainConfig, space: SearchSpace, storage_url: str, stud
     stale = StaleTrials(lambda study, trial, why: close_stale_run(tracker.client, trial, why))
     storage = make_storage(storage_url, heartbeat_interval, grace_period, stale.on_stale)
     study = open_study(storage, study_name, [direction], make_sampler(sampler, space), make_pruner(pruner),
-                       [settings.optimized_metric])
+                       [settings.optimized_metric], enqueue, space.distributions)
     if isinstance(study.sampler, optuna.samplers.GridSampler):
         n_trials = min(n_trials, space.grid_size())
     reap_dead_local_trials(study, stale)
-    return OpenSweep(study, storage, open_parent_run(tracker, study, storage_url), n_trials)
+    parent = open_parent_run(tracker, study, storage_url, space, settings.seeds, settings.optimized_metric,
+                             fixed_params(settings))
+    return OpenSweep(study, storage, parent, n_trials)
 
 
-def open_parent_run(tracker: Tracker, study: optuna.Study, storage_url: str) -> RunLogger:
+def fixed_params(cfg: Any) -> dict[str, Any]:
+    """The training settings every trial of a sweep shares, as a run's params (passwords masked)."""
+    from softmax_sweep.experiment import flatten, resolved_config
+
+    return flatten(resolved_config(cfg))
+
+
+def open_parent_run(tracker: Tracker, study: optuna.Study, storage_url: str, space: SearchSpace, seeds: int = 1,
+                    metric: str = "val_acc", fixed: Optional[dict[str, Any]] = None) -> RunLogger:
     """The study's parent run in this tracking store: the one recorded in the study's user
-    attributes (set RUNNING again), or a new one."""
+    attributes (set RUNNING again), or a new one that records the search space and the fixed
+    settings as its params. Saves the study's view of the runs table (parent.view_url)."""
+    varied = list(space.distributions)
+    state = views.study_view_state(study.study_name, metric, varied, seeds)
+    view_url = tracker.save_view(views.study_view_key(study.study_name), state)
+    parent = _reopen_parent(tracker, study) or _new_parent(tracker, study, storage_url, space, seeds, metric, fixed)
+    parent.view_url = view_url
+    return parent
+
+
+def _reopen_parent(tracker: Tracker, study: optuna.Study) -> Optional[RunLogger]:
     run_id = study.user_attrs.get(PARENT_ATTR)
     if run_id:
         try:
@@ -90,8 +111,17 @@ def open_parent_run(tracker: Tracker, study: optuna.Study, storage_url: str) -> 
                 return tracker.logger(run_id)
         except MlflowException:
             pass  # recorded in another tracking store, or deleted: start a new one here
+    return None
+
+
+def _new_parent(tracker: Tracker, study: optuna.Study, storage_url: str, space: SearchSpace, seeds: int,
+                metric: str, fixed: Optional[dict[str, Any]]) -> RunLogger:
     tags = {"optuna.study_name": study.study_name, "optuna.storage": mask_password(storage_url), "sweep.kind": "optuna"}
     parent = tracker.start_run(run_name=f"study-{study.study_name}", tags=tags)
+    sweep = {"sweep.sampler": type(study.sampler).__name__, "sweep.pruner": type(study.pruner).__name__,
+             "sweep.direction": study.direction.name.lower(), "sweep.metric": metric, "seeds": seeds,
+             **{f"search.{name}": text for name, text in space.describe().items()}}
+    parent.log_params({**{k: v for k, v in (fixed or {}).items() if k not in space.distributions}, **sweep})
     # Sweeps started together on a new study each create a parent: all keep the earliest one.
     query = " and ".join([*(f"tags.`{k}` = '{v.replace(chr(39), '')}'" for k, v in tags.items()),
                           "attributes.status = 'RUNNING'"])
@@ -117,9 +147,9 @@ class BestSoFar:
     def update(self, study: optuna.Study, final: bool = False) -> None:
         """final: log every step left, also those a trial still RUNNING elsewhere holds back."""
         steps = best_value_steps(study.get_trials(deepcopy=False), study.direction, self.logged, not final)
-        for number, value in steps:  # also as best_<metric> (best_val_loss): the runs table's column
+        for number, value, trial in steps:  # also as best_<metric> (best_val_loss): the runs table's column
             named = {f"best_{name}": value for name in (study.metric_names or [])[:1]}
-            self.parent.log_metrics({"best_value": value, **named}, step=number)
+            self.parent.log_metrics({"best_value": value, "best_trial_number": trial, **named}, step=number)
             self.logged = number
 
 
@@ -138,8 +168,6 @@ def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rer
         if best is not None:
             parent.flush()  # BestSoFar reads the steps logged so far from the store
             BestSoFar(parent).update(study, final=True)  # its last step: best.value at the last finished trial
-            last = max(t.number for t in study.get_trials(deepcopy=False, states=FINISHED))
-            parent.log_metrics({"best_trial_number": best.number}, step=last)
             parent.set_tags({**{f"best.{k}": v for k, v in best.params.items()},
                              "best.mlflow_run_id": best.user_attrs.get("mlflow_run_id", "")})
             shown = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
@@ -160,8 +188,8 @@ def finish_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace, rer
                 (folder / "best.json").write_text(json.dumps(
                     {"value": best.value, "trial_number": best.number, "params": best.params}, indent=2))
             parent.log_artifacts(folder)
-        if metric in parent.runs_urls:
-            lines.append(f"runs table (MLflow UI): {parent.runs_urls[metric]}")
+        if parent.view_url:
+            lines.append(f"runs table (MLflow UI): {parent.view_url}")
     except KeyboardInterrupt:  # Ctrl-C while the report is written: the parent must not stay RUNNING
         parent.end("KILLED", "interrupted while writing the sweep report")
         raise
@@ -240,21 +268,22 @@ def _report_title(parent: RunLogger, study: optuna.Study) -> str:
 
 
 def _write_answer(parent: RunLogger, study: optuna.Study, folder: Path) -> str:
-    """Exercise 2's answer.md and figures, from the seed runs' curves in MLflow."""
-    histories, tags, params = {}, {}, {}
+    """Exercise 2's answer.md and figures, from the seed runs' curves and params in MLflow."""
+    histories, run_params, tags = {}, {}, {}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        for run_id in trial.user_attrs.get("seed_run_ids", [trial.user_attrs.get("mlflow_run_id")]):
+        run_ids = trial.user_attrs.get("seed_run_ids", [trial.user_attrs.get("mlflow_run_id")])
+        for run_id in run_ids:
             try:
                 histories[run_id] = {m: [x.value for x in sorted(parent.client.get_metric_history(run_id, m),
                                                                  key=lambda x: x.step)] for m in answer.CURVES}
-                if not tags:
+                if run_id == run_ids[0]:  # the seeds of a trial share their settings
                     run = parent.client.get_run(run_id)
-                    tags, params = run.data.tags, run.data.params
+                    run_params[run_id], tags = run.data.params, tags or run.data.tags
             except MlflowException:
                 continue  # a run in another tracking store
-    configs = answer.load_configs(study, histories)
+    configs = answer.load_configs(study, histories, run_params)
     label = data_label(tags.get("data.name", ""), tags.get("data.source", ""))
-    text = answer.answer_markdown(answer.settings(configs), label, int(params.get("batch_size", 0)))
+    text = answer.answer_markdown(answer.settings(configs), label)
     (folder / "answer.md").write_text(text)
     if any(c.remedy == "none" for c in configs):
         answer.plot_curves_by_size(configs, label, folder / "exercise2_curves.png")

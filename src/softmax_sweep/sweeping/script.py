@@ -113,7 +113,8 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Optional[Sequence[str]
     # a data set that cannot be loaded fails the sweep now, not every trial; trials reuse it
     load_dataset(settings.data.name, settings.data.root, settings.data.url)
     task_overrides = [o for o in plain if not o.startswith(("hydra", "+hydra", "++hydra"))]
-    space = parse_search_space(OmegaConf.to_container(sweeper.params or {}), [*task_overrides, *sweep_overrides])
+    params = OmegaConf.to_container(sweeper.params or {}, resolve=True)
+    space = parse_search_space(params, [*task_overrides, *sweep_overrides])
     storage_url = args.storage or sweeper.storage
     study_name = args.study_name or sweeper.study_name or "softmax-sweep"
     n_trials = sweeper.n_trials if args.n_trials is None else args.n_trials
@@ -128,8 +129,14 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Optional[Sequence[str]
         # workers with one seed would suggest the same parameters at the same time
         sampler_cfg = OmegaConf.merge(sampler_cfg, {"seed": sampler_cfg.seed + args.worker})
     opened = open_sweep(settings, space, storage_url, study_name, sweeper.direction, sampler_cfg, sweeper.optuna_pruner,
-                        n_trials, heartbeat, sweeper.grace_period)
+                        n_trials, heartbeat, sweeper.grace_period,
+                        OmegaConf.to_container(sweeper.enqueue, resolve=True))
     study, parent, n_trials = opened.study, opened.parent, opened.n_trials
+    if args.worker is None and next_step(study, n_trials, bool(heartbeat)) == "done":
+        parent.end("FINISHED")
+        log.info("study %s already has its %d trials (%s): nothing to run. More trials: --n-trials %d; a new "
+                 "study: --study-name NAME", study_name, n_trials, parent.view_url, 2 * n_trials)
+        return
     if args.worker is None:
         log.info("study %s: %d trials to go of %d (%s, %s, %d worker%s); MLflow parent run %s", study_name,
                  trials_to_go(study, n_trials), n_trials, type(study.sampler).__name__,

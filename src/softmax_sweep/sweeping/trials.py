@@ -43,13 +43,13 @@ class PruningReporter:
             raise EpochPruned(epoch, value)
 
 
-def trial_run_name(study_name: str, number: int, params: Mapping[str, Any], state: str = "") -> str:
-    """`#7 tune-fashion_mnist lr=0.3 bs=64 ep=20`, `#8 (pruned) tune-...`: unique across studies,
-    and what tells trials apart first, where the runs table cuts a long name short."""
+def trial_run_name(number: int, params: Mapping[str, Any], state: str = "") -> str:
+    """`#7 lr=0.3 bs=64 ep=20`, `#8 (pruned) lr=...`: what tells a study's trials apart, short
+    enough for the runs table (a study's view shows its own runs; the study is the run's tag)."""
     from softmax_sweep.experiment import run_label
 
     marker = f" ({state.lower()})" if state else ""
-    return f"#{number}{marker} {study_name} {run_label(params)}".rstrip()
+    return f"#{number}{marker} {run_label(params)}".rstrip()
 
 
 def trial_state(error: Optional[BaseException]) -> str:
@@ -73,13 +73,13 @@ def run_trial(cfg: DictConfig | Mapping[str, Any], trial: optuna.Trial, study_na
         trial.set_user_attr("mlflow_run_id", run.run_id)  # so a dead worker's run can be closed
         trial.set_user_attr("worker", worker_name())  # so a later start can tell the worker died
 
-    name = trial_run_name(study_name, trial.number, trial.params)
+    name = trial_run_name(trial.number, trial.params)
 
     def on_end(run: RunLogger, error: Optional[BaseException]) -> None:
         state = trial_state(error)
         run.set_tags({"optuna.state": state})
         if state == "PRUNED":  # MLflow has no such status: the name shows it in the runs table
-            run.set_tags({"mlflow.runName": trial_run_name(study_name, trial.number, trial.params, state)})
+            run.set_tags({"mlflow.runName": trial_run_name(trial.number, trial.params, state)})
         if error is not None and not isinstance(error, optuna.TrialPruned):
             trial.set_user_attr("fail_reason", str(error) or type(error).__name__)
 
@@ -87,7 +87,7 @@ def run_trial(cfg: DictConfig | Mapping[str, Any], trial: optuna.Trial, study_na
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     if seeds == 1:
-        summary = train(cfg, callbacks=[reporter], run_name=name, tags=tags,
+        summary = train(cfg, callbacks=[reporter], run_name=name, tags=tags, params=trial.params,
                         on_run_start=on_start, on_run_end=on_end, in_sweep=True)
         return summary[reporter.monitor]
     return _run_seeds(cfg, trial, reporter, seeds, tags, on_start, on_end, name)
@@ -98,7 +98,7 @@ def _run_seeds(cfg, trial: optuna.Trial, reporter: PruningReporter, seeds: int, 
     from omegaconf import OmegaConf
 
     from softmax_sweep.config import to_settings
-    from softmax_sweep.experiment import tracker_for, train
+    from softmax_sweep.experiment import log_curves_image, tracker_for, train
     from softmax_sweep.stats import mean_ci
 
     settings = to_settings(cfg)
@@ -113,21 +113,25 @@ def _run_seeds(cfg, trial: optuna.Trial, reporter: PruningReporter, seeds: int, 
             seed_cfg.seed = seed
             summary = train(seed_cfg, callbacks=[reporter] if seed == first else [],
                             run_name=f"{name} seed={seed}",
-                            tags={**tags, "mlflow.parentRunId": group.run_id, "seed": str(seed)}, in_sweep=True)
+                            tags={**tags, "mlflow.parentRunId": group.run_id, "seed": str(seed)}, in_sweep=True,
+                            image=False)
             run_ids.append(summary["run_id"])
             histories.append(summary["history"])
             trial.set_user_attr("seed_run_ids", run_ids)
             for key, values in results.items():
                 values.append(summary[key])
         trial.set_user_attr("seed_values", results[reporter.monitor])
+        group.set_tags({"seed_values": " ".join(f"{v:.4f}" for v in results[reporter.monitor])})
         metrics = {"seeds": seeds}
         for key, values in results.items():
             name = f"best_{key}" if key.startswith("val_") else key
             mean, half = mean_ci(values)
             metrics.update({name: mean, f"{name}_ci95": half})
         group.log_metrics(metrics)
+        mean_curves = []
         for epoch in range(1, max(map(len, histories)) + 1):  # the seeds' mean curves (early stopping: fewer)
             at = [h[epoch - 1] for h in histories if len(h) >= epoch]
-            group.log_metrics({k: sum(m[k] for m in at) / len(at) for k in at[0] if k != "epoch_seconds"},
-                              step=epoch)
+            mean_curves.append({k: sum(m[k] for m in at) / len(at) for k in at[0] if k != "epoch_seconds"})
+            group.log_metrics(mean_curves[-1], step=epoch)
+        log_curves_image(group, mean_curves, f"{name}: mean of {seeds} seeds")
     return sum(results[reporter.monitor]) / seeds
