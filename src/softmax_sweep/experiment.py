@@ -22,12 +22,13 @@ from softmax_sweep.data import DataIter, Dataset, check_val_size, fixed_batches,
 from softmax_sweep.heap import freeze_before_first_run
 from softmax_sweep.interrupts import InterruptCheck
 from softmax_sweep.model import build_net, build_step
-from softmax_sweep.plots import curves_image, plot_curves
+from softmax_sweep.plots import plot_curves
 from softmax_sweep.sgd import SoftmaxSGD
 from softmax_sweep.tracking import RunEndHook, RunLogger, Tracker, mask_password, resolve_tracking_uri
 from softmax_sweep.training import GAP, METRICS, TRAIN_EVAL_METRICS, Callback, FitResult, fit
 
 log = logging.getLogger("softmax_sweep")
+NOTE_TAG = "mlflow.note.content"  # a run's description in the MLflow UI (markdown)
 
 
 class EpochLogger:
@@ -160,14 +161,20 @@ class _History:
         self.epochs.append(dict(metrics))
 
 
-CURVES_IMAGE = "overfitting/curves"
+def curves_note(run_id: str) -> str:
+    """The run's description (MLflow's note), which its Overview page shows: its curves.png, train
+    and test on one set of axes, where the Model metrics tab draws each metric on its own chart."""
+    return ("**Train, validation and test on one chart** (the best epoch in grey; the same as curves.png "
+            f"in Artifacts):\n\n![accuracy and loss by epoch](get-artifact?path=curves.png&run_uuid={run_id})\n")
 
 
-def log_curves_image(run: RunLogger, history: Sequence[dict[str, float]], title: str, best_epoch: int = 0) -> None:
-    """The curves as an MLflow image: the run's Model metrics tab opens on it (its section,
-    "overfitting", comes before the per-metric charts), train and test on one set of axes."""
+def log_curves(run: RunLogger, history: Sequence[dict[str, float]], title: str, folder: Path,
+               best_epoch: int = 0) -> None:
+    """Draw curves.png into folder (uploaded with the run's other files) and show it in the run's
+    description."""
     if history:
-        run.log_image(curves_image(history, best_epoch, title), CURVES_IMAGE, step=len(history))
+        plot_curves(history, folder / "curves.png", best_epoch, title)
+        run.set_tags({NOTE_TAG: curves_note(run.run_id)})
 
 
 class _Artifacts:
@@ -175,13 +182,13 @@ class _Artifacts:
     fails (a tracking server gone), they are kept in keep_dir (the Hydra run folder, else
     <mlruns_dir>/unsent/<run id>) instead.
 
-    plots: curves.png (plain runs); image: the curves as the run's image (every run but a seed
-    of a trial, whose trial shows the seeds' mean)."""
+    plots: curves.png, shown in the run's description (every run but a seed of a trial, whose
+    trial shows the seeds' mean curves)."""
 
     def __init__(self, run: RunLogger, config_yaml: str, plots: bool, title: str,
-                 keep_dir: Optional[str] = None, image: bool = True) -> None:
+                 keep_dir: Optional[str] = None) -> None:
         self.run, self.config_yaml, self.plots, self.title = run, config_yaml, plots, title
-        self.keep_dir, self.image = keep_dir, image
+        self.keep_dir = keep_dir
 
     def log(self, history: Sequence[dict[str, float]], best_epoch: int, net: Optional[gluon.Block]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -190,7 +197,7 @@ class _Artifacts:
             if history:
                 _write_history(history, folder / "metrics.csv")
                 if self.plots:
-                    plot_curves(history, folder / "curves.png", best_epoch, self.title)
+                    log_curves(self.run, history, self.title, folder, best_epoch)
             if net is not None:
                 net.save_parameters(str(folder / "softmax-best.params"))
             try:
@@ -202,24 +209,21 @@ class _Artifacts:
                 log.warning("the run's files (metrics.csv: %d epochs) could not be uploaded: kept in %s",
                             len(history), self.keep_dir)
                 raise
-        if self.image:
-            log_curves_image(self.run, history, self.title, best_epoch)
 
 
 def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (),
           run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None,
           on_run_start: Optional[Callable[[RunLogger], None]] = None, on_run_end: Optional[RunEndHook] = None,
-          in_sweep: bool = False, params: Optional[Mapping[str, Any]] = None, image: bool = True) -> dict[str, Any]:
+          in_sweep: bool = False, params: Optional[Mapping[str, Any]] = None, plots: bool = True) -> dict[str, Any]:
     """Validate cfg, train, and record the whole run in MLflow. Returns the summary metrics plus
     the validation metrics of the best epoch (`val_acc`, `val_loss`), the MLflow `run_id` and the
     per-epoch `history`.
 
     on_run_start(run) is called once the run exists; on_run_end(run, error) as it ends, error None
     on success (sweeps tie trials to runs);
-    in_sweep: epochs are logged at DEBUG level and no curves.png is drawn (a sweep prints one line
-    per trial and draws all trials' curves in one figure on its parent run);
+    in_sweep: epochs are logged at DEBUG level (a sweep prints one line per trial);
     params: more params for the run (a trial's, such as `remedy`, that the config does not hold);
-    image: log the curves as the run's image (see log_curves_image)."""
+    plots: draw curves.png and show it in the run's description (off for a trial's seeds)."""
     settings = to_settings(cfg)
     tracker = tracker_for(settings)
     data_cfg = settings.data
@@ -244,10 +248,9 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
         run.log_params({**flat, **{k: v for k, v in (params or {}).items() if k not in flat}})
         run.log_dataset(dataset.name, dataset.digest, dataset.source)
         history = _History()
-        artifacts = _Artifacts(run, OmegaConf.to_yaml(resolved), plots=not in_sweep,
+        artifacts = _Artifacts(run, OmegaConf.to_yaml(resolved), plots=plots,
                                title=f"{dataset.name}: lr={settings.lr:g}, batch_size={settings.batch_size}",
-                               keep_dir=output_dir or str(Path(settings.mlruns_dir) / "unsent" / run.run_id),
-                               image=image)
+                               keep_dir=output_dir or str(Path(settings.mlruns_dir) / "unsent" / run.run_id))
         try:
             net, result = train_softmax(
                 dataset, lr=settings.lr, batch_size=settings.batch_size, num_epochs=settings.num_epochs,

@@ -415,10 +415,6 @@ class RunLogger:
             self.client.log_inputs(self.run_id, datasets=inputs)
 
     @_uninterrupted
-    def log_image(self, image: Any, key: str, step: int) -> None:
-        self.client.log_image(self.run_id, image, key=key, step=step)
-
-    @_uninterrupted
     def log_artifacts(self, folder: Path) -> None:
         if self.artifact_uri is None:
             self.client.log_artifacts(self.run_id, str(folder))

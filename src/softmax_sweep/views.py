@@ -25,6 +25,8 @@ OVERFITTING_SECTION = "overfitting"
 OVERLAYS = (("accuracy: train vs val vs test", ("train_acc", "val_acc", "test_acc")),
             ("loss: train vs val vs test", ("train_loss", "val_loss", "test_loss")),
             ("generalization gap (train - val accuracy)", ("generalization_gap",)))
+# wide enough for a trial's name (`#22 (pruned) n=2000 lr=1 bs=32 weight_decay_1e-4`)
+RUN_NAME_COLUMN = "attributes.`Run Name`"
 # the section the web app files metrics without a "/" in their name under
 DEFAULT_SECTION = "Model metrics"
 
@@ -40,16 +42,19 @@ def _line_chart(number: int, title: str, metrics: Sequence[str]) -> dict[str, An
             "ignoreOutliers": False, "useGlobalXaxisKey": True, "useGlobalLineSmoothing": True}
 
 
+def _section(uuid: str, name: str) -> dict[str, Any]:
+    return {"uuid": uuid, "name": name, "display": True, "isReordered": False, "deleted": False,
+            "isGenerated": False}
+
+
 def chart_layout() -> dict[str, Any]:
-    """The chart tab: the overlays in a section of their own, which the web app shows before its
-    "Model metrics" section (custom sections come first, by name), where it adds a chart for every
-    other metric it finds."""
+    """The chart tab: the overlays in a section of their own, first; then the web app's "Model
+    metrics" section, where it adds a chart for every other metric it finds. isAccordionReordered
+    keeps this order (the web app sorts sections by name, and would put any new one first)."""
     charts = [_line_chart(i, title, metrics) for i, (title, metrics) in enumerate(OVERLAYS)]
-    sections = [{"uuid": OVERFITTING_SECTION, "name": "Overfitting: train and test on one chart", "display": True,
-                 "isReordered": False, "deleted": False, "isGenerated": False},
-                {"uuid": "softmax-sweep-default", "name": DEFAULT_SECTION, "display": True, "isReordered": False,
-                 "deleted": False, "isGenerated": True}]
-    return {"compareRunCharts": charts, "compareRunSections": sections, "isAccordionReordered": False,
+    sections = [_section(OVERFITTING_SECTION, "Overfitting: train and test on one chart"),
+                _section("softmax-sweep-default", DEFAULT_SECTION)]
+    return {"compareRunCharts": charts, "compareRunSections": sections, "isAccordionReordered": True,
             "hideEmptyCharts": True}
 
 
@@ -87,7 +92,8 @@ def study_view_state(study_name: str, metric: str, varied: Sequence[str], seeds:
         results = [f"metrics.`best_{metric}`", f"metrics.`best_{metric}_ci95`", "metrics.`test_acc_at_best_epoch`",
                    "metrics.`test_acc_at_best_epoch_ci95`", "params.`seeds`", "tags.`seed_values`"]
     return {**_sort(metric), **chart_layout(), "searchFilter": study_filter(study_name),
-            "selectedColumns": ["tags.`optuna.state`", *results, *(f"params.`{k}`" for k in varied)]}
+            "selectedColumns": ["tags.`optuna.state`", *results, *(f"params.`{k}`" for k in varied)],
+            "columnWidths": {RUN_NAME_COLUMN: 330}}
 
 
 def view_tag(key: str, state: dict[str, Any]) -> tuple[str, str]:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Optional
 
 import optuna
@@ -98,7 +100,7 @@ def _run_seeds(cfg, trial: optuna.Trial, reporter: PruningReporter, seeds: int, 
     from omegaconf import OmegaConf
 
     from softmax_sweep.config import to_settings
-    from softmax_sweep.experiment import log_curves_image, tracker_for, train
+    from softmax_sweep.experiment import log_curves, tracker_for, train
     from softmax_sweep.stats import mean_ci
 
     settings = to_settings(cfg)
@@ -114,7 +116,7 @@ def _run_seeds(cfg, trial: optuna.Trial, reporter: PruningReporter, seeds: int, 
             summary = train(seed_cfg, callbacks=[reporter] if seed == first else [],
                             run_name=f"{name} seed={seed}",
                             tags={**tags, "mlflow.parentRunId": group.run_id, "seed": str(seed)}, in_sweep=True,
-                            image=False)
+                            plots=False)
             run_ids.append(summary["run_id"])
             histories.append(summary["history"])
             trial.set_user_attr("seed_run_ids", run_ids)
@@ -124,14 +126,16 @@ def _run_seeds(cfg, trial: optuna.Trial, reporter: PruningReporter, seeds: int, 
         group.set_tags({"seed_values": " ".join(f"{v:.4f}" for v in results[reporter.monitor])})
         metrics = {"seeds": seeds}
         for key, values in results.items():
-            name = f"best_{key}" if key.startswith("val_") else key
+            metric = f"best_{key}" if key.startswith("val_") else key
             mean, half = mean_ci(values)
-            metrics.update({name: mean, f"{name}_ci95": half})
+            metrics.update({metric: mean, f"{metric}_ci95": half})
         group.log_metrics(metrics)
         mean_curves = []
         for epoch in range(1, max(map(len, histories)) + 1):  # the seeds' mean curves (early stopping: fewer)
             at = [h[epoch - 1] for h in histories if len(h) >= epoch]
             mean_curves.append({k: sum(m[k] for m in at) / len(at) for k in at[0] if k != "epoch_seconds"})
             group.log_metrics(mean_curves[-1], step=epoch)
-        log_curves_image(group, mean_curves, f"{name}: mean of {seeds} seeds")
+        with tempfile.TemporaryDirectory() as tmp:
+            log_curves(group, mean_curves, f"{name}: mean of {seeds} seeds", Path(tmp))
+            group.log_artifacts(Path(tmp))
     return sum(results[reporter.monitor]) / seeds
