@@ -16,7 +16,6 @@ from softmax_sweep.sweeping.script import build_parser, run_study
 from conftest import clean_env
 
 SWEEPS = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
-SMALL = {"overfit": ["data.train_size=choice(100, 400)"]}  # digits has ~1000 training images
 
 
 def file_values(name: str) -> dict:
@@ -67,7 +66,7 @@ def test_exercise_1_picks_by_validation_loss_with_two_trials_in_flight() -> None
 def test_hydra_multirun_trains_with_the_sweep_files_values(name: str, tmp_path: Path) -> None:
     mlruns = tmp_path / "mlruns"
     done = subprocess.run([sys.executable, "-m", "softmax_sweep.train", "-m", f"sweep={name}", "data=digits",
-                           "hydra.sweeper.n_trials=1", "seeds=1", *SMALL.get(name, []),
+                           "hydra.sweeper.n_trials=1", "seeds=1",
                            f"mlruns_dir={mlruns}"],
                           capture_output=True, text=True, timeout=600, env=clean_env())
     assert done.returncode == 0, done.stderr[-2000:]
@@ -78,5 +77,5 @@ def test_hydra_multirun_trains_with_the_sweep_files_values(name: str, tmp_path: 
 def test_study_scripts_train_with_the_sweep_files_values(name: str, tmp_path: Path) -> None:
     mlruns = tmp_path / "mlruns"
     run_study(name, build_parser(name, "").parse_intermixed_args(
-        ["--n-trials", "1", "--seeds", "1", "data=digits", *SMALL.get(name, []), f"mlruns_dir={mlruns}"]))
+        ["--n-trials", "1", "--seeds", "1", "data=digits", f"mlruns_dir={mlruns}"]))
     assert_trained_with(mlruns, {k: v for k, v in file_values(name).items() if k != "seeds"})  # --seeds 1 here

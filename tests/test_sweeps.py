@@ -248,10 +248,10 @@ def test_the_sweep_says_when_the_best_sits_at_a_bound(tmp_path: Path) -> None:
     for lr, value in ((0.012, 0.80), (0.0199, 0.91), (0.015, 0.85)):
         study.add_trial(optuna.trial.create_trial(params={"lr": lr}, distributions=space.distributions, value=value))
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "softmax-sweep", str(tmp_path))
-    parent = open_parent_run(tracker, study, "sqlite:///:memory:")
+    parent = open_parent_run(tracker, study, "sqlite:///:memory:", space)
     lines = finish_sweep(parent, study, space, "python sweeps/tune.py data=digits --study-name {study}")
     assert lines[-1] == ("runs table (MLflow UI): http://127.0.0.1:5000/#/experiments/1/runs?"
-                         "workflowType=machine_learning&viewStateShareKey=softmax-sweep")
+                         "workflowType=machine_learning&viewStateShareKey=study-bounds")
     assert lines[-2] == ("best lr=0.0199 sits at the upper bound of interval(0.01, 0.02); widen the range: "
                          "python sweeps/tune.py data=digits --study-name bounds-wider 'lr=interval(0.01, 0.03)'")
     assert tracker.client.get_run(parent.run_id).data.metrics["best_value"] == 0.91
@@ -312,7 +312,7 @@ def test_best_so_far_with_trials_finishing_out_of_order(tmp_path: Path) -> None:
 
     study = optuna.create_study(direction="minimize", study_name="app")
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "softmax-sweep", str(tmp_path))
-    parent = open_parent_run(tracker, study, "sqlite:///:memory:")
+    parent = open_parent_run(tracker, study, "sqlite:///:memory:", space)
     best = BestSoFar(parent)
     _finish_out_of_order(study, space, lambda trial: best.update(study))
     finish_sweep(parent, study, space, "python sweeps/tune.py --study-name {study}")
@@ -379,21 +379,25 @@ def test_study_scripts_end_to_end_and_help(tmp_path: Path) -> None:
     for flag in ("--n-trials", "--storage", "--study-name", "--sampler", "--pruner", "--timeout", "OVERRIDE"):
         assert flag in help_text
     mlruns = tmp_path / "mlruns"
-    done = subprocess.run([*OVERFIT, "--seeds", "2", "data=digits", "num_epochs=8", "data.train_size=choice(100)",
-                           "lr=choice(1.0)", f"mlruns_dir={mlruns}"],
+    done = subprocess.run([*OVERFIT, "--seeds", "2", "--n-trials", "6", "data=digits", "num_epochs=8",
+                           "data.train_size=choice(100)", "lr=choice(1.0)", f"mlruns_dir={mlruns}"],
                           capture_output=True, text=True, timeout=600, env=clean_env())
     assert done.returncode == 0, done.stderr[-2000:]
+    output = done.stdout + done.stderr
+    assert "enqueue: 20 of 26 trials lie outside the search space: not queued" in output
     study = _study(mlruns, "overfit-digits")
-    assert len(study.trials) == 4, "the grid: one training-set size and lr, four remedies"
-    assert {t.params["remedy"] for t in study.trials} == {"none", "weight_decay", "early_stopping", "lr_decay"}
+    assert len(study.trials) == 6, "the queued trials of one training-set size and lr: six remedies"
+    assert {t.params["remedy"] for t in study.trials} == {"none", "weight_decay_1e-4", "weight_decay",
+                                                           "weight_decay_1e-2", "early_stopping", "lr_decay"}
     assert all(len(t.user_attrs["seed_values"]) == 2 for t in study.trials)
-    assert "## Answer" in done.stdout + done.stderr and "With 100 training images at lr 1" in done.stdout + done.stderr
+    assert output.index("**Test accuracy falls again because") < output.index("## The evidence")
+    assert "With 100 images at lr 1" in output and "weight decay 0.01" in output
     client, runs = _runs(mlruns)
     (parent,) = [r for r in runs if r.data.tags.get("sweep.kind") == "optuna"]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"answer.md", "exercise2_curves.png", "exercise2_remedies.png", "overfitting_map.png"} <= artifacts
     seed_runs = [r for r in runs if "seed" in r.data.tags]
-    assert len(seed_runs) == 8 and all("train_eval_acc" in r.data.metrics for r in seed_runs)
+    assert len(seed_runs) == 12 and all("train_eval_acc" in r.data.metrics for r in seed_runs)
     for trial in study.trials:  # each seed's run nests under its trial's run, which holds their mean
         nested = [r for r in seed_runs if r.data.tags["mlflow.parentRunId"] == trial.user_attrs["mlflow_run_id"]]
         assert sorted(r.data.tags["seed"] for r in nested) == ["0", "1"]

@@ -202,31 +202,39 @@ def open_study(storage, study_name: Optional[str], directions: Sequence[str], sa
         study.set_metric_names(list(metric_names))
     if enqueue and ENQUEUED_ATTR not in study.user_attrs:
         trials = expand_enqueued(enqueue, distributions or {})
-        for params in trials:  # skip_if_exists: workers opening a new study together queue each once
+        inside = [params for params in trials if _inside(params, distributions or {})]
+        if len(inside) < len(trials):  # e.g. a command line that narrowed a parameter's range
+            log.info("enqueue: %d of %d trials lie outside the search space: not queued", len(trials) - len(inside),
+                     len(trials))
+        for params in inside:  # skip_if_exists: workers opening a new study together queue each once
             study.enqueue_trial(params, skip_if_exists=True)
-        study.set_user_attr(ENQUEUED_ATTR, len(trials))
+        study.set_user_attr(ENQUEUED_ATTR, len(inside))
     return study
 
 
 def expand_enqueued(entries: Sequence[Mapping[str, Any]], distributions: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Each entry's trials: a list value stands for each of its values (the product over keys).
-    Every key must be a parameter of the search space, every value one it can take."""
+    Every key must be a parameter of the search space."""
     trials = []
     for entry in entries:
-        keys = list(entry)
+        unknown = sorted(set(entry) - set(distributions))
+        if unknown:
+            raise SweeperError(f"enqueue: {', '.join(unknown)} not a parameter of the search space "
+                               f"({', '.join(distributions) or 'none'})")
         values = [v if isinstance(v, (list, tuple)) else [v] for v in entry.values()]
-        trials += [dict(zip(keys, combination)) for combination in itertools.product(*values)]
-    for params in trials:
-        for key, value in params.items():
-            dist = distributions.get(key)
-            if dist is None:
-                raise SweeperError(f"enqueue: {key} is not a parameter of the search space "
-                                   f"({', '.join(distributions) or 'none'})")
-            inside = value in dist.choices if isinstance(dist, optuna.distributions.CategoricalDistribution) \
-                else isinstance(value, (int, float)) and dist.low <= value <= dist.high
-            if not inside:
-                raise SweeperError(f"enqueue: {key}={value} is outside the search space's {key}")
+        trials += [dict(zip(entry, combination)) for combination in itertools.product(*values)]
     return trials
+
+
+def _inside(params: Mapping[str, Any], distributions: Mapping[str, Any]) -> bool:
+    for key, value in params.items():
+        dist = distributions[key]
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            if value not in dist.choices:
+                return False
+        elif not (isinstance(value, (int, float)) and dist.low <= value <= dist.high):
+            return False
+    return True
 
 
 def count_trials(study: optuna.Study) -> dict[str, int]:

@@ -168,7 +168,7 @@ def settings(configs: Sequence[Config]) -> list[Setting]:
             gaps_last.append(s["train_eval_acc"][-1] - s["test_acc"][-1])
             rises.append(s["test_loss"][-1] - s["test_loss"][low_i])
             half = s["test_acc"][len(s["test_acc"]) // 2:]
-            swings.append(float(np.std(np.diff(half))) if len(half) > 2 else math.nan)
+            swings.append(float(np.std(np.diff(half))) if len(half) >= 2 else math.nan)
         base_final = base.final_test()
         recovered = {c.label: mean_ci([a - b for a, b in zip(c.final_test(), base_final)])
                      for remedy, c in sorted(remedies.items(), key=lambda kv: _order(kv[0]))
