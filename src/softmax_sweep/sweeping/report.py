@@ -13,7 +13,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
-from optuna.importance import PedAnovaImportanceEvaluator  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from optuna_pruning.search_space import SearchSpace  # noqa: E402
@@ -24,9 +23,7 @@ STATE_STYLE = {TrialState.COMPLETE: ("-", 0.9), TrialState.PRUNED: (":", 0.6), T
 # Fixed margins instead of a layout engine, and light PNG compression: a layout pass and the
 # default compression took more than half of the report's time, which every sweep waits for.
 DEFAULT_MARGINS = {"left": 0.08, "right": 0.97, "bottom": 0.11, "top": 0.91}
-MARGINS = {"param_importances.png": {**DEFAULT_MARGINS, "left": 0.16},
-           "parallel_coordinates.png": {**DEFAULT_MARGINS, "left": 0.09, "right": 0.88, "bottom": 0.2}}
-MARGINS.update({"optimization_history.png": DEFAULT_MARGINS, "val_curves.png": {**DEFAULT_MARGINS, "top": 0.87}})
+MARGINS = {"optimization_history.png": DEFAULT_MARGINS, "val_curves.png": {**DEFAULT_MARGINS, "top": 0.87}}
 
 
 Curves = Mapping[int, Sequence[tuple[int, float]]]  # trial number -> (epoch, value) as MLflow logged them
@@ -49,36 +46,123 @@ def write_report(study: optuna.Study, space: SearchSpace, folder: Path, curves: 
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if _save(_optimization_history(trials, study.direction, metric, title), folder / "optimization_history.png"):
         written.append(folder / "optimization_history.png")
-    if len(complete) >= 1:
-        for name, plot in (("parallel_coordinates.png", optuna.visualization.matplotlib.plot_parallel_coordinate),
-                           ("param_importances.png", _importances)):
-            if name == "param_importances.png" and (len(complete) < 2 or len(space.distributions) < 1):
-                continue
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    ax = plot(study, evaluator=PedAnovaImportanceEvaluator()) if plot is _importances else plot(study)
-                ax = ax.flat[0] if hasattr(ax, "flat") else ax
-                figure = ax.figure
-                figure.set_size_inches(9, 5)
-                figure.subplots_adjust(**MARGINS[name])
-                if name == "parallel_coordinates.png":
-                    for lines in ax.collections:  # Optuna's Blues draws the lowest value white on grey
-                        lines.set_cmap("viridis")
-                else:
-                    caveat = " (few trials: a rough guide)" if len(complete) < IMPORTANCE_MIN_TRIALS else ""
-                    ax.set_title(f"hyperparameter importances from {len(complete)} complete trials{caveat}")
-            except Exception as e:  # noqa: BLE001 - e.g. importances of a parameter that never varied
-                log.warning("sweep report: %s skipped: %s", name, e)
-                continue
-            if _save(figure, folder / name):
-                written.append(folder / name)
+    names = [n for n in space.distributions if any(n in t.params for t in complete)]
+    for name, draw in (("parallel_coordinates.png", _parallel_coordinates), ("param_importances.png", _importances)):
+        try:
+            figure = draw(complete, names, space, study.direction, metric, title)
+        except Exception as e:  # noqa: BLE001 - e.g. importances of a parameter that never varied
+            log.warning("sweep report: %s skipped: %s", name, e)
+            continue
+        if _save(figure, folder / name):
+            written.append(folder / name)
     return written
 
 
-_importances = optuna.visualization.matplotlib.plot_param_importances
 # below this many complete trials importances are said to be a rough guide
 IMPORTANCE_MIN_TRIALS = 20
+BOOTSTRAPS = 30
+
+
+def _importances(complete, names, space: SearchSpace, direction, metric: str, title: str = ""):
+    """Optuna's fANOVA importances of the complete trials, with the range they take over bootstrap
+    resamples of those trials (5th to 95th percentile): with 25 trials two studies of one search
+    space can rank the parameters differently, and the bars say how far to trust the ranking."""
+    if len(complete) < 2 or not names:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        found = optuna.importance.get_param_importances(_study_of(complete, direction), params=names)
+        rng = np.random.default_rng(0)
+        resampled = []
+        for _ in range(BOOTSTRAPS):
+            sample = [complete[i] for i in rng.integers(0, len(complete), len(complete))]
+            try:
+                got = optuna.importance.get_param_importances(_study_of(sample, direction), params=names)
+            except (RuntimeError, ValueError):  # a resample in which a parameter never varies
+                continue
+            resampled.append([got.get(n, 0.0) for n in found])
+    order = list(found)[::-1]  # the most important at the top
+    values = [found[n] for n in order]
+    figure, ax = plt.subplots(figsize=(9, 1.6 + 0.55 * len(order)))
+    figure.subplots_adjust(left=0.16, right=0.97, bottom=0.5 / (1.6 + 0.55 * len(order)) + 0.12, top=0.8)
+    ax.barh(order, values, color="tab:blue", alpha=0.8, label="importance (all complete trials)")
+    if len(resampled) >= 10:
+        spread = np.percentile(np.array(resampled), [5, 95], axis=0)[:, ::-1]
+        errors = [np.clip(np.array(values) - spread[0], 0, None), np.clip(spread[1] - np.array(values), 0, None)]
+        ax.errorbar(values, order, xerr=errors, fmt="none", ecolor="black", capsize=4,
+                    label=f"5th-95th percentile over {len(resampled)} bootstrap resamples")
+    for y, value in enumerate(values):
+        ax.text(value, y, f"  {value:.2f}", va="center", fontsize=9)
+    ax.set_xlim(0, 1.08)
+    ax.set_xlabel(f"share of the variance of {metric} (fANOVA)")
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=8, loc="lower right")
+    caveat = " (few trials: a rough guide)" if len(complete) < IMPORTANCE_MIN_TRIALS else ""
+    ax.set_title(f"hyperparameter importances from {len(complete)} complete trials{caveat}{title}", fontsize=10)
+    return figure
+
+
+def _study_of(trials, direction) -> optuna.Study:
+    """An in-memory study of these trials, created without Optuna's "A new study created" line."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(direction=direction)
+    finally:
+        optuna.logging.set_verbosity(level)
+    study.add_trials(trials)
+    return study
+
+
+def _parallel_coordinates(complete, names, space: SearchSpace, direction, metric: str, title: str = ""):
+    """One line per complete trial through an axis per parameter (log axes for log ranges,
+    labelled in plain numbers) and the objective; the colour scale spans the 5th to 95th percentile
+    of the objective, so one diverged trial does not wash out the others."""
+    if not complete or not names:
+        return None
+    values = np.array([t.value for t in complete], dtype=float)
+    low, high = np.nanpercentile(values, [5, 95]) if len(values) > 2 else (values.min(), values.max())
+    axes_ticks, columns = [], []
+    for name in names:
+        dist = space.distributions[name]
+        raw = [t.params.get(name) for t in complete]
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            choices = [c for c in dist.choices if c in raw] or list(dist.choices)
+            positions = {c: i / max(len(choices) - 1, 1) for i, c in enumerate(choices)}
+            columns.append([positions.get(v, np.nan) for v in raw])
+            axes_ticks.append(([positions[c] for c in choices], [str(c) for c in choices]))
+            continue
+        scale = np.log10 if getattr(dist, "log", False) else (lambda x: np.asarray(x, dtype=float))
+        lo, hi = scale(dist.low), scale(dist.high)
+        columns.append([(scale(v) - lo) / (hi - lo) if v is not None else np.nan for v in raw])
+        ticks = np.linspace(lo, hi, 5)
+        shown = 10 ** ticks if getattr(dist, "log", False) else ticks
+        axes_ticks.append((list(np.linspace(0, 1, 5)), [f"{v:.3g}" for v in shown]))
+    objective = (values - values.min()) / (values.max() - values.min()) if values.max() > values.min() \
+        else np.full(len(values), 0.5)
+    columns.append(list(objective))
+    axes_ticks.append((list(np.linspace(0, 1, 5)), [f"{v:.3g}" for v in np.linspace(values.min(), values.max(), 5)]))
+    figure, ax = plt.subplots(figsize=(9, 5))
+    figure.subplots_adjust(left=0.08, right=0.86, bottom=0.12, top=0.88)
+    cmap = plt.get_cmap("viridis_r" if direction == optuna.study.StudyDirection.MINIMIZE else "viridis")
+    norm = matplotlib.colors.Normalize(vmin=low, vmax=high if high > low else low + 1e-9, clip=True)
+    xs = np.arange(len(columns))
+    for i in np.argsort(-values if direction == optuna.study.StudyDirection.MINIMIZE else values):
+        ax.plot(xs, [c[i] for c in columns], color=cmap(norm(values[i])), linewidth=1.2, alpha=0.85)
+    for x, (positions, labels) in zip(xs, axes_ticks):
+        ax.axvline(x, color="black", linewidth=0.8)
+        for y, label in zip(positions, labels):
+            ax.text(x + 0.03, y, label, fontsize=8, va="center")
+    ax.set_xticks(xs, [*names, metric])
+    ax.set_yticks([])
+    ax.set_xlim(-0.1, len(columns) - 0.6)
+    ax.set_ylim(-0.05, 1.05)
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    bar = figure.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.02)
+    bar.set_label(f"{metric} (5th-95th percentile; beyond: end colours)")
+    ax.set_title(f"parallel coordinates of {len(complete)} complete trials{title}", fontsize=10)
+    return figure
 
 
 def _optimization_history(trials, direction, metric: str, title: str = ""):
