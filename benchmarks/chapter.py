@@ -19,6 +19,7 @@ import statistics
 import time
 from pathlib import Path
 
+import published
 from chapter_loop import chapter_run
 from hydra import compose, initialize_config_dir
 
@@ -65,4 +66,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    published.run(main)

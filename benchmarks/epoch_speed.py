@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import published
 from chapter_loop import chapter_run
 
 from softmax_sweep.data import DataIter, load_dataset
@@ -119,4 +120,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    published.run(main)

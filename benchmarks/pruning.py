@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import optuna
+import published
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
@@ -105,4 +106,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    published.run(main)

@@ -13,6 +13,8 @@ import argparse
 import statistics
 from concurrent.futures import ProcessPoolExecutor
 
+import published
+
 CONFIGS = [(16, .01), (16, .022), (16, .046), (16, 0.1), (32, .022), (32, .046), (32, .1), (32, 0.15), (64, .046),
            (64, .1), (64, .215), (64, 0.3), (128, .1), (128, .215), (128, .464), (256, .215), (256, .464), (256, 1.0)]
 
@@ -49,4 +51,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    published.run(main)

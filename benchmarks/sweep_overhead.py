@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import published
+
 ROOT = Path(__file__).resolve().parents[1]
 IMPORTS = ("import mxnet, mlflow, optuna, matplotlib.pyplot, hydra, softmax_sweep.sweeping.script, "
            "softmax_sweep.sweeping.parent, softmax_sweep.experiment")
@@ -156,4 +158,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    published.run(main)

@@ -24,6 +24,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import published
+
 SETTINGS = {
     "default": ([], {}),
     "--workers 1": (["--workers", "1"], {}),
@@ -105,4 +107,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    published.run(main)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Optional
 
 import optuna
+import published
 
 from optuna_pruning.studies import make_storage
 
@@ -100,4 +101,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    published.run(main)

@@ -5,10 +5,11 @@ Chromium and the sweep report's figures.
 
 Runs `sweeps/tune.py` (the sweep's own n_trials and workers unless given) on real Fashion-MNIST
 (the Debian copy, `apt-get install dataset-fashion-mnist`) into a temporary store, starts
-`mlflow ui --workers 1` on it, opens the runs URL the sweep printed (the project's saved view) and
-the best trial's Model metrics page, and writes docs/ui-runs-table.png and docs/ui-trial-metrics.png;
-the parent run's optimization_history.png and val_curves.png become docs/sweep-history.png and
-docs/sweep-val-curves.png. It prints the sweep's last lines.
+`mlflow ui --workers 1` on it, opens the runs URL the sweep printed (the study's saved view), its
+chart tab and the best trial's page as a click in the table opens it, and writes
+docs/ui-runs-table.png, docs/ui-runs-charts.png and docs/ui-trial-curves.png; the parent run's
+report figures and the best trial's curves.png become docs/sweep-*.png. It prints the sweep's last
+lines.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ from mlflow.tracking import MlflowClient
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
+PICTURES = {"optimization_history.png": "sweep-history.png", "val_curves.png": "sweep-val-curves.png",
+            "param_importances.png": "sweep-importances.png", "parallel_coordinates.png": "sweep-parallel.png"}
 
 
 def serve(store: Path, port: int) -> subprocess.Popen:
@@ -63,35 +66,45 @@ def main() -> None:
         client = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}")
         (parent,) = client.search_runs(["1"], filter_string="attributes.run_name LIKE 'study-%'")
         run_id = parent.data.tags["best.mlflow_run_id"]
-        for artifact, picture in (("optimization_history.png", "sweep-history.png"),
-                                  ("val_curves.png", "sweep-val-curves.png")):
+        for artifact, picture in PICTURES.items():
             shutil.copyfile(client.download_artifacts(parent.info.run_id, artifact, tmp), DOCS / picture)
+        shutil.copyfile(client.download_artifacts(run_id, "curves.png", tmp), DOCS / "sweep-best-curves.png")
         server = serve(mlruns / "mlflow.db", args.port)
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
                 page = browser.new_page(viewport={"width": 1500, "height": 760})
                 page.goto(url)
-                page.get_by_text(re.compile(r"Group: tune-")).wait_for(timeout=60000)
-                for button in page.get_by_label("Close").all():  # MLflow's assistant panel, where shown
-                    if button.is_visible():
-                        button.click()
-                time.sleep(2)
+                page.get_by_text("matching runs").wait_for(timeout=60000)
+                _close_assistant(page)
                 page.screenshot(path=str(DOCS / "ui-runs-table.png"))
-                page = browser.new_page(viewport={"width": 1500, "height": 2050})  # all 13 charts
-                page.goto(f"http://127.0.0.1:{args.port}/#/experiments/1/runs/{run_id}/model-metrics"
-                          f"?workflowType=machine_learning")
-                page.get_by_text("val_loss", exact=True).wait_for(timeout=60000)
-                for button in page.get_by_label("Close").all():  # MLflow's assistant panel, where shown
-                    if button.is_visible():
-                        button.click()
-                time.sleep(4)
-                page.screenshot(path=str(DOCS / "ui-trial-metrics.png"))
+                page.goto(url + "&compareRunsMode=CHART")
+                page.get_by_text("Overfitting: train and test on one chart").wait_for(timeout=60000)
+                _close_assistant(page)
+                time.sleep(3)
+                page.screenshot(path=str(DOCS / "ui-runs-charts.png"))
+                page = browser.new_page(viewport={"width": 1500, "height": 1500})
+                page.goto(f"http://127.0.0.1:{args.port}/#/experiments/1/runs/{run_id}?workflowType=machine_learning")
+                page.get_by_text("Description").first.wait_for(timeout=60000)
+                _close_assistant(page)
+                page.get_by_text("Show more").first.click()
+                page.locator("img[src*='get-artifact?path=curves.png']").scroll_into_view_if_needed()
+                time.sleep(3)
+                page.screenshot(path=str(DOCS / "ui-trial-curves.png"))
                 browser.close()
         finally:
             os.killpg(server.pid, signal.SIGKILL)  # the server and its job runner
     print("\n".join(printed[-4:]))
-    print(f"wrote ui-runs-table.png, ui-trial-metrics.png, sweep-history.png and sweep-val-curves.png in {DOCS}")
+    print(f"wrote ui-runs-table.png, ui-runs-charts.png, ui-trial-curves.png, sweep-best-curves.png and "
+          f"{', '.join(PICTURES.values())} in {DOCS}")
+
+
+def _close_assistant(page) -> None:
+    time.sleep(1)
+    for button in page.get_by_label("Close").all():  # MLflow's assistant panel, where shown
+        if button.is_visible():
+            button.click()
+    time.sleep(1)
 
 
 if __name__ == "__main__":

@@ -263,4 +263,22 @@ def main(sweep: str, description: str, argv: Optional[Sequence[str]] = None) -> 
     args = build_parser(sweep, description).parse_intermixed_args(argv)
     who = f"[worker {worker_name()}]" if args.worker is not None else ""
     logging.basicConfig(level=logging.INFO, format=f"[%(asctime)s]{who}[%(name)s][%(levelname)s] - %(message)s")
+    if args.worker is not None and os.environ.get("MXNET_ENGINE_TYPE"):
+        _start_engine_quietly()
     run_cli(lambda: run_study(sweep, args, argv))
+
+
+def _start_engine_quietly() -> None:
+    """MXNet announces any engine but its default on stderr from C++ ("MXNet start using engine:
+    NaiveEngine"), which no log level silences: start it with stderr closed for that moment."""
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    sys.stderr.flush()
+    os.dup2(devnull, 2)
+    try:
+        import mxnet
+
+        mxnet.nd.zeros(1).wait_to_read()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -1,0 +1,41 @@
+"""Every result the README and docs quote is the file a benchmark wrote (docs/results/), verbatim."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import published  # noqa: E402
+
+
+def test_every_quoted_block_is_its_generated_file() -> None:
+    quoted = {}
+    for path in published.quoting_files():
+        for name, block in published.quoted_blocks(path.read_text()):
+            source = ROOT / name
+            assert source.parent == published.RESULTS and source.exists(), f"{path.name} quotes {name}: no such file"
+            assert block == source.read_text(), (f"{path.name} quotes {name}, which the benchmark wrote otherwise: "
+                                                 "run `python benchmarks/published.py` (or the benchmark again)")
+            quoted.setdefault(path.name, []).append(name)
+    assert {"docs/results/exercise2-answer.md", "docs/results/exercise1.md"} <= set(quoted.get("README.md", [])), quoted
+
+
+def test_every_result_file_says_which_command_wrote_it() -> None:
+    files = sorted(published.RESULTS.glob("*.md"))
+    assert files
+    for path in files:
+        first = path.read_text().splitlines()[0]
+        assert first.startswith("<!-- written by `python benchmarks/") and "--write-docs" in first, path.name
+
+
+def test_every_picture_the_readme_shows_is_generated() -> None:
+    """Result pictures live beside the files that describe them; README pictures of the UI and of a
+    sweep's report come from docs/ui_screenshots.py."""
+    text = (ROOT / "README.md").read_text()
+    pictures = [line.split("](", 1)[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
+    assert pictures
+    for picture in pictures:
+        assert (ROOT / picture).exists(), picture
+        assert picture.startswith(("docs/results/", "docs/ui-", "docs/sweep-")), picture
