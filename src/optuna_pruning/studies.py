@@ -292,10 +292,9 @@ def next_step(study: optuna.Study, n_trials: int, heartbeats: bool) -> str:
     trials that may yet turn out to belong to a dead worker, or stop ("done")."""
     if heartbeats:
         fail_stale_trials(study)
-    trials = study.get_trials(deepcopy=False)
-    if trials_to_go(study, n_trials) > 0 or any(t.state == TrialState.WAITING for t in trials):
+    if trials_to_go(study, n_trials) > 0:  # queued trials count as to go: a retry, an enqueued one
         return "run"
-    if heartbeats and any(t.state == TrialState.RUNNING for t in trials):
+    if heartbeats and any(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False)):
         return "wait"
     return "done"
 
