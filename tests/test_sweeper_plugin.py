@@ -16,6 +16,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from optuna_pruning.search_space import parse_search_space
+from optuna_pruning.studies import make_storage
 
 APP = Path(__file__).parent / "foreign_app" / "app.py"
 
@@ -272,3 +273,18 @@ def test_ctrl_c_leaves_no_trial_running(tmp_path: Path, launcher: str) -> None:
     trials = study().trials
     assert trials and not [t for t in trials if t.state == TrialState.RUNNING], [t.state for t in trials]
     assert all(t.user_attrs.get("fail_reason") == "interrupted" for t in trials if t.state == TrialState.FAIL)
+
+
+def test_enqueued_trials_run_first_and_count_toward_n_trials(tmp_path: Path) -> None:
+    """hydra.sweeper.enqueue: Optuna's enqueue_trial from the config, a list value standing for each
+    of its values; trials outside a range the command line narrowed are not queued; n_trials caps."""
+    journal = tmp_path / "study.journal"
+    done = run_app(tmp_path, f"hydra.sweeper.storage=journal:///{journal}", "hydra.sweeper.n_trials=4",
+                   "x=range(-2.0, 2.5, 0.5)", "+hydra.sweeper.enqueue=[{x: [0.0, 1.5], y: 5}, {x: 9.0, y: 0}]")
+    assert "enqueue: 1 of 3 trials lie outside the search space: not queued" in done.stdout
+    study = optuna.load_study(study_name="sphere", storage=make_storage(f"journal:///{journal}"))
+    assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
+    assert [t.params for t in study.trials[:2]] == [{"x": 0.0, "y": 5}, {"x": 1.5, "y": 5}]
+    bad = run_app(tmp_path, "hydra.sweeper.study_name=other", f"hydra.sweeper.storage=journal:///{journal}",
+                  "+hydra.sweeper.enqueue=[{z: 1}]", ok=False)
+    assert bad.returncode != 0 and "enqueue: z not a parameter of the search space (x, y)" in bad.stderr

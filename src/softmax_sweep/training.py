@@ -39,9 +39,6 @@ class FitResult:
     def best(self) -> dict[str, float]:
         return self.history[self.best_epoch - 1]
 
-    @property
-    def last(self) -> dict[str, float]:
-        return self.history[-1]
 
 
 def train_epoch(updater: SoftmaxSGD, train_iter: DataIter) -> tuple[float, float]:
