@@ -157,7 +157,8 @@ def settings(configs: Sequence[Config]) -> list[Setting]:
         base = remedies.get("none")
         if base is None:
             continue
-        test, loss = base.mean("test_acc"), base.mean("test_loss")
+        test, window = base.mean("test_acc"), loss_window(len(base.mean("test_loss")))
+        loss = _trailing_mean(base.mean("test_loss"), window)
         peak_i, low_i = int(np.argmax(test)), int(np.argmin(loss))
         falls, single, gaps_best, gaps_last, rises, swings = [], [], [], [], [], []
         for s in base.seeds:
@@ -166,7 +167,8 @@ def settings(configs: Sequence[Config]) -> list[Setting]:
             single.append(float(np.max(s["test_acc"])) - s["test_acc"][-1])
             gaps_best.append(s["train_eval_acc"][best_i] - s["test_acc"][best_i])
             gaps_last.append(s["train_eval_acc"][-1] - s["test_acc"][-1])
-            rises.append(s["test_loss"][-1] - s["test_loss"][low_i])
+            seed_loss = _trailing_mean(s["test_loss"], window)
+            rises.append(seed_loss[-1] - seed_loss[low_i])
             half = s["test_acc"][len(s["test_acc"]) // 2:]
             swings.append(float(np.std(np.diff(half))) if len(half) >= 2 else math.nan)
         base_final = base.final_test()
@@ -180,6 +182,19 @@ def settings(configs: Sequence[Config]) -> list[Setting]:
             mean_ci(rises), float(base.mean("train_eval_loss")[-1]), float(base.mean("train_eval_acc")[-1]),
             float(np.nanmean(swings)), recovered))
     return found
+
+
+def loss_window(epochs: int) -> int:
+    """Epochs the test loss is averaged over (a tenth of the run, at most 5): at a large lr it swings
+    from epoch to epoch, which would hide where it turns."""
+    return min(5, max(1, epochs // 10))
+
+
+def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """The mean of each epoch's value and the window - 1 before it (fewer at the start)."""
+    sums = np.cumsum(np.concatenate([[0.0], values]))
+    starts = np.maximum(np.arange(1, len(values) + 1) - window, 0)
+    return (sums[1:] - sums[starts]) / (np.arange(1, len(values) + 1) - starts)
 
 
 def _order(remedy: str) -> int:
@@ -285,8 +300,9 @@ def answer_markdown(found: Sequence[Setting], data_label: str, num_epochs: int |
              f"{epochs} epochs, {seeds} seeds per configuration; +- is the 95% confidence interval over seeds. "
              "Accuracy differences are in points (1 point = 0.01). Gap: training accuracy (the model on its "
              "training images at the epoch's end) minus test accuracy; best epoch: the epoch with the best "
-             "validation accuracy. Peak and lowest loss are read off the seeds' mean curves; 'one run' is each seed "
-             "from its own best epoch to its last, the fall a single run shows.", "",
+             "validation accuracy. Peak and lowest loss are read off the seeds' mean curves, the test loss averaged "
+             f"over {loss_window(epochs)} epochs (each epoch and those before it); 'one run' is each seed from its own "
+             "best epoch to its last, the fall a single run shows.", "",
              "| training images | lr | batch | test acc peaks at epoch | peak | last | fall, peak to last | one run: "
              "own peak to last | test loss lowest at epoch | lowest | last | rise | gap at best epoch | "
              "gap at last epoch |",
