@@ -72,7 +72,9 @@ def test_answer_numbers_by_hand(tmp_path: Path) -> None:
     assert ("| 500 | 1 | 32 | 2 | 0.7967 | 0.7500 | +4.67 +- 1.43 | +5.00 +- 0.00 | 2 | 0.707 | 0.850 | "
             "+0.14 +- 0.01 | +7.00 +- 8.61 | +20.33 +- 1.43 |") in text
     assert "| 500 | 1 | **+5.00 +- 0.00** |" in text
-    assert "it is lowest at epoch 2 (0.71) and ends at 0.85 (+0.14 +- 0.01), against a training loss of 0.20" in text
+    assert "With 500 images at lr 1 the test loss ends at 0.85 against 0.20 on the training images" in text
+    assert "turns up again after its lowest epoch beyond the noise in 1 of 1 settings (most with 500 images at " \
+           "lr 1: from 0.71 at epoch 2 to 0.85, +0.14 +- 0.01)" in text
     assert "falls beyond the noise in 1 of 1 settings (at most 4.67 points)" in text
     assert "early stopping helps in 1 of 1 (+5.00 to +5.00 points)" in text
     for name, plot in (("curves.png", answer.plot_curves_by_size), ("remedies.png", answer.plot_remedies)):
@@ -89,6 +91,8 @@ def test_the_answer_compares_more_data_and_a_larger_batch() -> None:
     assert [s.train_size for s in study_rows] == [500] and reference.train_size == 55000 and batch.lr == 4.0
     assert reference.gap_last == (0.0, 0.0) and not reference.loss_rises
     text = answer.answer_markdown(found, "Fashion-MNIST")
+    # lr 4 and lr 1 on 500 images end at the same test loss: no ratio between them
+    assert "the test loss ends at 0.85 against 0.20 on the training images: the model has grown confident" in text
     assert "**More data is the first remedy:** with every training image (55000, the chapter's lr 0.1 and batch " \
            "256) the gap ends at 0.00 +- 0.00 points and the test loss does not rise (+0.00 +- 0.00)." in text
     # lr 4 at batch 128 is lr 1 at batch 32's ratio; it ends at .74 against .75

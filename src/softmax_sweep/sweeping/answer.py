@@ -228,16 +228,7 @@ def conclusion(found: Sequence[Setting]) -> list[str]:
         f"training accuracy reaches {widest.train_acc_last:.3f} by epoch {widest.epochs} while test accuracy ends at "
         f"{widest.last:.3f}: the gap between them grows by {_points(widest.gap_growth, False)} points after the "
         "best epoch.")
-    rising = [s for s in study if s.loss_rises]
-    if rising:
-        top = max(rising, key=lambda s: s.loss_rise[0])
-        holds = "holds within the noise" if not top.falls else f"falls {_points(top.fall, False)} points"
-        lines.append(
-            f"**Watch the test loss, not only the accuracy.** It rises again in {len(rising)} of {len(study)} "
-            f"small-data settings; with {top.name} it is lowest at epoch {top.loss_low_epoch} ({top.loss_low:.2f}) "
-            f"and ends at {top.loss_last:.2f} (+{top.loss_rise[0]:.2f} +- {top.loss_rise[1]:.2f}), against a "
-            f"training loss of {top.train_loss_last:.2f}, while test accuracy {holds}: the model grows ever more "
-            "confident, also on the test images it gets wrong. That is overfitting before it costs accuracy.")
+    lines.append(_loss_sentence(study))
     falling = [s for s in study if s.falls]
     single = max(study, key=lambda s: s.single_fall[0])
     lines.append(
@@ -264,6 +255,28 @@ def conclusion(found: Sequence[Setting]) -> list[str]:
                 f"{100 * batch.swing:.2f} points from epoch to epoch against {100 * same.swing:.2f}, and the gap "
                 f"ends at {_points(batch.gap_last, False)} against {_points(same.gap_last, False)} points.")
     return lines
+
+
+def _loss_sentence(study: Sequence[Setting]) -> str:
+    """Where the test loss runs away from the training loss while accuracy hardly moves, and
+    whether it turns up again within the run."""
+    top = max(study, key=lambda s: s.loss_last - s.train_loss_last)
+    calm = min((s for s in study if s.train_size == top.train_size and s is not top),
+               key=lambda s: s.loss_last, default=None)
+    text = (f"**Watch the test loss, not only the accuracy.** With {top.name} the test loss ends at "
+            f"{top.loss_last:.2f} against {top.train_loss_last:.2f} on the training images")
+    if calm is not None and calm.loss_last < top.loss_last:
+        text += (f", and at {top.loss_last / calm.loss_last:.1f}x its value at lr {calm.lr:g} ({calm.loss_last:.2f}) "
+                 f"while their test accuracies differ by {100 * abs(top.last - calm.last):.1f} points")
+    text += (": the model has grown confident, also on the test images it gets wrong, which accuracy does not "
+             "show. That is overfitting before it costs accuracy.")
+    rising = [s for s in study if s.loss_rises]
+    if rising:
+        most = max(rising, key=lambda s: s.loss_rise[0])
+        return text + (f" The test loss turns up again after its lowest epoch beyond the noise in {len(rising)} of "
+                       f"{len(study)} settings (most with {most.name}: from {most.loss_low:.2f} at epoch "
+                       f"{most.loss_low_epoch} to {most.loss_last:.2f}, {_signed(most.loss_rise)}).")
+    return text + f" Within {study[0].epochs} epochs it turns up again beyond the noise in none of the settings."
 
 
 def _signed(value: Interval) -> str:
