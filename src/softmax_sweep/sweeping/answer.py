@@ -360,8 +360,12 @@ def plot_curves_by_size(configs: Sequence[Config], data_label: str, path: Path) 
                         label=f"train, {tag}")
                 mark = int(pick(c.mean(metric)))
                 ax.plot(mark + 1, c.mean(metric)[mark], "o", color=colour, markersize=7)
+            if row == 1:  # the first epochs at a large lr would squash every curve to the bottom
+                settled = np.concatenate([c.mean(m)[2:] for c in here for m in (metric, train_metric)])
+                if settled.size:
+                    ax.set_ylim(0, 1.25 * float(np.max(settled)))
             ax.set_xlabel("epoch")
-            ax.set_ylabel("accuracy" if row == 0 else "loss")
+            ax.set_ylabel("accuracy" if row == 0 else "loss (from epoch 3 on in view)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="lower right" if row == 0 else "upper left")
             if row == 0:

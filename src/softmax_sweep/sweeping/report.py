@@ -244,17 +244,21 @@ def _overfitting_map(trials, space: SearchSpace, gaps: Mapping[int, float], titl
         return None
     width = 4 * len(names) + 1  # inches: 4 per parameter and 1 for the colour bar
     figure, axes = plt.subplots(1, len(names), figsize=(width, 4), squeeze=False)
-    figure.subplots_adjust(left=1 / width, right=0.97, bottom=0.13, top=0.86, wspace=0.35)
+    figure.subplots_adjust(left=1 / width, right=0.97, bottom=0.24, top=0.86, wspace=0.35)
     for ax, name in zip(axes[0], names):
         points = [(t.params[name], gaps[t.number], t.value if t.value is not None else float("nan"))
                   for t in rows if name in t.params]
         xs, ys, values = zip(*points)
-        numeric = all(isinstance(x, (int, float)) for x in xs)
-        scatter = ax.scatter(xs if numeric else [str(x) for x in xs], ys, c=values, cmap="viridis")
-        if getattr(space.distributions[name], "log", False):
-            ax.set_xscale("log")
-        if not numeric:
-            ax.tick_params(axis="x", labelrotation=20)
+        dist = space.distributions[name]
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):  # evenly spaced, in their order
+            positions = {c: i for i, c in enumerate(c for c in dist.choices if c in xs)}
+            scatter = ax.scatter([positions[x] for x in xs], ys, c=values, cmap="viridis")
+            ax.set_xticks(list(positions.values()), [str(c) for c in positions], rotation=30, ha="right",
+                          fontsize=8)
+        else:
+            scatter = ax.scatter(xs, ys, c=values, cmap="viridis")
+            if getattr(dist, "log", False):
+                ax.set_xscale("log")
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.set_xlabel(name)
         ax.set_ylabel("train - val accuracy at the best epoch")
