@@ -22,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
+_ARGV: list[str] = []
 QUOTED = re.compile(r"(<!-- results: (\S+) -->\n)(.*?)(<!-- /results -->)", re.S)
 
 
@@ -56,7 +57,8 @@ def _commit() -> str:
 def publish(name: str, markdown: str, pictures: dict[str, Path] | None = None) -> Path:
     """Write docs/results/<name>.md (and copy pictures there under their new names); sync the quotes."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    command = " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+    argv = _ARGV or sys.argv
+    command = " ".join(["python", f"benchmarks/{Path(argv[0]).name}", *argv[1:]])
     header = f"<!-- written by `{command}` at commit {_commit()}; do not edit: run it again -->\n"
     path = RESULTS / f"{name}.md"
     path.write_text(header + markdown.rstrip() + "\n")
@@ -90,6 +92,7 @@ def run(main: Callable[[], None]) -> None:
     """A benchmark's entry point: `--write-docs` (or `--write-docs=NAME`, for a variant such as
     workers.py --entry joblib) publishes what it prints as docs/results/<script or NAME>.md."""
     flags = [a for a in sys.argv[1:] if a == "--write-docs" or a.startswith("--write-docs=")]
+    _ARGV[:] = sys.argv  # the command as given, for the result file's first line
     sys.argv = [a for a in sys.argv if a not in flags]
     name = flags[-1].partition("=")[2] if flags else ""
     with recorded(name or Path(sys.argv[0]).stem, bool(flags)):

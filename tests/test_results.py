@@ -27,7 +27,7 @@ def test_every_result_file_says_which_command_wrote_it() -> None:
     assert files
     for path in files:
         first = path.read_text().splitlines()[0]
-        assert first.startswith("<!-- written by `python benchmarks/") and "--write-docs" in first, path.name
+        assert first.startswith("<!-- written by `python benchmarks/") and "do not edit" in first, path.name
 
 
 def test_every_picture_the_readme_shows_is_generated() -> None:
