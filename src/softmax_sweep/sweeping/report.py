@@ -60,7 +60,7 @@ def write_report(study: optuna.Study, space: SearchSpace, folder: Path, curves: 
 
 # below this many complete trials importances are said to be a rough guide
 IMPORTANCE_MIN_TRIALS = 20
-BOOTSTRAPS = 30
+BOOTSTRAPS = 20
 
 
 def _importances(complete, names, space: SearchSpace, direction, metric: str, title: str = ""):
