@@ -57,7 +57,7 @@ def command(entry: str, k: int, trials: int, mlruns: Path) -> list[str]:
 def run(entry: str, workers: int, trials: int, mlruns: Path, queued: Optional[list[dict]]) -> tuple[float, float]:
     """(trials per minute, wall seconds of the command)."""
     if queued:
-        study = optuna.create_study(study_name=STUDY, storage=storage(mlruns), direction="maximize")
+        study = optuna.create_study(study_name=STUDY, storage=storage(mlruns), direction="minimize")  # val_loss
         for params in queued:
             study.enqueue_trial(params)
     start = time.perf_counter()

@@ -39,3 +39,15 @@ def test_every_picture_the_readme_shows_is_generated() -> None:
     for picture in pictures:
         assert (ROOT / picture).exists(), picture
         assert picture.startswith(("docs/results/", "docs/ui-", "docs/sweep-")), picture
+
+
+def test_every_local_link_of_the_readme_and_docs_exists() -> None:
+    import re
+
+    checked = 0
+    for path in published.quoting_files():
+        for match in re.finditer(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text()):
+            if not match.group(1).startswith(("http://", "https://")):
+                assert (path.parent / match.group(1)).exists(), f"{path.name} links {match.group(1)}"
+                checked += 1
+    assert checked >= 10

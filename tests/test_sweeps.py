@@ -575,3 +575,21 @@ def test_an_unusable_storage_is_one_line(storage: str, expected: str, tmp_path: 
     lines = done.stderr.strip().splitlines()
     assert lines[-1].startswith(f"error: {expected}") and "Traceback" not in done.stderr
     assert "RUNNING" not in run_statuses(mlruns / "mlflow.db")
+
+
+def test_a_complete_study_says_so_in_one_line(tmp_path: Path) -> None:
+    """Exercise 1's two forms run one after the other: the same study twice does nothing the second
+    time and says how to run more trials or a new study; the parent run ends as it was."""
+    mlruns = tmp_path / "mlruns"
+    command = [*TUNE, "--n-trials", "2", "--workers", "1", "data=digits", "num_epochs=range(2, 4)",
+               f"mlruns_dir={mlruns}"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600, env=clean_env())
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600, env=clean_env())
+    assert again.returncode == 0, again.stderr[-2000:]
+    lines = [line for line in (again.stdout + again.stderr).splitlines() if "already has" in line]
+    assert len(lines) == 1 and "study tune-digits already has its 2 trials" in lines[0], again.stderr
+    assert "More trials: --n-trials 4; a new study: --study-name NAME" in lines[0]
+    assert len(_study(mlruns, "tune-digits").trials) == 2
+    client, runs = _runs(mlruns)
+    assert {r.info.status for r in runs} == {"FINISHED"}
