@@ -84,7 +84,7 @@ def _importances(complete, names, space: SearchSpace, direction, metric: str, ti
     order = list(found)[::-1]  # the most important at the top
     values = [found[n] for n in order]
     figure, ax = plt.subplots(figsize=(9, 1.6 + 0.55 * len(order)))
-    figure.subplots_adjust(left=0.16, right=0.97, bottom=0.5 / (1.6 + 0.55 * len(order)) + 0.12, top=0.8)
+    figure.subplots_adjust(left=0.16, right=0.97, bottom=0.5 / (1.6 + 0.55 * len(order)) + 0.12, top=0.76)
     ax.barh(order, values, color="tab:blue", alpha=0.8, label="importance (all complete trials)")
     if len(resampled) >= 10:
         spread = np.percentile(np.array(resampled), [5, 95], axis=0)[:, ::-1]
@@ -98,7 +98,8 @@ def _importances(complete, names, space: SearchSpace, direction, metric: str, ti
     ax.grid(alpha=0.3, axis="x")
     ax.legend(fontsize=8, loc="lower right")
     caveat = " (few trials: a rough guide)" if len(complete) < IMPORTANCE_MIN_TRIALS else ""
-    ax.set_title(f"hyperparameter importances from {len(complete)} complete trials{caveat}{title}", fontsize=10)
+    ax.set_title(f"{title.lstrip(', ')}\nhyperparameter importances from {len(complete)} complete trials{caveat}",
+                 fontsize=10)
     return figure
 
 
