@@ -8,8 +8,7 @@ Runs `sweeps/tune.py` (the sweep's own n_trials and workers unless given) on rea
 `mlflow ui --workers 1` on it, opens the runs URL the sweep printed (the study's saved view), its
 chart tab and the best trial's page as a click in the table opens it, and writes
 docs/ui-runs-table.png, docs/ui-runs-charts.png and docs/ui-trial-curves.png; the parent run's
-report figures and the best trial's curves.png become docs/sweep-*.png. It prints the sweep's last
-lines.
+report figures become docs/sweep-*.png. It prints the sweep's last lines.
 """
 from __future__ import annotations
 
@@ -68,7 +67,6 @@ def main() -> None:
         run_id = parent.data.tags["best.mlflow_run_id"]
         for artifact, picture in PICTURES.items():
             shutil.copyfile(client.download_artifacts(parent.info.run_id, artifact, tmp), DOCS / picture)
-        shutil.copyfile(client.download_artifacts(run_id, "curves.png", tmp), DOCS / "sweep-best-curves.png")
         server = serve(mlruns / "mlflow.db", args.port)
         try:
             with sync_playwright() as p:
@@ -95,8 +93,8 @@ def main() -> None:
         finally:
             os.killpg(server.pid, signal.SIGKILL)  # the server and its job runner
     print("\n".join(printed[-4:]))
-    print(f"wrote ui-runs-table.png, ui-runs-charts.png, ui-trial-curves.png, sweep-best-curves.png and "
-          f"{', '.join(PICTURES.values())} in {DOCS}")
+    print(f"wrote ui-runs-table.png, ui-runs-charts.png, ui-trial-curves.png and {', '.join(PICTURES.values())} "
+          f"in {DOCS}")
 
 
 def _close_assistant(page) -> None:
