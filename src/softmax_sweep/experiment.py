@@ -18,17 +18,16 @@ from mxnet import gluon
 from omegaconf import DictConfig, OmegaConf
 
 from softmax_sweep.config import PROJECT_ROOT, TrainConfig, to_settings
+from softmax_sweep.curves import log_curves
 from softmax_sweep.data import DataIter, Dataset, check_val_size, fixed_batches, load_dataset, split_indices
 from softmax_sweep.heap import freeze_before_first_run
 from softmax_sweep.interrupts import InterruptCheck
 from softmax_sweep.model import build_net, build_step
-from softmax_sweep.plots import plot_curves
 from softmax_sweep.sgd import SoftmaxSGD
 from softmax_sweep.tracking import RunEndHook, RunLogger, Tracker, mask_password, resolve_tracking_uri
 from softmax_sweep.training import GAP, METRICS, TRAIN_EVAL_METRICS, Callback, FitResult, fit
 
 log = logging.getLogger("softmax_sweep")
-NOTE_TAG = "mlflow.note.content"  # a run's description in the MLflow UI (markdown)
 
 
 class EpochLogger:
@@ -161,22 +160,6 @@ class _History:
         self.epochs.append(dict(metrics))
 
 
-def curves_note(run_id: str) -> str:
-    """The run's description (MLflow's note), which its Overview page shows: its curves.png, train
-    and test on one set of axes, where the Model metrics tab draws each metric on its own chart."""
-    return ("**Train, validation and test on one chart** (the best epoch in grey; the same as curves.png "
-            f"in Artifacts):\n\n![accuracy and loss by epoch](get-artifact?path=curves.png&run_uuid={run_id})\n")
-
-
-def log_curves(run: RunLogger, history: Sequence[dict[str, float]], title: str, folder: Path,
-               best_epoch: int = 0) -> None:
-    """Draw curves.png into folder (uploaded with the run's other files) and show it in the run's
-    description."""
-    if history:
-        plot_curves(history, folder / "curves.png", best_epoch, title)
-        run.set_tags({NOTE_TAG: curves_note(run.run_id)})
-
-
 class _Artifacts:
     """The run's files, uploaded in one go at the end (also when the run fails). Where the upload
     fails (a tracking server gone), they are kept in keep_dir (the Hydra run folder, else
@@ -197,7 +180,7 @@ class _Artifacts:
             if history:
                 _write_history(history, folder / "metrics.csv")
                 if self.plots:
-                    log_curves(self.run, history, self.title, folder, best_epoch)
+                    log_curves(self.run, history, self.title, best_epoch, folder)
             if net is not None:
                 net.save_parameters(str(folder / "softmax-best.params"))
             try:

@@ -99,6 +99,7 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Optional[Sequence[str]
 
     from optuna_pruning.search_space import parse_search_space
     from optuna_pruning.studies import next_step, overshoot, sampler_node, too_many_failures, trial_line, trials_to_go
+    from softmax_sweep.curves import drawn_in_background
     from softmax_sweep.data import load_dataset
     from softmax_sweep.errors import TrainingDiverged, UserError
     from softmax_sweep.sweeping.parent import BestSoFar, end_stopped_sweep, finish_sweep, open_sweep
@@ -161,6 +162,10 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Optional[Sequence[str]
         best.update(study)
 
     def work() -> None:
+        with drawn_in_background():  # a trial's curves.png while the next one trains
+            run_trials()
+
+    def run_trials() -> None:
         deadline = time.monotonic() + args.timeout if args.timeout else None
         while (step := next_step(study, n_trials, bool(heartbeat))) != "done":
             interrupts.check()

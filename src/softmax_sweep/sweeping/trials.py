@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Optional
 
 import optuna
@@ -100,7 +98,8 @@ def _run_seeds(cfg, trial: optuna.Trial, reporter: PruningReporter, seeds: int, 
     from omegaconf import OmegaConf
 
     from softmax_sweep.config import to_settings
-    from softmax_sweep.experiment import log_curves, tracker_for, train
+    from softmax_sweep.curves import log_curves
+    from softmax_sweep.experiment import tracker_for, train
     from softmax_sweep.stats import mean_ci
 
     settings = to_settings(cfg)
@@ -135,7 +134,5 @@ def _run_seeds(cfg, trial: optuna.Trial, reporter: PruningReporter, seeds: int, 
             at = [h[epoch - 1] for h in histories if len(h) >= epoch]
             mean_curves.append({k: sum(m[k] for m in at) / len(at) for k in at[0] if k != "epoch_seconds"})
             group.log_metrics(mean_curves[-1], step=epoch)
-        with tempfile.TemporaryDirectory() as tmp:
-            log_curves(group, mean_curves, f"{name}: mean of {seeds} seeds", Path(tmp))
-            group.log_artifacts(Path(tmp))
+        log_curves(group, mean_curves, f"{name}: mean of {seeds} seeds")
     return sum(results[reporter.monitor]) / seeds
