@@ -84,6 +84,7 @@ BAD_INPUTS = {
     "test metric optimized": (["optimized_metric=test_acc"], "test metrics are only reported"),
     "seed negative": (["data=digits", "seed=-1"], "seed must be between 0 and 2**32 - 1, got -1"),
     "seed too large": (["data=digits", "seed=4294967296"], "seed must be between 0 and 2**32 - 1"),
+    "seeds in a plain run": (["data=digits", "seeds=3"], "seeds=3 is for sweeps, where each trial trains seeds"),
     "train_size beyond the data": (["data=digits", "data.train_size=5000"],
                                    "data.train_size=5000 is more than the 1047 training examples"),
     "IDX set with no images": (["data=idx", "data.root={empty_idx}"], "train-images-idx3-ubyte.gz holds no images"),

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from optuna_pruning import current_trial
 from softmax_sweep.cli import defer, describe
 from softmax_sweep.config import to_settings
+from softmax_sweep.errors import UserError
 from softmax_sweep.passwords import scrub_files
 
 log = logging.getLogger("softmax_sweep")
@@ -69,6 +70,9 @@ def run_job(cfg: DictConfig) -> Optional[float]:
             from softmax_sweep.sweeping.trials import run_trial
 
             return run_trial(cfg, trial, trial.study.study_name, os.environ.get(PARENT_ENV), settings.seeds)
+        if settings.seeds > 1:  # a trial trains its seeds (sweeping.trials); a run would record them untrained
+            raise UserError(f"seeds={settings.seeds} is for sweeps, where each trial trains seeds seed, seed+1, ...: "
+                            "a run trains one seed (seed=N), or run -m sweep=NAME with seeds")
         from softmax_sweep.experiment import train
         from softmax_sweep.tracking import mask_password
 

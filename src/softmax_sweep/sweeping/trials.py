@@ -9,6 +9,7 @@ import optuna
 from omegaconf import DictConfig
 
 from optuna_pruning.workers import worker_name
+from softmax_sweep import interrupts
 from softmax_sweep.tracking import RunLogger
 
 
@@ -38,8 +39,12 @@ class PruningReporter:
         value = metrics[self.monitor]
         if not math.isfinite(value):
             return  # (a non-finite loss: the loop raises TrainingDiverged right after)
-        self.trial.report(value, epoch)
-        if self.trial.should_prune():
+        # Ctrl-C waits for the storage write: raised inside the journal file's lock it left the lock
+        # half released (FileNotFoundError on its rename file, seen under load)
+        with interrupts.deferred():
+            self.trial.report(value, epoch)
+            prune = self.trial.should_prune()
+        if prune:
             raise EpochPruned(epoch, value)
 
 
