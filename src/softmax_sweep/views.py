@@ -65,12 +65,12 @@ def _sort(metric: str) -> dict[str, Any]:
 def experiment_view_state(metric: str) -> dict[str, Any]:
     """All runs, grouped by study, best first by `metric`: complete trials come before pruned and
     failed ones (which have no best_* metric: MLflow sorts missing values last)."""
-    lowest = OPTIMIZABLE_METRICS[metric] == "minimize"
-    return {**_sort(metric), **chart_layout(),
+    sort = _sort(metric)
+    return {**sort, **chart_layout(),
             "selectedColumns": ["tags.`optuna.state`", "metrics.`best_val_acc`", "metrics.`best_val_loss`",
                                 "metrics.`test_acc_at_best_epoch`",
                                 "params.`lr`", "params.`batch_size`", "params.`num_epochs`"],
-            "groupBy": {"aggregateFunction": "min" if lowest else "max",
+            "groupBy": {"aggregateFunction": "min" if sort["orderByAsc"] else "max",
                         "groupByKeys": [{"mode": "tag", "groupByData": "optuna.study_name"}]},
             "useGroupedValuesInCharts": False}
 

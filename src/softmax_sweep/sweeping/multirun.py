@@ -16,7 +16,7 @@ SWEEP_TRACKING = "softmax_sweep.sweeping.hydra_sweep.SweepTracking"
 
 class MlflowMultirunCallback(Callback):
     def __init__(self) -> None:
-        self.parent = None
+        self.parent = self.tracker = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         callbacks = config.hydra.sweeper.get("callbacks") or {}
@@ -30,7 +30,8 @@ class MlflowMultirunCallback(Callback):
 
         app_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
         sweep_dir = config.hydra.sweep.dir
-        self.parent = tracker_for(to_settings(app_cfg)).start_run(
+        self.tracker = tracker_for(to_settings(app_cfg))
+        self.parent = self.tracker.start_run(
             run_name=f"multirun-{Path(sweep_dir).name}",
             tags={"sweep.kind": "hydra-basic", "hydra.sweep_dir": sweep_dir,
                   "hydra.overrides": mask_password(" ".join(config.hydra.overrides.task))})
@@ -62,7 +63,6 @@ class MlflowMultirunCallback(Callback):
         if self.parent is None:
             return
         from softmax_sweep import cli
-        from softmax_sweep.config import to_settings
         from softmax_sweep.jobs import PARENT_ENV, VARIED_ENV
 
         cli.forget_abort(self._abort)
@@ -78,11 +78,9 @@ class MlflowMultirunCallback(Callback):
             log_grid_report(self.parent, *_as_study(children, metric), metric)
         except Exception as e:  # noqa: BLE001 - the jobs are recorded; a figure must not fail the multirun
             print(f"warning: the multirun report failed: {e}")
-        from softmax_sweep.experiment import tracker_for
         from softmax_sweep.views import RUNS_VIEWS
 
-        tracker = tracker_for(to_settings(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])))
-        print(f"runs table (MLflow UI): {tracker.runs_url(RUNS_VIEWS[metric])}")
+        print(f"runs table (MLflow UI): {self.tracker.runs_url(RUNS_VIEWS[metric])}")
         self.parent.end("FINISHED")
         os.environ.pop(PARENT_ENV, None)
         os.environ.pop(VARIED_ENV, None)
