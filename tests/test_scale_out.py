@@ -263,14 +263,17 @@ def _database_text(name: str) -> str:
 
 def test_a_password_on_the_command_line_is_never_written(postgres, tmp_path: Path) -> None:
     """tracking.uri and the Optuna storage with a password (PostgreSQL trusts local connections and
-    ignores it): after a run, a failing run, a basic multirun with a failing job, an Optuna sweep and
-    a study script, the password is in no output, no file under mlruns/, no MLflow or Optuna row."""
-    password = "Zq9-sEcReT-z"
+    ignores it): after a run, a failing run, a basic multirun with a failing job, an Optuna sweep,
+    a study script with two workers and `--cfg job --resolve`, the password is in no output, no file
+    under mlruns/, no MLflow or Optuna row. It holds each character that ends a password early in a
+    naive parser: `/`, a space, `@` and a quote; data.url carries it too."""
+    password = "Zq9/s EcR@eT'z"
     tracking, storage = postgres(), postgres()
     uri = f"postgresql://postgres:{password}@127.0.0.1:5432/{tracking}"
     optuna_url = f"postgresql://postgres:{password}@127.0.0.1:5432/{storage}"
     mlruns = tmp_path / "mlruns"
-    base = ["data=digits", f"tracking.uri={uri}", f"mlruns_dir={mlruns}"]
+    base = ["data=digits", f"tracking.uri={uri}", f"mlruns_dir={mlruns}",
+            f"data.url=https://bob:{password}@127.0.0.1:9/mirror/"]
     train = [sys.executable, "-m", "softmax_sweep.train"]
     commands = [
         [*train, *base, "num_epochs=2"],
@@ -279,6 +282,9 @@ def test_a_password_on_the_command_line_is_never_written(postgres, tmp_path: Pat
         [*train, "-m", "sweep=tune", *base, "hydra.sweeper.n_trials=2", "num_epochs=range(2, 3)",
          f"hydra.sweeper.storage={optuna_url}"],
         [*TUNE, "--n-trials", "2", "--storage", optuna_url, "--study-name", "script", *base, "num_epochs=2"],
+        [*TUNE, "--n-trials", "2", "--workers", "2", "--study-name", "script2", *base, "num_epochs=2",
+         f"hydra.sweeper.storage={optuna_url}"],
+        [*train, *base, "--cfg", "job", "--resolve"],
     ]
     output = ""
     for command in commands:

@@ -15,7 +15,6 @@ from softmax_sweep.errors import TrainingDiverged
 from softmax_sweep.experiment import train
 from softmax_sweep.idx import content_sha256
 from softmax_sweep.synthetic import IDX_FILES
-from softmax_sweep.tracking import mask_password
 
 from conftest import compose_config, run_statuses
 
@@ -104,9 +103,17 @@ def test_tracking_uri_from_environment(cfg, tmp_path: Path, monkeypatch: pytest.
 
 
 def test_mask_password() -> None:
+    from optuna_pruning.urls import mask_password, openable
+
     assert mask_password("postgresql://bob:s3cret@db:5432/optuna") == "postgresql://bob:***@db:5432/optuna"
     assert mask_password("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
     assert mask_password("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    assert mask_password("postgresql://bob@db/optuna") == "postgresql://bob@db/optuna"
+    for password in ("Sl/ash", "a space", "raw@at@", "it's", "50%"):
+        url = f"http://alice:{password}@127.0.0.1:5000/x"
+        assert mask_password(url) == "http://alice:***@127.0.0.1:5000/x"
+        assert password not in mask_password(f"failed: {password} was refused")  # remembered by value
+    assert openable("postgresql://u:a/b c@d@h/db") == "postgresql://u:a%2Fb%20c%40d@h/db"
 
 
 def test_fashion_mnist_download_through_loopback_and_train(idx_server, places_in_tmp: Path,

@@ -3,11 +3,9 @@ samplers, pruners, counting trials toward n_trials, and trials whose worker died
 from __future__ import annotations
 
 import copy
-import importlib.util
 import itertools
 import logging
 import math
-import re
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_pruning.errors import SweeperError
 from optuna_pruning.search_space import SearchSpace
+from optuna_pruning.urls import mask_password, openable
 from optuna_pruning.workers import dead_local_worker
 
 log = logging.getLogger("optuna_pruning")
@@ -30,13 +29,8 @@ log = logging.getLogger("optuna_pruning")
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 JOURNAL_PREFIX = "journal:///"
-_CREDENTIALS = re.compile(r"(\w[\w+.-]*://[^:/@\s]*):[^@/\s]*@")
 StaleHandler = Callable[[optuna.Study, FrozenTrial, str], None]
 
-
-def mask_password(text: str) -> str:
-    """The text with the password of every URL in it replaced by ***."""
-    return _CREDENTIALS.sub(r"\1:***@", text)
 
 
 def make_storage(url: Optional[str], heartbeat_interval: Optional[int] = None, grace_period: Optional[int] = None,
@@ -62,7 +56,7 @@ def make_storage(url: Optional[str], heartbeat_interval: Optional[int] = None, g
         return _grpc_proxy(url)
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    url = with_installed_driver(url)
+    url = openable(url)
     kwargs: dict[str, Any] = {}
     if heartbeat_interval:
         retry = RetryHeartbeatStaleTrialCallback(max_retry=3)
@@ -76,12 +70,6 @@ def make_storage(url: Optional[str], heartbeat_interval: Optional[int] = None, g
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SweeperError(f"cannot open Optuna storage {mask_password(url)}: {mask_password(first)}") from None
 
-
-def with_installed_driver(url: str) -> str:
-    """mysql:// with PyMySQL when MySQLdb (SQLAlchemy's default driver) is not installed."""
-    if url.startswith("mysql://") and not importlib.util.find_spec("MySQLdb") and importlib.util.find_spec("pymysql"):
-        return "mysql+pymysql://" + url[len("mysql://"):]
-    return url
 
 
 def _grpc_proxy(url: str):

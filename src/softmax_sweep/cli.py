@@ -12,6 +12,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from optuna_pruning import SweeperError
+from optuna_pruning.urls import mask_password
 from softmax_sweep import interrupts
 from softmax_sweep.errors import StoreUnreachable, Terminated, TrainingDiverged, UserError, lost_connection
 
@@ -125,5 +126,5 @@ def run_cli(body: Callable[[], T]) -> T:
         message = describe(e)
         if message is None or full_error:
             raise
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {mask_password(message)}", file=sys.stderr)
         sys.exit(getattr(_user_error_cause(e) or e, "exit_code", UserError.exit_code))

@@ -12,6 +12,7 @@ from typing import Optional
 
 from tqdm import tqdm
 
+from optuna_pruning.urls import mask_password
 from softmax_sweep.idx import DataFileError, content_sha256
 
 CHUNK = 1 << 20
@@ -100,9 +101,9 @@ def fetch(files: list[RemoteFile], folder: Path, base_urls: list[str], what: str
                 download(base.rstrip("/") + "/" + remote.name, dest, remote, progress)
                 break
             except DataFileError as e:
-                errors.append(str(e))
+                errors.append(mask_password(str(e)))
             except (urllib.error.URLError, OSError, ValueError) as e:
-                errors.append(f"{base}: {getattr(e, 'reason', e)}")
+                errors.append(mask_password(f"{base}: {getattr(e, 'reason', e)}"))
         else:
             if damage:
                 raise DownloadError(

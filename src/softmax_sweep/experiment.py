@@ -121,9 +121,16 @@ def _hydra_output_dir() -> Optional[str]:
 def resolved_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     tree = OmegaConf.to_container(OmegaConf.create(cfg) if not isinstance(cfg, DictConfig) else cfg,
                                   resolve=True)
-    if tree.get("tracking", {}).get("uri"):
-        tree["tracking"]["uri"] = mask_password(tree["tracking"]["uri"])
-    return tree
+    return _masked(tree)
+
+
+def _masked(node: Any) -> Any:
+    """Every string in a config tree with its URL passwords masked (tracking, storage, a data mirror)."""
+    if isinstance(node, dict):
+        return {key: _masked(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_masked(value) for value in node]
+    return mask_password(node) if isinstance(node, str) else node
 
 
 # "": the value alone (a remedy's name says what it is)

@@ -15,7 +15,7 @@ from optuna_pruning import current_trial
 from softmax_sweep.cli import defer, describe
 from softmax_sweep.config import to_settings
 from softmax_sweep.errors import UserError
-from softmax_sweep.passwords import scrub_files
+from softmax_sweep.passwords import mask_logs, scrub_files
 
 log = logging.getLogger("softmax_sweep")
 # Set by whoever opened the MLflow parent run of a multirun or sweep
@@ -65,6 +65,7 @@ def run_job(cfg: DictConfig) -> Optional[float]:
     try:
         trial = current_trial()  # in another process than the sweeper: from the study's storage
         _scrub_saved_configs()
+        mask_logs()
         settings = to_settings(cfg)  # bad values fail here, before MXNet and MLflow are imported
         if trial is not None:
             from softmax_sweep.sweeping.trials import run_trial

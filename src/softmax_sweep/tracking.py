@@ -9,7 +9,6 @@ import json
 import logging
 import math
 import os
-import re
 import socket
 import sqlite3
 import time
@@ -27,6 +26,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
+from optuna_pruning.urls import driver_extra, mask_password, openable
 from optuna_pruning.workers import dead_local_worker, worker_name
 from softmax_sweep import interrupts, views
 from softmax_sweep.config import default_tracking_uri
@@ -41,28 +41,11 @@ BATCH_LIMIT = 100
 
 
 log = logging.getLogger("softmax_sweep")
-_CREDENTIALS = re.compile(r"(://[^/:@\s]*:)[^@/\s]*@")
-
-
-def mask_password(text: str) -> str:
-    """The text with the password of every URL in it (scheme://user:password@host) replaced by
-    ***, safe to print and log; works on a bare URL and on `key=URL` overrides alike."""
-    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 def resolve_tracking_uri(uri: Optional[str], mlruns_dir: str) -> str:
     """Explicit tracking.uri, else MLFLOW_TRACKING_URI, else the SQLite DB in mlruns_dir."""
-    return with_installed_driver(uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(mlruns_dir))
-
-
-def with_installed_driver(url: str) -> str:
-    """mysql:// with the driver of the [mysql] extra (SQLAlchemy's default, MySQLdb, is not installed)."""
-    return "mysql+pymysql://" + url[len("mysql://"):] if url.startswith("mysql://") else url
-
-
-def driver_extra(url: str) -> str:
-    """The pip extra that installs the driver a database URL needs."""
-    return "mysql" if url.startswith("mysql") else "postgres"
+    return openable(uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(mlruns_dir))
 
 
 def _artifact_root(uri: str, mlruns_dir: str) -> Optional[str]:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from softmax_sweep.cli import run_cli
 from softmax_sweep.config import CONF_DIR
 from softmax_sweep.jobs import run_job
-from softmax_sweep.passwords import hide_passwords
+from softmax_sweep.passwords import hide_passwords, mask_resolved_secrets
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
@@ -23,6 +23,8 @@ def hydra_main(cfg: DictConfig) -> Optional[float]:
 
 def main() -> None:
     sys.argv = [sys.argv[0], *hide_passwords(sys.argv[1:])]
+    if any(arg in ("--cfg", "-c") or arg.startswith("--cfg=") for arg in sys.argv[1:]):
+        mask_resolved_secrets()  # the config is printed, not used
     run_cli(hydra_main)
 
 

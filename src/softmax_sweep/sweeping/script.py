@@ -22,7 +22,7 @@ from softmax_sweep.cli import run_cli
 from softmax_sweep.config import CONF_DIR, to_settings
 from softmax_sweep.errors import SweepFailed, Terminated
 from softmax_sweep.heap import freeze_setup
-from softmax_sweep.passwords import hide_passwords
+from softmax_sweep.passwords import hide_passwords, mask_logs
 from softmax_sweep.tracking import mask_password
 
 log = logging.getLogger("softmax_sweep.sweep")
@@ -268,6 +268,7 @@ def main(sweep: str, description: str, argv: Optional[Sequence[str]] = None) -> 
     args = build_parser(sweep, description).parse_intermixed_args(argv)
     who = f"[worker {worker_name()}]" if args.worker is not None else ""
     logging.basicConfig(level=logging.INFO, format=f"[%(asctime)s]{who}[%(name)s][%(levelname)s] - %(message)s")
+    mask_logs()
     if args.worker is not None and os.environ.get("MXNET_ENGINE_TYPE"):
         _start_engine_quietly()
     run_cli(lambda: run_study(sweep, args, argv))
