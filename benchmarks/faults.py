@@ -9,7 +9,8 @@ the seconds the slowest command took, and four counts that must all be 0:
   running     MLflow runs and Optuna trials left RUNNING once every command has ended;
   secrets     places holding the probe's password: stdout, stderr, any file under the folder
               (SQLite store, journal, Hydra's folders), any MLflow param or tag;
-  lost        runs or trials the commands reported that are not in the store.
+  lost        runs or trials the commands reported that are not in the store;
+  orphans     worker processes alive 10 s after the sweep that started them was SIGKILLed.
 Probes that need PostgreSQL or a private read-only mount say "skipped" where those are absent.
 """
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Outcome:
     running: int = 0
     lost: int = 0
     secrets: int = 0
+    orphans: int = 0
     note: str = ""
 
     def command(self, command: list[str], folder: Path, timeout: float = 600, **popen) -> subprocess.CompletedProcess:
@@ -117,6 +119,44 @@ def _store_counts(outcome: Outcome, folder: Path, finished_runs: int = -1, journ
     outcome.running += runs.count("RUNNING") + trials.count("RUNNING")
     if finished_runs >= 0:
         outcome.lost += max(0, finished_runs - runs.count("FINISHED"))
+
+
+def _descendants(pid: int) -> list[int]:
+    """pid's child processes, their children, and so on (Linux's /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rpartition(")")[2].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pids: list[int]) -> list[int]:
+    from optuna_pruning.workers import dead_local_worker
+
+    host = socket.gethostname()
+    return [pid for pid in pids if not dead_local_worker(f"{host}:{pid}")]
+
+
+def _orphans_after(pids: list[int], seconds: float = 10) -> int:
+    """How many of pids are still alive `seconds` after their sweep died (killed then, for the next probe)."""
+    time.sleep(seconds)
+    alive = _alive(pids)
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return len(alive)
+
+
+def _running_trials(folder: Path, at_least: int) -> Callable[[], bool]:
+    journal = f"journal:///{folder / 'mlruns' / 'optuna.journal'}"
+    return lambda: _trials(journal).count("RUNNING") >= at_least and _epochs_logged(
+        folder / "mlruns" / "mlflow.db", 2 * at_least)()
 
 
 # ---- the probes -------------------------------------------------------------------------------
@@ -359,6 +399,92 @@ def _postgres_database() -> Iterator[str]:
             con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def sigkill_sweep(script: bool) -> Callable[[Path], Outcome]:
+    """SIGKILL the process the user started (a -m sweep with the joblib launcher's worker pool, or
+    sweeps/tune.py with two worker processes) while two trials train; then run it again."""
+    def probe(folder: Path) -> Outcome:
+        outcome = Outcome()
+        mlruns = f"mlruns_dir={folder / 'mlruns'}"
+        long = ([*TUNE, "data=digits", "num_epochs=100000", "--workers", "2", "--n-trials", "2", mlruns] if script
+                else [*TRAIN, "-m", "sweep=tune", "data=digits", "num_epochs=range(100000, 100001)",
+                      "hydra.sweeper.n_trials=2", mlruns])
+        proc = _start(long, folder)
+        _wait_until(_running_trials(folder, 2), proc)
+        workers = _descendants(proc.pid)
+        proc.kill()
+        proc.communicate()
+        outcome.orphans += _orphans_after(workers)
+        rerun = ([*TUNE, "data=digits", "num_epochs=2", "--n-trials", "3", mlruns] if script
+                 else [*TRAIN, "-m", "sweep=tune", "data=digits", "num_epochs=range(2, 3)", "hydra.sweeper.n_trials=3",
+                       mlruns])
+        outcome.command(rerun, folder)
+        _store_counts(outcome, folder, journal=True)
+        trials = _trials(f"journal:///{folder / 'mlruns' / 'optuna.journal'}")
+        outcome.note = (f"{len(workers)} processes under it; after the rerun: trials "
+                        f"{', '.join(f'{trials.count(s)} {s}' for s in sorted(set(trials)))}")
+        return outcome
+    return probe
+
+
+def sigkill_one_worker(folder: Path) -> Outcome:
+    """SIGKILL one of two study workers mid-trial: the other one takes its trial over."""
+    import optuna
+
+    from optuna_pruning.studies import make_storage
+
+    outcome = Outcome()
+    journal = f"journal:///{folder / 'mlruns' / 'optuna.journal'}"
+    proc = _start([*TUNE, "data=digits", "num_epochs=600", "--workers", "2", "--n-trials", "2",
+                   "hydra/sweeper/optuna_pruner=none", f"mlruns_dir={folder / 'mlruns'}"], folder)
+    since = time.monotonic()
+    _wait_until(_running_trials(folder, 2), proc)
+    study = optuna.load_study(study_name="tune-digits", storage=make_storage(journal))
+    victim = max(study.get_trials(states=(optuna.trial.TrialState.RUNNING,)), key=lambda t: t.number)
+    os.kill(int(victim.user_attrs["worker"].rpartition(":")[2]), signal.SIGKILL)
+    outcome.ended(proc, since)
+    _store_counts(outcome, folder, journal=True)
+    trials = _trials(journal)
+    outcome.lost += max(0, 2 - trials.count("COMPLETE"))
+    outcome.note = f"trial {victim.number}'s worker killed; trials {', '.join(trials)}"
+    return outcome
+
+
+def hangup(script: bool) -> Callable[[Path], Outcome]:
+    """SIGHUP (the terminal closed) during a run or a study: as Ctrl-C."""
+    def probe(folder: Path) -> Outcome:
+        outcome = Outcome()
+        command = ([*TUNE, "data=digits", "num_epochs=100000", "--n-trials", "1"] if script
+                   else [*TRAIN, "data=digits", "num_epochs=100000"])
+        proc = _start([*command, f"mlruns_dir={folder / 'mlruns'}"], folder)
+        _wait_until(_epochs_logged(folder / "mlruns" / "mlflow.db"), proc)
+        proc.send_signal(signal.SIGHUP)
+        outcome.ended(proc, time.monotonic())
+        _store_counts(outcome, folder, journal=script)
+        outcome.note = f"runs {', '.join(sorted(set(_runs(folder / 'mlruns' / 'mlflow.db'))))}"
+        return outcome
+    return probe
+
+
+def typo_in_search_space(folder: Path) -> Outcome:
+    """A search-space key or a config-group option that does not exist; then the corrected command."""
+    outcome = Outcome()
+    mlruns = f"mlruns_dir={folder / 'mlruns'}"
+    lines = []
+    for command in ([*TRAIN, "-m", "sweep=tune", "data=digits", "hydra.sweeper.n_trials=2",
+                     "+hydra.sweeper.params.nonexistent='interval(0,1)'", mlruns],
+                    [*TUNE, "data=digits", "--n-trials", "2", "+hydra.sweeper.params.nonexistent='interval(0,1)'",
+                     mlruns],
+                    [*TRAIN, "-m", "sweep=overfit", "data=digits", "remedy=choice(none,weight_decy)", mlruns]):
+        done = outcome.command(command, folder, timeout=300)
+        lines.append(len(done.stderr.strip().splitlines()))
+    outcome.command([*TRAIN, "-m", "sweep=tune", "data=digits", "hydra.sweeper.n_trials=2", "num_epochs=range(2, 3)",
+                     mlruns], folder)
+    _store_counts(outcome, folder, journal=True)
+    trials = _trials(f"journal:///{folder / 'mlruns' / 'optuna.journal'}")
+    outcome.note = f"stderr lines {lines}; then the fixed command: trials {', '.join(trials)}"
+    return outcome
+
+
 def _postgres_missing() -> str | None:
     try:
         import psycopg
@@ -391,6 +517,12 @@ PROBES: dict[str, tuple[Callable[[Path], Outcome], Callable[[], str | None]]] = 
     "tracking server dies during sweeps/tune.py": (server_dies(interrupt=False, sweep="script"), lambda: None),
     "read-only mlruns/ (run and study)": (read_only_store, _mount_missing),
     "password in tracking.uri and storage": (secrets_everywhere, _postgres_missing),
+    "SIGKILL of -m sweep=tune (joblib pool), then a rerun": (sigkill_sweep(script=False), lambda: None),
+    "SIGKILL of sweeps/tune.py --workers 2, then a rerun": (sigkill_sweep(script=True), lambda: None),
+    "SIGKILL of one of two study workers": (sigkill_one_worker, lambda: None),
+    "SIGHUP during a run": (hangup(script=False), lambda: None),
+    "SIGHUP during a study": (hangup(script=True), lambda: None),
+    "typos in a search space, then the fixed command": (typo_in_search_space, lambda: None),
 }
 
 
@@ -406,8 +538,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", metavar="WORD", help="run the probes whose name holds one of these")
     args = parser.parse_args()
-    totals = dict.fromkeys(("tracebacks", "running", "secrets", "lost"), 0)
-    print(f"{'fault':58s} {'exit':>9s} {'s':>5s} {'tb':>2s} {'run':>3s} {'sec':>3s} {'lost':>4s}  outcome", flush=True)
+    totals = dict.fromkeys(("tracebacks", "running", "secrets", "lost", "orphans"), 0)
+    print(f"{'fault':58s} {'exit':>9s} {'s':>5s} {'tb':>2s} {'run':>3s} {'sec':>3s} {'lost':>4s} {'orph':>4s}  outcome",
+          flush=True)
     for name, (probe, missing) in PROBES.items():
         if args.only and not any(word in name for word in args.only):
             continue
@@ -418,13 +551,14 @@ def main() -> None:
             outcome = probe(Path(tmp))
             outcome.secrets += _secrets_in(Path(tmp), outcome.output)
         tracebacks = outcome.output.count("Traceback (most recent call last)")
-        for key, value in zip(totals, (tracebacks, outcome.running, outcome.secrets, outcome.lost)):
+        for key, value in zip(totals, (tracebacks, outcome.running, outcome.secrets, outcome.lost, outcome.orphans)):
             totals[key] += value
         codes = ",".join(map(str, outcome.codes))
         print(f"{name:58s} {codes:>9s} {outcome.seconds:5.1f} {tracebacks:2d} {outcome.running:3d} "
-              f"{outcome.secrets:3d} {outcome.lost:4d}  {outcome.note}", flush=True)
+              f"{outcome.secrets:3d} {outcome.lost:4d} {outcome.orphans:4d}  {outcome.note}", flush=True)
     print(f"totals: {totals['tracebacks']} tracebacks, {totals['running']} runs or trials left RUNNING, "
-          f"{totals['secrets']} secrets found, {totals['lost']} lost runs")
+          f"{totals['secrets']} secrets found, {totals['lost']} lost runs, {totals['orphans']} orphaned processes "
+          "alive 10 s after their sweep was killed")
 
 
 if __name__ == "__main__":

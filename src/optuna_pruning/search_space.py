@@ -27,7 +27,7 @@ class SearchSpace:
 
     def describe(self) -> dict[str, str]:
         """Each parameter's distribution in the override syntax that gives it (for a run's params)."""
-        return {name: _describe(dist) for name, dist in self.distributions.items()}
+        return {name: describe_distribution(dist) for name, dist in self.distributions.items()}
 
     def grid_size(self) -> int:
         return math.prod(len(values) for values in self.grid().values())
@@ -48,7 +48,7 @@ class SearchSpace:
         return grid
 
 
-def _describe(dist: BaseDistribution) -> str:
+def describe_distribution(dist: BaseDistribution) -> str:
     if isinstance(dist, CategoricalDistribution):
         return f"choice({', '.join(map(str, dist.choices))})"
     if getattr(dist, "step", None) not in (None, 1) or (isinstance(dist, IntDistribution) and not dist.log):

@@ -6,6 +6,8 @@ import copy
 import itertools
 import logging
 import math
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -20,7 +22,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_pruning.errors import SweeperError
-from optuna_pruning.search_space import SearchSpace
+from optuna_pruning.search_space import SearchSpace, describe_distribution
 from optuna_pruning.urls import mask_password, openable
 from optuna_pruning.workers import dead_local_worker
 
@@ -29,6 +31,7 @@ log = logging.getLogger("optuna_pruning")
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 JOURNAL_PREFIX = "journal:///"
+DROPPED = "outside the search space of a later start: not run"
 StaleHandler = Callable[[optuna.Study, FrozenTrial, str], None]
 
 
@@ -214,6 +217,32 @@ def expand_enqueued(entries: Sequence[Mapping[str, Any]], distributions: Mapping
     return trials
 
 
+def drop_queued_outside(study: optuna.Study, distributions: Mapping[str, Any]) -> None:
+    """Queued trials (retries of failed or dead ones) whose parameters this start's search space
+    no longer holds (a typo fixed, a range changed) are failed, not run: one line says so."""
+    dropped = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        params = trial.system_attrs.get("fixed_params") or trial.params  # enqueued, or a retry
+        if params and (not set(params) <= set(distributions) or not _inside(params, distributions)):
+            try:
+                study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", DROPPED)
+                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            except RuntimeError:
+                continue  # another worker took it
+            dropped.append(_first_difference(params, distributions))
+    if dropped:
+        log.warning("study %s: %d queued trial(s) lie outside this search space (%s): not run; a changed "
+                    "search space continues the study, hydra.sweeper.study_name=NEW starts a new one",
+                    study.study_name, len(dropped), dropped[0])
+
+
+def _first_difference(params: Mapping[str, Any], distributions: Mapping[str, Any]) -> str:
+    if extra := sorted(set(params) - set(distributions)):
+        return f"{extra[0]} is no longer a parameter"
+    key = next(k for k in params if not _inside({k: params[k]}, distributions))
+    return f"{key}={params[key]} is outside {describe_distribution(distributions[key])}"
+
+
 def _inside(params: Mapping[str, Any], distributions: Mapping[str, Any]) -> bool:
     for key, value in params.items():
         dist = distributions[key]
@@ -226,8 +255,9 @@ def _inside(params: Mapping[str, Any], distributions: Mapping[str, Any]) -> bool
 
 
 def count_trials(study: optuna.Study) -> dict[str, int]:
+    """Trials by state, leaving out the failures that say nothing of their parameters."""
     counts = {state.name: 0 for state in TrialState}
-    for trial in study.get_trials(deepcopy=False):
+    for trial in _counted(study.get_trials(deepcopy=False)):
         counts[trial.state.name] += 1
     return counts
 
@@ -255,17 +285,21 @@ def best_value_steps(trials: Sequence[FrozenTrial], direction: Any, after: int =
     return steps
 
 
-def _retried(trials: Sequence[FrozenTrial]) -> set[int]:
-    """Numbers of trials whose worker died and whose parameters were queued again."""
-    return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+def _not_counted(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Numbers of failed trials that say nothing of their parameters: their worker died and the
+    parameters were queued again, or they were dropped as outside a later start's search space."""
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    return retried | {t.number for t in trials if t.user_attrs.get("fail_reason") == DROPPED}
+
+
+def _counted(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    skip = _not_counted(trials)
+    return [t for t in trials if not (t.state == TrialState.FAIL and t.number in skip)]
 
 
 def _remaining(study: optuna.Study, n_trials: int) -> int:
     """n_trials minus the trials that count toward it (negative when workers overshot)."""
-    trials = study.get_trials(deepcopy=False)
-    retried = _retried(trials)
-    return n_trials - sum(not (t.state == TrialState.FAIL and t.number in retried) and t.state != TrialState.WAITING
-                          for t in trials)
+    return n_trials - sum(t.state != TrialState.WAITING for t in _counted(study.get_trials(deepcopy=False)))
 
 
 def trials_to_go(study: optuna.Study, n_trials: int) -> int:
@@ -275,16 +309,28 @@ def trials_to_go(study: optuna.Study, n_trials: int) -> int:
     return max(_remaining(study, n_trials), 0)
 
 
-def next_step(study: optuna.Study, n_trials: int, heartbeats: bool) -> str:
+def next_step(study: optuna.Study, n_trials: int, heartbeats: bool, reap: Optional[StaleTrials] = None) -> str:
     """What a worker does next: "run" a trial (new, or queued for a retry), "wait" for running
-    trials that may yet turn out to belong to a dead worker, or stop ("done")."""
+    trials that may yet turn out to belong to a dead worker, or stop ("done"). With `reap`, the
+    trials of local workers that died meanwhile are failed and queued again (a sibling SIGKILLed
+    mid-study), and the trials of live local workers are waited for, as they could still die."""
     if heartbeats:
         fail_stale_trials(study)
+    if reap is not None:
+        reap_dead_local_trials(study, reap)
     if trials_to_go(study, n_trials) > 0:  # queued trials count as to go: a retry, an enqueued one
         return "run"
-    if heartbeats and any(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False)):
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if heartbeats and running:
+        return "wait"
+    if reap is not None and any(_local_other(t.user_attrs.get("worker", "")) for t in running):
         return "wait"
     return "done"
+
+
+def _local_other(worker: str) -> bool:
+    host, _, pid = worker.rpartition(":")
+    return host == socket.gethostname() and pid != str(os.getpid())
 
 
 def overshoot(study: optuna.Study, n_trials: int) -> Optional[str]:
@@ -311,7 +357,7 @@ def trial_line(study: optuna.Study, number: int, n_trials: int) -> str:
     """One progress line for a finished trial: `[done/total] trial N STATE: value or reason {params}`."""
     trials = study.get_trials(deepcopy=False)
     trial = next(t for t in trials if t.number == number)
-    done = sum(t.state in FINISHED for t in trials)
+    done = sum(t.state in FINISHED for t in _counted(trials))
     if trial.state == TrialState.COMPLETE:
         detail = "value " + ", ".join(f"{v:.4f}" for v in trial.values)
     elif trial.state == TrialState.PRUNED:

@@ -29,6 +29,7 @@ from optuna_pruning.search_space import SearchSpace, parse_search_space
 from optuna_pruning.studies import (
     StaleTrials,
     directions_of,
+    drop_queued_outside,
     make_pruner,
     make_sampler,
     make_storage,
@@ -88,6 +89,7 @@ class OptunaPruningSweeperImpl:
             raise SweeperError(f"trials of the {type(self.launcher).__name__} run in other processes, which reach "
                                f"their trial through the study's storage: set hydra.sweeper.storage (journal:///"
                                f"file, sqlite:///file, postgresql://...), or hydra/sweeper/optuna_pruner=none")
+        self._check_composes(space)
         stale = StaleTrials(self._stale)
         storage = make_storage(self.storage_url, self.heartbeat_interval, self.grace_period, self._stale)
         study = open_study(storage, self.study_name, self.directions, make_sampler(self.sampler_node, space), pruner,
@@ -98,6 +100,7 @@ class OptunaPruningSweeperImpl:
         for callback in self.callbacks:
             callback.on_sweep_start(study, self.config, space)
         reap_dead_local_trials(study, stale)
+        drop_queued_outside(study, space.distributions)
         slots = 1 if in_process else self.n_jobs
         log.info("study %s in %s: %d trials to go of %d (%s, %s, %d in flight)", study.study_name,
                  mask_password(self.storage_url or "memory"), trials_to_go(study, n_trials), n_trials,
@@ -109,6 +112,25 @@ class OptunaPruningSweeperImpl:
             raise
         self._save_results(study)
         self._end(study, None)
+
+    def _check_composes(self, space: SearchSpace) -> None:
+        """Compose one job of the space before any trial exists: a key that is not in the config (a
+        typo) is one line here, not a trial left behind that every later start would retry."""
+        sample = {name: dist.choices[0] if isinstance(dist, optuna.distributions.CategoricalDistribution) else dist.low
+                  for name, dist in space.distributions.items()}
+        choices = self.config.hydra.runtime.choices
+        for name, dist in space.distributions.items():
+            if name in choices and isinstance(dist, optuna.distributions.CategoricalDistribution):
+                options = self.config_loader.get_group_options(name)
+                if unknown := [str(c) for c in dist.choices if str(c) not in options and c is not None]:
+                    raise SweeperError(f"hydra.sweeper.params.{name}: no option {', '.join(unknown)} in config "
+                                       f"group {name!r} (options: {', '.join(options)})")
+        try:
+            self.config_loader.prepare(self.config, space.overrides(sample))
+        except Exception as e:  # noqa: BLE001 - Hydra's composition errors have no common base
+            first = " ".join(str(e).split()).split(" To append to your config")[0]
+            raise SweeperError(f"hydra.sweeper.params: {first} (is every key of the search space a key of the "
+                               f"config? --cfg job lists them)") from None
 
     def _end(self, study: optuna.Study, error: Optional[BaseException]) -> None:
         for callback in self.callbacks:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Optional
 
-from optuna_pruning.workers import worker_name
+from optuna_pruning.workers import end_with_parent, worker_name
 
 if TYPE_CHECKING:
     import optuna
@@ -41,6 +41,7 @@ def current_trial() -> Optional[optuna.Trial]:
     if trial is None and (trial := _load(trial_id)) is not None:
         _FOUND[trial_id] = trial
         trial.set_user_attr("worker", worker_name())  # so a later start can tell this process died
+        end_with_parent()  # a pool worker outlives a SIGKILLed sweep otherwise
     return trial
 
 

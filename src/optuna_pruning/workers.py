@@ -2,8 +2,14 @@
 the same machine can tell a trial whose process died (and fail and retry it)."""
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import socket
+import threading
+import time
+
+log = logging.getLogger("optuna_pruning")
 
 
 def worker_name() -> str:
@@ -22,4 +28,39 @@ def dead_local_worker(worker: str) -> bool:
         return True
     except PermissionError:
         return False  # alive, another user's
-    return False
+    return _zombie(int(pid))
+
+
+def _zombie(pid: int) -> bool:
+    """A process that has died but whose parent has not collected it yet (Linux's /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+_watched: list[int] = []
+
+
+def end_with_parent(grace_seconds: float = 5.0, poll_seconds: float = 1.0) -> None:
+    """End this process (a job of a launcher's worker pool, a study's worker) soon after the
+    process that started it dies: a SIGKILLed sweep leaves no worker training on for nobody.
+
+    This process gets SIGTERM (its handler may mark its trial and run), and is ended outright
+    grace_seconds later if it is still there (a pool worker whose job caught the signal goes on
+    waiting for the next job). Once per process."""
+    if _watched:
+        return
+    parent = os.getppid()
+    _watched.append(parent)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        log.warning("the process that started this one (pid %d) is gone: stopping", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_seconds)
+        os._exit(143)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()

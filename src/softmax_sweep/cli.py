@@ -105,9 +105,18 @@ def defer(exc: BaseException) -> None:
     _deferred.append(exc)
 
 
+_USER_FULL_ERROR = "SOFTMAX_SWEEP_FULL_ERROR"
+
+
+def user_full_error() -> bool:
+    """Whether the user asked for tracebacks (HYDRA_FULL_ERROR=1), not run_cli for its own ends."""
+    return os.environ.get(_USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", "")) == "1"
+
+
 def run_cli(body: Callable[[], T]) -> T:
     """Run a command: SIGTERM acts like Ctrl-C, user errors become `error: ...` and exit 2."""
-    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    full_error = user_full_error()
+    os.environ[_USER_FULL_ERROR] = "1" if full_error else "0"  # for the processes it starts
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra raise, so the errors can be printed here
     interrupts.install()
     try:

@@ -22,7 +22,7 @@ class TrainingDiverged(RuntimeError):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that every cleanup path for an interrupt runs."""
+    """SIGTERM or SIGHUP, raised like Ctrl-C so that every cleanup path for an interrupt runs."""
 
 
 class SweepFailed(UserError):

@@ -19,8 +19,11 @@ from softmax_sweep.errors import Terminated
 _received: list[int] = []
 
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal was closed
+
+
 def _exception(signum: int) -> KeyboardInterrupt:
-    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
 
 
 def _handler(signum: int, frame) -> None:
@@ -36,8 +39,8 @@ def _unraisable(unraisable, previous=sys.unraisablehook) -> None:
 
 def install() -> None:
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _handler)
-        signal.signal(signal.SIGTERM, _handler)
+        for signum in SIGNALS:
+            signal.signal(signum, _handler)
         sys.unraisablehook = _unraisable
 
 
@@ -69,7 +72,7 @@ def _hold() -> tuple[list[int], dict[int, Any]]:
     if threading.current_thread() is not threading.main_thread():
         return received, {}
     previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum))
-                for signum in (signal.SIGINT, signal.SIGTERM)}
+                for signum in SIGNALS}
     return received, previous
 
 

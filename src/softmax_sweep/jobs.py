@@ -12,6 +12,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from optuna_pruning import current_trial
+from softmax_sweep import interrupts
 from softmax_sweep.cli import defer, describe
 from softmax_sweep.config import to_settings
 from softmax_sweep.errors import UserError
@@ -62,6 +63,7 @@ def run_job(cfg: DictConfig) -> Optional[float]:
     returns (exit 2 or 1); a multirun job logs one line and lets the other jobs run. A trial of
     the optuna_pruning sweeper raises instead, so the sweeper records FAIL or PRUNED."""
     trial = None
+    interrupts.install()  # a job in a launcher's worker process: Ctrl-C and SIGTERM as in a run
     try:
         trial = current_trial()  # in another process than the sweeper: from the study's storage
         _scrub_saved_configs()

@@ -19,6 +19,7 @@ from optuna_pruning.studies import (
     StaleTrials,
     best_value_steps,
     count_trials,
+    drop_queued_outside,
     make_pruner,
     make_sampler,
     make_storage,
@@ -46,6 +47,7 @@ class OpenSweep:
     storage: Any
     parent: RunLogger
     n_trials: int  # at most the grid's size with the grid sampler
+    stale: StaleTrials  # fails and re-queues the trials of dead workers, closing their MLflow runs
 
 
 def check_sweep(settings: TrainConfig, directions) -> None:
@@ -74,9 +76,10 @@ def open_sweep(settings: TrainConfig, space: SearchSpace, storage_url: str, stud
     if isinstance(study.sampler, optuna.samplers.GridSampler):
         n_trials = min(n_trials, space.grid_size())
     reap_dead_local_trials(study, stale)
+    drop_queued_outside(study, space.distributions)
     parent = open_parent_run(tracker, study, storage_url, space, settings.seeds, settings.optimized_metric,
                              fixed_params(settings))
-    return OpenSweep(study, storage, parent, n_trials)
+    return OpenSweep(study, storage, parent, n_trials, stale)
 
 
 def fixed_params(cfg: Any) -> dict[str, Any]:

@@ -135,7 +135,8 @@ def _parallel_coordinates(complete, names, space: SearchSpace, direction, metric
             continue
         scale = np.log10 if getattr(dist, "log", False) else (lambda x: np.asarray(x, dtype=float))
         lo, hi = scale(dist.low), scale(dist.high)
-        columns.append([(scale(v) - lo) / (hi - lo) if v is not None else np.nan for v in raw])
+        span = hi - lo if hi > lo else 1.0  # a range of one value (range(5, 6)): its axis is flat
+        columns.append([(scale(v) - lo) / span if v is not None else np.nan for v in raw])
         ticks = np.linspace(lo, hi, 5)
         shown = 10 ** ticks if getattr(dist, "log", False) else ticks
         axes_ticks.append((list(np.linspace(0, 1, 5)), [f"{v:.3g}" for v in shown]))

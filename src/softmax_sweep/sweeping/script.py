@@ -16,9 +16,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from optuna_pruning.workers import worker_name
+from optuna_pruning.workers import end_with_parent, worker_name
 from softmax_sweep import interrupts
-from softmax_sweep.cli import run_cli
+from softmax_sweep.cli import run_cli, user_full_error
 from softmax_sweep.config import CONF_DIR, to_settings
 from softmax_sweep.errors import SweepFailed, Terminated
 from softmax_sweep.heap import freeze_setup
@@ -116,6 +116,17 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Optional[Sequence[str]
     task_overrides = [o for o in plain if not o.startswith(("hydra", "+hydra", "++hydra"))]
     params = OmegaConf.to_container(sweeper.params or {}, resolve=True)
     space = parse_search_space(params, [*task_overrides, *sweep_overrides])
+    groups = set(full.hydra.runtime.choices)
+    absent = space  # a sentinel: OmegaConf.select gives None for a key set to null
+    if unknown := [k for k in space.distributions if k not in groups and OmegaConf.select(app_cfg, k, default=absent)
+                   is absent]:
+        raise UserError(f"hydra.sweeper.params: {', '.join(unknown)} not a key of the config (a typo? --cfg job "
+                        "lists the keys)")
+    for name in groups.intersection(space.distributions):
+        options = sorted(p.stem for p in (CONF_DIR / name).glob("*.yaml"))
+        if unknown := [str(c) for c in getattr(space.distributions[name], "choices", ()) if str(c) not in options]:
+            raise UserError(f"hydra.sweeper.params.{name}: no option {', '.join(unknown)} in config group {name!r} "
+                            f"(options: {', '.join(options)})")
     storage_url = args.storage or sweeper.storage
     study_name = args.study_name or sweeper.study_name or "softmax-sweep"
     n_trials = sweeper.n_trials if args.n_trials is None else args.n_trials
@@ -143,7 +154,6 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Optional[Sequence[str]
                  trials_to_go(study, n_trials), n_trials, type(study.sampler).__name__,
                  type(study.pruner).__name__, wanted, "s" if wanted > 1 else "", parent.run_id)
 
-    groups = set(full.hydra.runtime.choices)
     best = BestSoFar(parent)
 
     def objective(trial: optuna.Trial) -> float:
@@ -167,12 +177,12 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Optional[Sequence[str]
 
     def run_trials() -> None:
         deadline = time.monotonic() + args.timeout if args.timeout else None
-        while (step := next_step(study, n_trials, bool(heartbeat))) != "done":
+        while (step := next_step(study, n_trials, bool(heartbeat), opened.stale)) != "done":
             interrupts.check()
             if too_many_failures(study, sweeper.max_failure_rate) or (deadline and time.monotonic() > deadline):
                 return
             if step == "wait":  # running trials elsewhere: finish them, or fail them when their worker died
-                time.sleep(heartbeat / 2)
+                time.sleep(heartbeat / 2 if heartbeat else 1)
                 continue
             study.optimize(objective, n_trials=1, callbacks=[after_trial], catch=(UserError, TrainingDiverged))
 
@@ -185,7 +195,7 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Optional[Sequence[str]
     try:
         if workers > 1:
             failed = run_workers(workers, argv or ())
-            if failed and next_step(study, n_trials, bool(heartbeat)) != "done":
+            if failed and next_step(study, n_trials, bool(heartbeat), opened.stale) != "done":
                 raise SweepFailed(f"{len(failed)} of {workers} workers failed before the study had "
                                   f"{n_trials} trials; their messages are above. Run the command again to resume.")
         else:
@@ -209,6 +219,8 @@ def run_workers(k: int, argv: Sequence[str]) -> list[int]:
     them all; a signal sent to this process alone is passed on."""
     command = [sys.executable, sys.argv[0], *_without_workers_flag(argv), "--workers", "1"]
     env = dict(os.environ)
+    if not user_full_error():  # run_cli set it to see Hydra's errors; a worker's user errors stay one line
+        env.pop("HYDRA_FULL_ERROR", None)
     # Workers share the cores: each gets its share of OpenMP threads and MXNet's synchronous
     # engine, whose single thread does the work that engine threads would hand back and forth
     # (measured on 2 cores: 1.68x the throughput of one worker, against 1.49x without).
@@ -216,7 +228,9 @@ def run_workers(k: int, argv: Sequence[str]) -> list[int]:
     env.setdefault("MXNET_ENGINE_TYPE", "NaiveEngine")
     workers = [subprocess.Popen([*command, "--worker", str(i)], env=env) for i in range(k)]
     try:
-        codes = [w.wait() for w in workers]
+        while any(w.poll() is None for w in workers):  # collects each as it ends, not in order
+            time.sleep(0.5)
+        codes = [w.returncode for w in workers]
     except KeyboardInterrupt as e:
         _stop(workers, signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
         raise
@@ -269,6 +283,8 @@ def main(sweep: str, description: str, argv: Optional[Sequence[str]] = None) -> 
     who = f"[worker {worker_name()}]" if args.worker is not None else ""
     logging.basicConfig(level=logging.INFO, format=f"[%(asctime)s]{who}[%(name)s][%(levelname)s] - %(message)s")
     mask_logs()
+    if args.worker is not None:
+        end_with_parent()  # a SIGKILLed coordinator leaves no worker training on
     if args.worker is not None and os.environ.get("MXNET_ENGINE_TYPE"):
         _start_engine_quietly()
     run_cli(lambda: run_study(sweep, args, argv))
