@@ -348,6 +348,34 @@ def server_dies(interrupt: bool, sweep: str = "") -> Callable[[Path], Outcome]:
     return probe
 
 
+def server_hangs(sweep: str = "") -> Callable[[Path], Outcome]:
+    """The tracking server stops answering without closing its connections (SIGSTOP): the
+    command must give up within tracking.retry_seconds (10 here) + 5 s, in one line."""
+    def probe(folder: Path) -> Outcome:
+        outcome = Outcome()
+        port = _closed_port()
+        base = ["data=digits", f"tracking.uri=http://127.0.0.1:{port}", "tracking.retry_seconds=10",
+                f"mlruns_dir={folder / 'mlruns'}"]
+        command = {"": [*TRAIN, *base, "num_epochs=100000"],
+                   "multirun": [*TRAIN, "-m", "sweep=tune", *base, "num_epochs=range(100000, 100001)"],
+                   "script": [*TUNE, *base, "num_epochs=100000", "--workers", "2"]}[sweep]
+        with _mlflow_server(folder, port) as server:
+            proc = _start(command, folder)
+            _wait_until(_epochs_logged(folder / "server.db", 3), proc)
+            os.killpg(server.pid, signal.SIGSTOP)
+            since = time.monotonic()
+            try:
+                outcome.ended(proc, since)
+            finally:
+                os.killpg(server.pid, signal.SIGCONT)
+            waited = time.monotonic() - since
+        outcome.note = f"gave up {waited:.0f} s after the server stopped: {outcome.output.strip().splitlines()[-1][:60]}"
+        if waited > 15:
+            outcome.note = "NOT BOUNDED: " + outcome.note
+        return outcome
+    return probe
+
+
 def read_only_store(folder: Path) -> Outcome:
     outcome = Outcome()
     mlruns = folder / "mlruns"
@@ -515,6 +543,9 @@ PROBES: dict[str, tuple[Callable[[Path], Outcome], Callable[[], str | None]]] = 
     "tracking server dies, then Ctrl-C": (server_dies(interrupt=True), lambda: None),
     "tracking server dies during a -m sweep": (server_dies(interrupt=False, sweep="multirun"), lambda: None),
     "tracking server dies during sweeps/tune.py": (server_dies(interrupt=False, sweep="script"), lambda: None),
+    "tracking server hangs (SIGSTOP) during a run": (server_hangs(), lambda: None),
+    "tracking server hangs during a -m sweep": (server_hangs("multirun"), lambda: None),
+    "tracking server hangs during sweeps/tune.py --workers 2": (server_hangs("script"), lambda: None),
     "read-only mlruns/ (run and study)": (read_only_store, _mount_missing),
     "password in tracking.uri and storage": (secrets_everywhere, _postgres_missing),
     "SIGKILL of -m sweep=tune (joblib pool), then a rerun": (sigkill_sweep(script=False), lambda: None),

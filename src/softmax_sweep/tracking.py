@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlsplit, urlunsplit
@@ -59,7 +59,7 @@ def _artifact_root(uri: str, mlruns_dir: str) -> Optional[str]:
     return (Path(mlruns_dir).resolve() / "artifacts").as_uri()
 
 
-def _probe(uri: str) -> None:
+def _probe(uri: str, timeout: float = 10) -> None:
     """Fail fast with one line when the store cannot be reached (MLflow itself retries for minutes)."""
     scheme = urlsplit(uri).scheme
     if scheme in ("http", "https"):
@@ -70,7 +70,7 @@ def _probe(uri: str) -> None:
             token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
             request.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(request, timeout=10):
+            with urllib.request.urlopen(request, timeout=timeout):
                 pass
         except (urllib.error.URLError, OSError) as e:
             raise UserError(f"tracking URI {mask_password(uri)} is unreachable: {getattr(e, 'reason', e)}") from None
@@ -114,6 +114,16 @@ class _Server:
     uri: str  # masked
     retry_seconds: float
     unreachable: bool = False
+    url: str = field(default="", repr=False)  # with its password, to ask it again
+
+    def answers(self) -> bool:
+        """Whether it answers a health check within 3 s now; if not, every later call fails at once."""
+        if not self.unreachable:
+            try:
+                _probe(self.url, timeout=3)
+            except UserError:
+                self.unreachable = True
+        return not self.unreachable
 
     def error(self) -> StoreUnreachable:
         return StoreUnreachable(f"tracking server {self.uri} is unreachable (retried for {self.retry_seconds:g} s, "
@@ -125,13 +135,20 @@ def _is_server_store(uri: str) -> bool:
 
 
 def bound_http_retries(seconds: float) -> None:
-    """Make MLflow give up on an unreachable tracking server after about `seconds` (its default
-    retries for about 4 minutes, each request waiting up to 120 s): urllib3 waits 0, 2, 4, 8 ... s
-    before its retries at backoff factor 1, so r retries take 2**r - 2 s."""
-    retries = max(1, int(math.log2(seconds + 2)))
-    os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                       "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
-                       "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(2, math.ceil(seconds)))})
+    """Make MLflow give up on a tracking server within about `seconds`, whether it refuses
+    connections (a restart: retried with backoff) or accepts and never answers (a stopped or hung
+    process: each attempt waits for its read timeout); MLflow's defaults take ~4 minutes, each
+    request waiting up to 120 s. urllib3 sleeps 0, 2f, 4f s before its retries (f, the backoff
+    factor, is an integer to MLflow): half the budget goes to them, half to the attempts' timeouts,
+    and 3 s are kept for the health check and the last attempt to end the run on the way out."""
+    budget = max(4.0, seconds - 3)
+    retries = 2 if budget < 20 else 3
+    sleeps = 2 ** retries - 2  # in units of f
+    factor = max(1, int(budget / 2 / sleeps))
+    timeout = max(2, int((budget - factor * sleeps) / (retries + 1)))
+    os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries),
+                       "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(factor),
+                       "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout)})
 
 
 @contextlib.contextmanager
@@ -201,7 +218,7 @@ class Tracker:
         for noisy in ("mlflow.store.db.utils", "alembic"):  # schema set-up chatter on every new DB
             logging.getLogger(noisy).setLevel(logging.WARNING)
         self.uri = uri
-        self.server = _Server(mask_password(uri), retry_seconds) if _is_server_store(uri) else None
+        self.server = _Server(mask_password(uri), retry_seconds, url=uri) if _is_server_store(uri) else None
         if self.server:
             bound_http_retries(retry_seconds)
         try:
@@ -407,6 +424,10 @@ class RunLogger:
     @property
     def unreachable(self) -> bool:
         return bool(self.server and self.server.unreachable)
+
+    def server_answers(self) -> bool:
+        """A tracking server answers now (3 s at most); a database store: True."""
+        return self.server is None or self.server.answers()
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:

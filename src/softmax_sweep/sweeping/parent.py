@@ -221,7 +221,7 @@ def end_stopped_sweep(parent: RunLogger, study: optuna.Study, space: SearchSpace
                       error: BaseException, metric: str) -> None:
     """finish_sweep for a sweep that stopped on `error`: KILLED on Ctrl-C/SIGTERM, else FAILED."""
     interrupted = isinstance(error, KeyboardInterrupt)
-    if parent.unreachable:  # no report: every call to the tracking server would fail
+    if not parent.server_answers():  # no report: every call to the tracking server would fail
         parent.end("KILLED" if interrupted else "FAILED", str(error))
         return
     finish_sweep(parent, study, space, rerun_hint, "KILLED" if interrupted else "FAILED",
