@@ -91,6 +91,15 @@ BAD_INPUTS = {
     "folder instead of a file": (["data=idx", "data.root={dir_idx}"],
                                  "lacks t10k-images-idx3-ubyte[.gz] (or it is not a file)"),
     "-m with --cfg": (["-m", "--cfg", "job"], "Only one of --run, --multirun, --cfg"),
+    "a key deleted": (["data=digits", "~lr"], "lr was deleted from the config (~lr): every run needs it"),
+    "a key given twice": (["data=digits", "lr=0.1", "lr=0.5"], "lr is given twice (lr=0.1 and lr=0.5): give it once"),
+    "a typo in a search space": (["-m", "sweep=tune", "data=digits",
+                                  "+hydra.sweeper.params.nonexistent='interval(0,1)'"],
+                                 "hydra.sweeper.params: Could not override 'nonexistent'"),
+    "an option a group lacks": (["-m", "sweep=overfit", "data=digits", "remedy=choice(none,weight_decy)"],
+                                "hydra.sweeper.params.remedy: no option weight_decy in config group 'remedy'"),
+    "motpe": (["-m", "sweep=tune", "data=digits", "hydra/sweeper/optuna_sampler=motpe"],
+              "Error locating target 'optuna.samplers.MOTPESampler' (Optuna 4.0 removed it)"),
     "sweeper setting": (["-m", "sweep=tune", "data=digits", "hydra.sweeper.n_trials=0"],
                         "hydra.sweeper: n_trials and n_jobs must be at least 1"),
     "loss maximized": (["-m", "sweep=tune", "data=digits", "hydra.sweeper.direction=maximize"],
@@ -127,6 +136,28 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_run_running(tmp_path: Path, 
     assert expected in lines[0]
     assert "Traceback" not in done.stdout + done.stderr
     assert "RUNNING" not in run_statuses(tmp_path / "mlruns" / "mlflow.db")
+
+
+def test_a_home_folder_value_is_expanded(tmp_path: Path) -> None:
+    """`data.root=~/x`: Hydra's grammar has no `~` at the start of a value and the shell does not
+    expand it after `key=`; the command means the home folder."""
+    from softmax_sweep.cli import prepare_overrides
+
+    home = Path.home()
+    assert prepare_overrides(["data.root=~/data/fashion", "~lr", "-m"]) == [f"data.root={home}/data/fashion", "~lr",
+                                                                           "-m"]
+    done = run_train(tmp_path, "data=idx", "data.root=~/no-such-folder-here")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert str(home / "no-such-folder-here") in done.stderr
+
+
+def test_a_single_update_with_the_cosine_schedule_trains(tmp_path: Path) -> None:
+    """One minibatch in one epoch (batch larger than the training set): the schedule's only update
+    must not be at lr 0 (the run would finish untrained at chance accuracy)."""
+    done = run_train(tmp_path, "data=digits", "num_epochs=1", "batch_size=2000", "lr=5", "lr_schedule=cosine")
+    assert done.returncode == 0, done.stderr
+    accuracy = float((done.stdout + done.stderr).split("val_acc ")[1].split()[0])
+    assert accuracy > 0.5  # one step at lr 2.5: 0.81; at lr 0 the initial weights give ~0.09
 
 
 def test_diverging_run_fails_with_its_reason(tmp_path: Path) -> None:

@@ -351,22 +351,24 @@ def test_optuna_sweep_from_hydra_multirun(tmp_path: Path) -> None:
 
 def test_basic_multirun_has_one_parent_and_survives_a_failing_job(tmp_path: Path) -> None:
     mlruns = tmp_path / "mlruns"
-    done = subprocess.run([*TRAIN, "-m", "data=digits", "num_epochs=2", "lr=0.5,1e38", "batch_size=64,128",
+    done = subprocess.run([*TRAIN, "-m", "data=digits", "num_epochs=2", "lr=0.5,1e38,-1", "batch_size=64,128",
                            f"mlruns_dir={mlruns}"], capture_output=True, text=True, timeout=600, env=clean_env())
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 1, done.stderr[-2000:]  # the exit code says that jobs failed
     assert "Traceback" not in done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "error: 4 of 6 jobs failed (their reasons are in the table above)"
     table = done.stdout[done.stdout.index("job  overrides"):].splitlines()
     assert table[-1].startswith("runs table (MLflow UI): http://127.0.0.1:5000/#/experiments/")
     table = table[:-1]
-    assert len(table) == 5 and sum("loss became NaN at epoch 1" in row for row in table) == 2
+    assert len(table) == 7 and sum("loss became NaN at epoch 1" in row for row in table) == 2
+    assert sum("lr must be a positive number" in row for row in table) == 2  # refused before training: recorded too
     client, runs = _runs(mlruns)
     (parent,) = [r for r in runs if r.data.tags.get("sweep.kind") == "hydra-basic"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(r.info.status for r in children) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
-    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_failed"] == 2
+    assert sorted(r.info.status for r in children) == ["FAILED"] * 4 + ["FINISHED"] * 2
+    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_failed"] == 4
     # named by what the grid varied; the parent gets the sweep report, the jobs as trials
-    assert sorted(r.info.run_name for r in children) == ["lr=0.5 bs=128", "lr=0.5 bs=64", "lr=1e+38 bs=128",
-                                                        "lr=1e+38 bs=64"]
+    assert sorted(r.info.run_name for r in children) == ["lr=-1 bs=128", "lr=-1 bs=64", "lr=0.5 bs=128",
+                                                        "lr=0.5 bs=64", "lr=1e+38 bs=128", "lr=1e+38 bs=64"]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"optimization_history.png", "val_curves.png", "trials.csv"} <= artifacts
     best = client.get_metric_history(parent.info.run_id, "best_value")

@@ -127,8 +127,8 @@ def make_sampler(sampler: Any, space: SearchSpace) -> optuna.samplers.BaseSample
 
 def motpe_removed(**settings: Any) -> optuna.samplers.BaseSampler:
     """hydra/sweeper/optuna_sampler=motpe, as upstream keeps it: Optuna 4 has no MOTPESampler."""
-    raise SweeperError("the motpe sampler was removed in Optuna 4.0: use hydra/sweeper/optuna_sampler=tpe "
-                       "(TPESampler handles several objectives)")
+    raise SweeperError("Error locating target 'optuna.samplers.MOTPESampler' (Optuna 4.0 removed it): use "
+                       "hydra/sweeper/optuna_sampler=tpe, whose TPESampler handles several objectives")
 
 
 def sampler_node(chosen: Any, given: Any) -> Any:

@@ -76,6 +76,25 @@ def _one_line(text: str) -> str:
     return " ".join(ln.strip() for ln in text.splitlines() if ln.strip() and not _DETAIL_LINE.match(ln))
 
 
+def prepare_overrides(argv: list[str]) -> list[str]:
+    """Hydra overrides as a user means them: `key=~/path` is the home folder (Hydra's grammar has
+    no `~` at the start of a value, and the shell does not expand it after `key=`); a key given
+    twice is refused, as Hydra would silently take the last."""
+    seen: dict[str, str] = {}
+    prepared = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if eq and not arg.startswith("-"):
+            name = key.lstrip("+~")
+            if name in seen:
+                raise UserError(f"{name} is given twice ({seen[name]} and {arg}): give it once")
+            seen[name] = arg
+            if value == "~" or value.startswith("~/"):
+                arg = f"{key}={os.path.expanduser(value)}"
+        prepared.append(arg)
+    return prepared
+
+
 _deferred: list[BaseException] = []
 _aborts: list[Callable[[BaseException], None]] = []
 

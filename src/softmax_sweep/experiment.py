@@ -49,7 +49,7 @@ def train_softmax(dataset: Dataset, *, lr: float, batch_size: int, num_epochs: i
                   eval_train: bool = False, callbacks: Sequence[Callback] = ()) -> tuple[gluon.Block, FitResult]:
     """Train the softmax regression model on `dataset`; validation picks the best epoch.
 
-    lr_schedule "cosine" decays lr to 0 over the num_epochs (MXNet's CosineScheduler, per update);
+    lr_schedule "cosine" decays lr toward 0 over the num_epochs (MXNet's CosineScheduler, per update);
     eval_train measures the model on its training examples after every epoch."""
     mx.random.seed(seed)
     train_idx, val_idx = split_indices(dataset.num_train, val_size, seed, train_size)
@@ -59,7 +59,9 @@ def train_softmax(dataset: Dataset, *, lr: float, batch_size: int, num_epochs: i
     test_iter = dataset.test_batches()
     net = build_net(dataset.num_classes, dataset.X_train.shape[1])
     step = build_step(net)
-    scheduler = mx.lr_scheduler.CosineScheduler(num_epochs * len(train_iter), base_lr=lr) \
+    # updates count from 1 and the schedule reaches 0 at its max_update: one more than the run has,
+    # so the last update still trains (a run of a single update would otherwise train at lr 0)
+    scheduler = mx.lr_scheduler.CosineScheduler(num_epochs * len(train_iter) + 1, base_lr=lr) \
         if lr_schedule == "cosine" else None
     updater = SoftmaxSGD(net, lr, batch_size, weight_decay, scheduler)
     train_eval_iter = fixed_batches(dataset.X_train, dataset.y_train, train_idx) if eval_train else None

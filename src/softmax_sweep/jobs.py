@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
@@ -12,9 +13,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from optuna_pruning import current_trial
+from optuna_pruning.urls import mask_password
 from softmax_sweep import interrupts
 from softmax_sweep.cli import defer, describe
-from softmax_sweep.config import to_settings
+from softmax_sweep.config import TrainConfig, to_settings
 from softmax_sweep.errors import UserError
 from softmax_sweep.passwords import mask_logs, scrub_files
 
@@ -62,12 +64,15 @@ def run_job(cfg: DictConfig) -> Optional[float]:
     A user error or a diverged run never becomes a traceback: a plain run reports it after Hydra
     returns (exit 2 or 1); a multirun job logs one line and lets the other jobs run. A trial of
     the optuna_pruning sweeper raises instead, so the sweeper records FAIL or PRUNED."""
-    trial = None
+    trial, training = None, False
     interrupts.install()  # a job in a launcher's worker process: Ctrl-C and SIGTERM as in a run
     try:
         trial = current_trial()  # in another process than the sweeper: from the study's storage
         _scrub_saved_configs()
         mask_logs()
+        if deleted := [f.name for f in fields(TrainConfig) if f.name not in cfg]:
+            raise UserError(f"{deleted[0]} was deleted from the config (~{deleted[0]}): every run needs it; "
+                            f"set it with {deleted[0]}=VALUE")
         settings = to_settings(cfg)  # bad values fail here, before MXNet and MLflow are imported
         if trial is not None:
             from softmax_sweep.sweeping.trials import run_trial
@@ -77,7 +82,6 @@ def run_job(cfg: DictConfig) -> Optional[float]:
             raise UserError(f"seeds={settings.seeds} is for sweeps, where each trial trains seeds seed, seed+1, ...: "
                             "a run trains one seed (seed=N), or run -m sweep=NAME with seeds")
         from softmax_sweep.experiment import train
-        from softmax_sweep.tracking import mask_password
 
         parent = os.environ.get(PARENT_ENV)
         tags = {"mlflow.parentRunId": parent} if parent and _multirun() else {}
@@ -86,6 +90,7 @@ def run_job(cfg: DictConfig) -> Optional[float]:
             tags["hydra.overrides"] = mask_password(" ".join(HydraConfig.get().overrides.task))
             tags["hydra.job_num"] = str(HydraConfig.get().job.num)
             name = _job_name(HydraConfig.get().overrides.task)
+        training = True  # from here on, a failure is recorded in the run itself
         return train(cfg, tags=tags, run_name=name).get(cfg.optimized_metric)  # None without a validation set
     except Exception as e:
         message = describe(e)
@@ -93,6 +98,27 @@ def run_job(cfg: DictConfig) -> Optional[float]:
             raise
         if _multirun():
             log.error("job %s failed: %s", HydraConfig.get().job.num, message)
+            if not training:
+                _record_failed_job(cfg, message)
         else:
             defer(e)
         return None
+
+
+def _record_failed_job(cfg: DictConfig, reason: str) -> None:
+    """A multirun job whose settings were refused still gets its run: FAILED, with the reason,
+    under the multirun's parent (so the table and the MLflow UI show every job)."""
+    from softmax_sweep.experiment import open_tracker
+    from softmax_sweep.tracking import resolve_tracking_uri
+
+    parent = os.environ.get(PARENT_ENV)
+    try:
+        tracking = cfg.tracking
+        tracker = open_tracker(resolve_tracking_uri(tracking.uri, cfg.mlruns_dir), tracking.experiment,
+                               cfg.mlruns_dir, float(tracking.retry_seconds))
+        overrides = HydraConfig.get().overrides.task
+        tags = {"hydra.overrides": mask_password(" ".join(overrides)), "hydra.job_num": str(HydraConfig.get().job.num),
+                **({"mlflow.parentRunId": parent} if parent else {})}
+        tracker.start_run(_job_name(overrides), tags).end("FAILED", reason)
+    except Exception as e:  # noqa: BLE001 - the job's own error is the one to report
+        log.warning("job %s: its failure could not be recorded in MLflow: %s", HydraConfig.get().job.num, e)

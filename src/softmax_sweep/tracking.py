@@ -7,7 +7,6 @@ import fcntl
 import functools
 import json
 import logging
-import math
 import os
 import socket
 import sqlite3

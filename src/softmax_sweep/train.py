@@ -10,7 +10,7 @@ from typing import Optional
 import hydra
 from omegaconf import DictConfig
 
-from softmax_sweep.cli import run_cli
+from softmax_sweep.cli import prepare_overrides, run_cli
 from softmax_sweep.config import CONF_DIR
 from softmax_sweep.jobs import run_job
 from softmax_sweep.passwords import hide_passwords, mask_resolved_secrets
@@ -22,10 +22,13 @@ def hydra_main(cfg: DictConfig) -> Optional[float]:
 
 
 def main() -> None:
-    sys.argv = [sys.argv[0], *hide_passwords(sys.argv[1:])]
-    if any(arg in ("--cfg", "-c") or arg.startswith("--cfg=") for arg in sys.argv[1:]):
-        mask_resolved_secrets()  # the config is printed, not used
-    run_cli(hydra_main)
+    def command() -> Optional[float]:
+        sys.argv = [sys.argv[0], *hide_passwords(prepare_overrides(sys.argv[1:]))]
+        if any(arg in ("--cfg", "-c") or arg.startswith("--cfg=") for arg in sys.argv[1:]):
+            mask_resolved_secrets()  # the config is printed, not used
+        return hydra_main()
+
+    run_cli(command)
 
 
 if __name__ == "__main__":

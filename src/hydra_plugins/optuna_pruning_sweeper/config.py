@@ -104,9 +104,17 @@ class QMCSamplerConfig(SamplerConfig):
 
 @dataclass
 class MOTPESamplerConfig:
-    """Optuna 4 removed MOTPESampler: choosing it says to use tpe."""
+    """Optuna 4 removed MOTPESampler: choosing it says to use tpe. Upstream's settings are kept, so
+    that a config setting them (`seed`) composes and the user gets that message, not a key error."""
 
     _target_: str = "optuna_pruning.studies.motpe_removed"
+    seed: Optional[int] = None
+    consider_prior: Optional[bool] = None
+    prior_weight: Optional[float] = None
+    consider_magic_clip: Optional[bool] = None
+    consider_endpoints: Optional[bool] = None
+    n_startup_trials: Optional[int] = None
+    n_ehvi_candidates: Optional[int] = None
 
 
 @dataclass

@@ -85,6 +85,10 @@ class MlflowMultirunCallback(Callback):
         os.environ.pop(PARENT_ENV, None)
         os.environ.pop(VARIED_ENV, None)
         self.parent = None
+        if failed:  # the command's exit code says so (1), after the table
+            from softmax_sweep.errors import SweepFailed
+
+            cli.defer(SweepFailed(f"{failed} of {len(rows)} jobs failed (their reasons are in the table above)"))
 
 
 def _sweeps_values(value: str) -> bool:

@@ -18,9 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from optuna_pruning.workers import end_with_parent, worker_name
 from softmax_sweep import interrupts
-from softmax_sweep.cli import run_cli, user_full_error
+from softmax_sweep.cli import prepare_overrides, run_cli, user_full_error
 from softmax_sweep.config import CONF_DIR, to_settings
-from softmax_sweep.errors import SweepFailed, Terminated
+from softmax_sweep.errors import SweepFailed, Terminated, UserError
 from softmax_sweep.heap import freeze_setup
 from softmax_sweep.passwords import hide_passwords, mask_logs
 from softmax_sweep.tracking import mask_password
@@ -101,7 +101,7 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Optional[Sequence[str]
     from optuna_pruning.studies import next_step, overshoot, sampler_node, too_many_failures, trial_line, trials_to_go
     from softmax_sweep.curves import drawn_in_background
     from softmax_sweep.data import load_dataset
-    from softmax_sweep.errors import TrainingDiverged, UserError
+    from softmax_sweep.errors import TrainingDiverged
     from softmax_sweep.sweeping.parent import BestSoFar, end_stopped_sweep, finish_sweep, open_sweep
     from softmax_sweep.sweeping.trials import run_trial
 
@@ -278,7 +278,11 @@ def _suggest(trial, name: str, dist):
 
 
 def main(sweep: str, description: str, argv: Optional[Sequence[str]] = None) -> None:
-    argv = hide_passwords(sys.argv[1:] if argv is None else argv)
+    try:
+        argv = hide_passwords(prepare_overrides(list(sys.argv[1:] if argv is None else argv)))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(UserError.exit_code)
     args = build_parser(sweep, description).parse_intermixed_args(argv)
     who = f"[worker {worker_name()}]" if args.worker is not None else ""
     logging.basicConfig(level=logging.INFO, format=f"[%(asctime)s]{who}[%(name)s][%(levelname)s] - %(message)s")
