@@ -49,12 +49,15 @@ def make_storage(url: Optional[str], heartbeat_interval: Optional[int] = None, g
         raise SweeperError(f"heartbeats need a database storage (sqlite://, postgresql://, mysql://), "
                            f"not {mask_password(url)}")
     if url.startswith(JOURNAL_PREFIX):
-        path = Path(url[len(JOURNAL_PREFIX) - 1:])
+        path = Path("/" + url[len(JOURNAL_PREFIX):].lstrip("/"))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(JournalFileBackend(str(path)))
         except OSError as e:
             raise SweeperError(f"cannot use the journal file {path} as Optuna storage: {e.strerror or e}") from None
+        except ValueError as e:  # bytes that are not a journal's JSON lines (UnicodeDecodeError, JSONDecodeError)
+            raise SweeperError(f"the Optuna journal {path} is damaged ({type(e).__name__}): move it away to start "
+                               "afresh, or choose another storage") from None
     if url.startswith("grpc://"):
         return _grpc_proxy(url)
     if url.startswith("sqlite:///"):

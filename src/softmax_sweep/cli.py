@@ -51,10 +51,36 @@ def _unreachable_server(exc: BaseException) -> Optional[str]:
     return None
 
 
+_DAMAGED_SQLITE = ("file is not a database", "database disk image is malformed", "no such table")
+
+
+def _machine_fault(exc: BaseException) -> Optional[str]:
+    """One line for a fault of the machine around the program: a folder that cannot be made or
+    written, a full disk, a damaged store. The user fixes the machine, not the code."""
+    for error in _causes(exc):
+        if isinstance(error, OSError) and error.filename is not None and error.strerror:
+            where = error.filename if error.filename2 is None else f"{error.filename} -> {error.filename2}"
+            return (f"cannot use {where}: {error.strerror} (check mlruns_dir, hydra.run.dir, data.root and the "
+                    "free space there)")
+        text = str(error)
+        if "database or disk is full" in text or "No space left on device" in text:
+            return ("the disk is full: the epochs logged before it filled are kept; free space and run again "
+                    "(a sweep resumes)")
+        if type(error).__module__.startswith("sqlalchemy") and any(m in text for m in _DAMAGED_SQLITE):
+            return (f"the store is damaged ({text.splitlines()[0].split(') ', 1)[-1]}): move mlruns/mlflow.db "
+                    "away and run again, or choose another mlruns_dir or tracking.uri")
+        if isinstance(error, UnicodeDecodeError):
+            return ("a store file is damaged (it does not decode as text: an Optuna journal?): move it away and "
+                    "run again, or choose another storage")
+    return None
+
+
 def describe(exc: BaseException) -> Optional[str]:
     """One line for an error the user can fix; None for a bug (which keeps its traceback)."""
     if (cause := _user_error_cause(exc)) is not None:
         return str(cause)
+    if (fault := _machine_fault(exc)) is not None:
+        return fault
     if (server := _unreachable_server(exc)) is not None:
         return f"tracking server {server} is unreachable (retried for tracking.retry_seconds)"
     if isinstance(exc, ValueError) and str(exc).startswith("Only one of --run, --multirun, --cfg"):

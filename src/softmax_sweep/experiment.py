@@ -234,6 +234,7 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
     if run_name is None:
         run_name = run_label({"lr": settings.lr, "batch_size": settings.batch_size, "num_epochs": settings.num_epochs})
     with tracker.run(run_name, run_tags, on_end=on_run_end) as run:
+        run.check_artifacts_writable()  # before training, not after it: the plots and config land there
         if on_run_start:
             on_run_start(run)
         flat = flatten(resolved)

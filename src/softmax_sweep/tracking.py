@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import sqlite3
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -214,8 +215,9 @@ class Tracker:
         # our own masked line instead.
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         _probe(uri)
-        for noisy in ("mlflow.store.db.utils", "alembic"):  # schema set-up chatter on every new DB
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # schema set-up chatter on every new DB
+        # MLflow logs a database error with its traceback and raises it: the error is reported once, in one line
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         self.uri = uri
         self.server = _Server(mask_password(uri), retry_seconds, url=uri) if _is_server_store(uri) else None
         if self.server:
@@ -256,6 +258,10 @@ class Tracker:
                 found = self.client.get_experiment_by_name(name)  # another worker created it
                 if found is None:
                     raise
+        if found.lifecycle_stage == "deleted":  # MLflow keeps a deleted experiment's name reserved
+            raise UserError(f"the MLflow experiment {name!r} was deleted (its name stays reserved): restore it in "
+                            f"the MLflow UI or with `mlflow experiments restore --experiment-id "
+                            f"{found.experiment_id}`, or choose tracking.experiment=NAME")
         if found.tags.get(EXPERIMENT_KIND_TAG[0]) != EXPERIMENT_KIND_TAG[1]:
             self.client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND_TAG)
         for key, value in views.experiment_view_tags().items():
@@ -419,6 +425,20 @@ class RunLogger:
             self.client.log_artifacts(self.run_id, str(folder))
         else:  # MlflowClient would read the whole run back from the store first, to learn this URI
             get_artifact_repository(self.artifact_uri, tracking_uri=self.client.tracking_uri).log_artifacts(str(folder))
+
+    def check_artifacts_writable(self) -> None:
+        """A local artifact folder that cannot be written (read-only, a file in its place) is one
+        line before training; a server's artifact store answers for itself."""
+        if not self.artifact_uri or not self.artifact_uri.startswith("file:"):
+            return
+        folder = Path(urlsplit(self.artifact_uri).path)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+                pass
+        except OSError as e:
+            raise UserError(f"cannot write this run's artifacts (curves, config) to {folder}: {e.strerror} (make it "
+                            "writable, or choose another mlruns_dir)") from None
 
     @property
     def unreachable(self) -> bool:
