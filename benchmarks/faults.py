@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
+import shlex
 import signal
 import socket
 import sqlite3
@@ -80,8 +82,8 @@ def _sqlite(db: Path, sql: str) -> list[tuple]:
     with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
         try:
             return con.execute(sql).fetchall()
-        except sqlite3.OperationalError:
-            return []  # a store whose tables were never created
+        except sqlite3.DatabaseError:
+            return []  # a store whose tables were never created, or a damaged one
 
 
 def _runs(db: Path) -> list[str]:
@@ -369,7 +371,8 @@ def server_hangs(sweep: str = "") -> Callable[[Path], Outcome]:
             finally:
                 os.killpg(server.pid, signal.SIGCONT)
             waited = time.monotonic() - since
-        outcome.note = f"gave up {waited:.0f} s after the server stopped: {outcome.output.strip().splitlines()[-1][:60]}"
+        last = outcome.output.strip().splitlines()[-1]
+        outcome.note = f"gave up {waited:.0f} s after the server stopped: {last[:60]}"
         if waited > 15:
             outcome.note = "NOT BOUNDED: " + outcome.note
         return outcome
@@ -513,6 +516,120 @@ def typo_in_search_space(folder: Path) -> Outcome:
     return outcome
 
 
+def _first_run(folder: Path) -> Path:
+    mlruns = folder / "mlruns"
+    subprocess.run([*TRAIN, "data=digits", "num_epochs=1", f"mlruns_dir={mlruns}"], capture_output=True, env=_env(),
+                   cwd=folder, timeout=300)
+    return mlruns
+
+
+def _random_db(folder: Path) -> list[str]:
+    (folder / "mlruns").mkdir()
+    (folder / "mlruns" / "mlflow.db").write_bytes(os.urandom(100_000))
+    return [f"mlruns_dir={folder / 'mlruns'}"]
+
+
+def _truncated_db(folder: Path) -> list[str]:
+    db = _first_run(folder) / "mlflow.db"
+    os.truncate(db, db.stat().st_size // 3)
+    return [f"mlruns_dir={folder / 'mlruns'}"]
+
+
+def _random_journal(folder: Path) -> list[str]:
+    (folder / "mlruns").mkdir()
+    (folder / "mlruns" / "optuna.journal").write_bytes(os.urandom(5000))
+    return ["-m", "sweep=tune", f"mlruns_dir={folder / 'mlruns'}"]
+
+
+def _mlruns_a_file(folder: Path) -> list[str]:
+    (folder / "afile").write_text("")
+    return [f"mlruns_dir={folder / 'afile'}"]
+
+
+def _symlink_loop(folder: Path) -> list[str]:
+    (folder / "a").symlink_to(folder / "b")
+    (folder / "b").symlink_to(folder / "a")
+    return [f"mlruns_dir={folder / 'a'}"]
+
+
+def _run_dir_a_file(folder: Path) -> list[str]:
+    (folder / "afile").write_text("")
+    return [f"mlruns_dir={folder / 'mlruns'}", f"hydra.run.dir={folder / 'afile'}"]
+
+
+def _deleted_experiment(folder: Path) -> list[str]:
+    from mlflow.tracking import MlflowClient
+
+    mlruns = _first_run(folder)
+    client = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}")
+    client.delete_experiment(client.get_experiment_by_name("softmax-sweep").experiment_id)
+    return [f"mlruns_dir={mlruns}"]
+
+
+def _artifacts_a_file(folder: Path) -> list[str]:
+    import shutil
+
+    mlruns = _first_run(folder)
+    shutil.rmtree(mlruns / "artifacts")
+    (mlruns / "artifacts").write_text("")
+    return [f"mlruns_dir={mlruns}"]
+
+
+STORE_FAULTS: dict[str, Callable[[Path], list[str]]] = {
+    "mlflow.db of random bytes": _random_db,
+    "mlflow.db truncated to a third": _truncated_db,
+    "Optuna journal of random bytes": _random_journal,
+    "mlruns_dir a regular file": _mlruns_a_file,
+    "mlruns_dir a symlink loop": _symlink_loop,
+    "hydra.run.dir a regular file": _run_dir_a_file,
+    "experiment deleted in the MLflow UI": _deleted_experiment,
+    "mlruns/artifacts a file": _artifacts_a_file,
+}
+
+
+def store_fault(name: str) -> Callable[[Path], Outcome]:
+    """A store or folder the program finds damaged or unusable: one line naming what to fix."""
+    def probe(folder: Path) -> Outcome:
+        outcome = Outcome()
+        overrides = STORE_FAULTS[name](folder)
+        flags = [o for o in overrides if o.startswith("-")]  # Hydra's flags first
+        done = outcome.command([*TRAIN, *flags, "data=digits", "num_epochs=1",
+                                *(o for o in overrides if o not in flags)], folder, timeout=300)
+        lines = done.stderr.strip().splitlines()
+        outcome.note = lines[-1][:90] if lines else "(no message)"
+        if done.returncode not in (1, 2) or len(lines) != 1:
+            outcome.note = f"NOT ONE LINE: {outcome.note}"
+        _store_counts(outcome, folder)
+        return outcome
+    return probe
+
+
+def disk_fills(script: bool) -> Callable[[Path], Outcome]:
+    """A long run (or study) on an existing store with 300 KiB free: it ends when the disk fills,
+    in one line; the epochs it showed are in the store or in the run's metrics.csv."""
+    def probe(folder: Path) -> Outcome:
+        outcome = Outcome()
+        disk = folder / "disk"
+        disk.mkdir()
+        base = ["data=digits", f"mlruns_dir={disk / 'mlruns'}", f"hydra.run.dir={folder / 'out'}"]
+        first = [*TUNE, "--n-trials", "1", *base, "num_epochs=1"] if script else [*TRAIN, *base, "num_epochs=1"]
+        long = [*TUNE, "--n-trials", "2", *base, "num_epochs=100000"] if script else [*TRAIN, *base,
+                                                                                      "num_epochs=100000"]
+        script_text = (f'mount -t tmpfs -o size=3m tmpfs {shlex.quote(str(disk))} && {shlex.join(first)} '
+                       f'>/dev/null 2>&1; free=$(df --output=avail -k {shlex.quote(str(disk))} | tail -1); '
+                       f'dd if=/dev/zero of={shlex.quote(str(disk / "filler"))} bs=1k count=$((free - 300)) '
+                       f'2>/dev/null; {shlex.join(long)}')
+        done = outcome.command(["unshare", "-m", "bash", "-c", script_text], folder)
+        shown = max((int(m) for m in re.findall(r"epoch (\d+)/100000", done.stdout + done.stderr)), default=0)
+        kept = [p for p in (folder / "out").rglob("metrics.csv")]
+        lines = [ln for ln in done.stderr.strip().splitlines() if "epoch " not in ln]
+        outcome.note = f"{shown} epochs shown, metrics.csv kept: {bool(kept)}; {lines[-1][:60] if lines else ''}"
+        if shown and not kept:  # epochs the user saw are in neither place
+            outcome.lost += 1
+        return outcome
+    return probe
+
+
 def _postgres_missing() -> str | None:
     try:
         import psycopg
@@ -548,6 +665,9 @@ PROBES: dict[str, tuple[Callable[[Path], Outcome], Callable[[], str | None]]] = 
     "tracking server hangs during sweeps/tune.py --workers 2": (server_hangs("script"), lambda: None),
     "read-only mlruns/ (run and study)": (read_only_store, _mount_missing),
     "password in tracking.uri and storage": (secrets_everywhere, _postgres_missing),
+    **{f"store: {name}": (store_fault(name), lambda: None) for name in STORE_FAULTS},
+    "disk fills during a run": (disk_fills(script=False), _mount_missing),
+    "disk fills during a study": (disk_fills(script=True), _mount_missing),
     "SIGKILL of -m sweep=tune (joblib pool), then a rerun": (sigkill_sweep(script=False), lambda: None),
     "SIGKILL of sweeps/tune.py --workers 2, then a rerun": (sigkill_sweep(script=True), lambda: None),
     "SIGKILL of one of two study workers": (sigkill_one_worker, lambda: None),
