@@ -630,6 +630,47 @@ def disk_fills(script: bool) -> Callable[[Path], Outcome]:
     return probe
 
 
+def database_dropped(which: str) -> Callable[[Path], Outcome]:
+    """The PostgreSQL database of the Optuna storage (a study) or of the MLflow store (a run) is
+    dropped while it works: one line, exit 1."""
+    def probe(folder: Path) -> Outcome:
+        import psycopg
+
+        outcome = Outcome()
+        with _postgres_database() as url:
+            if which == "storage":
+                command = [*TUNE, "data=digits", "num_epochs=100000", "--n-trials", "1", "--storage", url,
+                           f"mlruns_dir={folder / 'mlruns'}"]
+                ready = _epochs_logged(folder / "mlruns" / "mlflow.db")
+            else:
+                command = [*TRAIN, "data=digits", "num_epochs=100000", f"tracking.uri={url}",
+                           f"mlruns_dir={folder / 'mlruns'}"]
+                ready = lambda: bool(_trials_or_metrics(url))  # noqa: E731
+            proc = _start(command, folder)
+            _wait_until(ready, proc)
+            with psycopg.connect(f"{PG}/postgres", autocommit=True) as con:
+                con.execute(f'DROP DATABASE "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+            outcome.ended(proc, time.monotonic())
+        lines = [ln for ln in outcome.output.strip().splitlines() if "epoch " not in ln]
+        outcome.note = lines[-1][:90] if lines else ""
+        if proc.returncode != 1 or not lines[-1].startswith("error: "):
+            outcome.note = "NOT ONE LINE: " + outcome.note
+        if which == "storage":
+            _store_counts(outcome, folder)
+        return outcome
+    return probe
+
+
+def _trials_or_metrics(url: str) -> int:
+    import psycopg
+
+    try:
+        with psycopg.connect(url) as con:
+            return con.execute("SELECT count(*) FROM metrics WHERE key = 'val_acc'").fetchone()[0] >= 2
+    except Exception:  # noqa: BLE001 - tables not there yet
+        return 0
+
+
 def _postgres_missing() -> str | None:
     try:
         import psycopg
@@ -668,6 +709,8 @@ PROBES: dict[str, tuple[Callable[[Path], Outcome], Callable[[], str | None]]] = 
     **{f"store: {name}": (store_fault(name), lambda: None) for name in STORE_FAULTS},
     "disk fills during a run": (disk_fills(script=False), _mount_missing),
     "disk fills during a study": (disk_fills(script=True), _mount_missing),
+    "Optuna storage database dropped mid-study (PostgreSQL)": (database_dropped("storage"), _postgres_missing),
+    "MLflow store database dropped mid-run (PostgreSQL)": (database_dropped("tracking"), _postgres_missing),
     "SIGKILL of -m sweep=tune (joblib pool), then a rerun": (sigkill_sweep(script=False), lambda: None),
     "SIGKILL of sweeps/tune.py --workers 2, then a rerun": (sigkill_sweep(script=True), lambda: None),
     "SIGKILL of one of two study workers": (sigkill_one_worker, lambda: None),

@@ -1,6 +1,7 @@
 """Process-level plumbing shared by every command: signals, exit codes, one-line errors."""
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
@@ -54,24 +55,31 @@ def _unreachable_server(exc: BaseException) -> Optional[str]:
 _DAMAGED_SQLITE = ("file is not a database", "database disk image is malformed", "no such table")
 
 
-def _machine_fault(exc: BaseException) -> Optional[str]:
-    """One line for a fault of the machine around the program: a folder that cannot be made or
-    written, a full disk, a damaged store. The user fixes the machine, not the code."""
+def _machine_fault(exc: BaseException) -> Optional[tuple[str, int]]:
+    """One line for a fault of the machine around the program (a folder that cannot be made or
+    written, a full disk, a damaged store) and the exit code: 2 for what was wrong before the
+    work began, 1 for a fault during it. The user fixes the machine, not the code."""
     for error in _causes(exc):
         if isinstance(error, OSError) and error.filename is not None and error.strerror:
             where = error.filename if error.filename2 is None else f"{error.filename} -> {error.filename2}"
             return (f"cannot use {where}: {error.strerror} (check mlruns_dir, hydra.run.dir, data.root and the "
-                    "free space there)")
+                    "free space there)", 1 if error.errno == errno.ENOSPC else 2)
         text = str(error)
         if "database or disk is full" in text or "No space left on device" in text:
             return ("the disk is full: the epochs logged before it filled are kept; free space and run again "
-                    "(a sweep resumes)")
+                    "(a sweep resumes)", 1)
         if type(error).__module__.startswith("sqlalchemy") and any(m in text for m in _DAMAGED_SQLITE):
             return (f"the store is damaged ({text.splitlines()[0].split(') ', 1)[-1]}): move mlruns/mlflow.db "
-                    "away and run again, or choose another mlruns_dir or tracking.uri")
+                    "away and run again, or choose another mlruns_dir or tracking.uri", 2)
+        if type(error).__name__ == "StorageInternalError" or (
+                type(error).__name__ == "OperationalError" and type(error).__module__.startswith("sqlalchemy")):
+            first = next((ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("(Background")),
+                         type(error).__name__)
+            return (f"a store's database failed mid-work ({mask_password(first)[:200]}): was it dropped, or its "
+                    "server stopped? The data written so far is kept; run again once it is back (a sweep resumes)", 1)
         if isinstance(error, UnicodeDecodeError):
             return ("a store file is damaged (it does not decode as text: an Optuna journal?): move it away and "
-                    "run again, or choose another storage")
+                    "run again, or choose another storage", 2)
     return None
 
 
@@ -80,7 +88,7 @@ def describe(exc: BaseException) -> Optional[str]:
     if (cause := _user_error_cause(exc)) is not None:
         return str(cause)
     if (fault := _machine_fault(exc)) is not None:
-        return fault
+        return fault[0]
     if (server := _unreachable_server(exc)) is not None:
         return f"tracking server {server} is unreachable (retried for tracking.retry_seconds)"
     if isinstance(exc, ValueError) and str(exc).startswith("Only one of --run, --multirun, --cfg"):
@@ -181,4 +189,5 @@ def run_cli(body: Callable[[], T]) -> T:
         if message is None or full_error:
             raise
         print(f"error: {mask_password(message)}", file=sys.stderr)
-        sys.exit(getattr(_user_error_cause(e) or e, "exit_code", UserError.exit_code))
+        fault = _machine_fault(e) if _user_error_cause(e) is None else None
+        sys.exit(fault[1] if fault else getattr(_user_error_cause(e) or e, "exit_code", UserError.exit_code))
