@@ -10,7 +10,8 @@ the seconds the slowest command took, and four counts that must all be 0:
   secrets     places holding the probe's password: stdout, stderr, any file under the folder
               (SQLite store, journal, Hydra's folders), any MLflow param or tag;
   lost        runs or trials the commands reported that are not in the store;
-  orphans     worker processes alive 10 s after the sweep that started them was SIGKILLed.
+  orphans     worker processes alive 10 s after the sweep that started them was SIGKILLed;
+  dis         trials whose MLflow run says otherwise than Optuna (a FAIL trial with a FINISHED run).
 Probes that need PostgreSQL or a private read-only mount say "skipped" where those are absent.
 """
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Outcome:
     lost: int = 0
     secrets: int = 0
     orphans: int = 0
+    disagree: int = 0
     note: str = ""
 
     def command(self, command: list[str], folder: Path, timeout: float = 600, **popen) -> subprocess.CompletedProcess:
@@ -115,9 +117,30 @@ def _epochs_logged(db: Path, at_least: int = 2) -> Callable[[], bool]:
                         and _sqlite(db, "SELECT count(*) FROM metrics WHERE key = 'val_acc'")[0][0] >= at_least)
 
 
+AGREE = {"COMPLETE": ("FINISHED",), "PRUNED": ("FINISHED",), "FAIL": ("FAILED", "KILLED"), "RUNNING": ("RUNNING",)}
+
+
+def _disagreements(folder: Path) -> int:
+    """Trials whose MLflow run says otherwise (a FAIL trial with a FINISHED run, ...)."""
+    import optuna
+
+    from optuna_pruning.studies import make_storage
+
+    journal = folder / "mlruns" / "optuna.journal"
+    if not journal.exists():
+        return 0
+    store = make_storage(f"journal:///{journal}")
+    status = dict(_sqlite(folder / "mlruns" / "mlflow.db", "SELECT run_uuid, status FROM runs"))
+    trials = [t for s in optuna.get_all_study_names(store) for t in optuna.load_study(study_name=s, storage=store).trials]
+    return sum(status.get(t.user_attrs.get("mlflow_run_id"), "") not in AGREE.get(t.state.name, ())
+               for t in trials if t.user_attrs.get("mlflow_run_id"))
+
+
 def _store_counts(outcome: Outcome, folder: Path, finished_runs: int = -1, journal: bool = False) -> None:
     runs = _runs(folder / "mlruns" / "mlflow.db")
     trials = _trials(f"journal:///{folder / 'mlruns' / 'optuna.journal'}") if journal else []
+    if journal:
+        outcome.disagree += _disagreements(folder)
     outcome.running += runs.count("RUNNING") + trials.count("RUNNING")
     if finished_runs >= 0:
         outcome.lost += max(0, finished_runs - runs.count("FINISHED"))
@@ -732,9 +755,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", metavar="WORD", help="run the probes whose name holds one of these")
     args = parser.parse_args()
-    totals = dict.fromkeys(("tracebacks", "running", "secrets", "lost", "orphans"), 0)
-    print(f"{'fault':58s} {'exit':>9s} {'s':>5s} {'tb':>2s} {'run':>3s} {'sec':>3s} {'lost':>4s} {'orph':>4s}  outcome",
-          flush=True)
+    totals = dict.fromkeys(("tracebacks", "running", "secrets", "lost", "orphans", "disagree"), 0)
+    print(f"{'fault':58s} {'exit':>9s} {'s':>5s} {'tb':>2s} {'run':>3s} {'sec':>3s} {'lost':>4s} {'orph':>4s} "
+          f"{'dis':>3s}  outcome", flush=True)
     for name, (probe, missing) in PROBES.items():
         if args.only and not any(word in name for word in args.only):
             continue
@@ -745,14 +768,16 @@ def main() -> None:
             outcome = probe(Path(tmp))
             outcome.secrets += _secrets_in(Path(tmp), outcome.output)
         tracebacks = outcome.output.count("Traceback (most recent call last)")
-        for key, value in zip(totals, (tracebacks, outcome.running, outcome.secrets, outcome.lost, outcome.orphans)):
+        counts = (tracebacks, outcome.running, outcome.secrets, outcome.lost, outcome.orphans, outcome.disagree)
+        for key, value in zip(totals, counts):
             totals[key] += value
         codes = ",".join(map(str, outcome.codes))
         print(f"{name:58s} {codes:>9s} {outcome.seconds:5.1f} {tracebacks:2d} {outcome.running:3d} "
-              f"{outcome.secrets:3d} {outcome.lost:4d} {outcome.orphans:4d}  {outcome.note}", flush=True)
+              f"{outcome.secrets:3d} {outcome.lost:4d} {outcome.orphans:4d} {outcome.disagree:3d}  {outcome.note}",
+              flush=True)
     print(f"totals: {totals['tracebacks']} tracebacks, {totals['running']} runs or trials left RUNNING, "
           f"{totals['secrets']} secrets found, {totals['lost']} lost runs, {totals['orphans']} orphaned processes "
-          "alive 10 s after their sweep was killed")
+          f"alive 10 s after their sweep was killed, {totals['disagree']} trials on which Optuna and MLflow disagree")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """One Optuna trial as one MLflow child run, reporting val_acc every epoch so it can be pruned."""
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from typing import Any, Optional
@@ -86,7 +87,8 @@ def run_trial(cfg: DictConfig | Mapping[str, Any], trial: optuna.Trial, study_na
         if state == "PRUNED":  # MLflow has no such status: the name shows it in the runs table
             run.set_tags({"mlflow.runName": trial_run_name(trial.number, trial.params, state)})
         if error is not None and not isinstance(error, optuna.TrialPruned):
-            trial.set_user_attr("fail_reason", str(error) or type(error).__name__)
+            with contextlib.suppress(RuntimeError):  # the sweep, interrupted too, may have failed it first
+                trial.set_user_attr("fail_reason", str(error) or type(error).__name__)
 
     tags = {"optuna.study_name": study_name, "optuna.trial_number": str(trial.number), "worker": worker_name()}
     if parent_run_id:
