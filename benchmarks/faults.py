@@ -131,7 +131,8 @@ def _disagreements(folder: Path) -> int:
         return 0
     store = make_storage(f"journal:///{journal}")
     status = dict(_sqlite(folder / "mlruns" / "mlflow.db", "SELECT run_uuid, status FROM runs"))
-    trials = [t for s in optuna.get_all_study_names(store) for t in optuna.load_study(study_name=s, storage=store).trials]
+    trials = [t for name in optuna.get_all_study_names(store)
+              for t in optuna.load_study(study_name=name, storage=store).trials]
     return sum(status.get(t.user_attrs.get("mlflow_run_id"), "") not in AGREE.get(t.state.name, ())
                for t in trials if t.user_attrs.get("mlflow_run_id"))
 
