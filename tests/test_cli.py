@@ -167,7 +167,7 @@ def test_diverging_run_fails_with_its_reason(tmp_path: Path) -> None:
     assert run_statuses(tmp_path / "mlruns" / "mlflow.db") == ["FAILED"]
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 143)])
 def test_signal_ends_the_run_killed(tmp_path: Path, signum: int, code: int) -> None:
     proc = subprocess.Popen([*TRAIN, f"mlruns_dir={tmp_path / 'mlruns'}", "data=digits", "num_epochs=100000"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env())

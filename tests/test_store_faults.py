@@ -3,6 +3,7 @@ Real subprocesses, a real `mlflow server`, a real read-only mount."""
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import signal
 import subprocess
@@ -106,3 +107,86 @@ def test_a_read_only_store_is_one_line(tmp_path: Path, what: str) -> None:
     assert lines == [f"error: tracking URI sqlite:///{db}: {db} is read-only (make it "
                      "writable, or choose another mlruns_dir or tracking.uri)"], done.stderr
     assert run_statuses(mlruns / "mlflow.db") == ["FINISHED"]
+
+
+def _first_run(tmp_path: Path) -> Path:
+    mlruns = tmp_path / "mlruns"
+    done = subprocess.run([*TRAIN, "data=digits", "num_epochs=1", f"mlruns_dir={mlruns}"], capture_output=True,
+                          text=True, timeout=300, env=clean_env())
+    assert done.returncode == 0, done.stderr
+    return mlruns
+
+
+def _random_db(tmp_path: Path) -> list[str]:
+    (tmp_path / "mlruns").mkdir()
+    (tmp_path / "mlruns" / "mlflow.db").write_bytes(bytes(range(256)) * 400)
+    return [f"mlruns_dir={tmp_path / 'mlruns'}"]
+
+
+def _random_journal(tmp_path: Path) -> list[str]:
+    (tmp_path / "mlruns").mkdir()
+    (tmp_path / "mlruns" / "optuna.journal").write_bytes(bytes(range(128, 256)) * 40)
+    return ["-m", "sweep=tune", f"mlruns_dir={tmp_path / 'mlruns'}"]
+
+
+def _mlruns_a_file(tmp_path: Path) -> list[str]:
+    (tmp_path / "afile").write_text("")
+    return [f"mlruns_dir={tmp_path / 'afile'}"]
+
+
+def _deleted_experiment(tmp_path: Path) -> list[str]:
+    mlruns = _first_run(tmp_path)
+    client = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}")
+    client.delete_experiment(client.get_experiment_by_name("softmax-sweep").experiment_id)
+    return [f"mlruns_dir={mlruns}"]
+
+
+def _artifacts_a_file(tmp_path: Path) -> list[str]:
+    mlruns = _first_run(tmp_path)
+    shutil.rmtree(mlruns / "artifacts")
+    (mlruns / "artifacts").write_text("")
+    return [f"mlruns_dir={mlruns}"]
+
+
+DAMAGED = {
+    "mlflow.db of random bytes": (_random_db, "the store is damaged (file is not a database)"),
+    "a journal of random bytes": (_random_journal, "optuna.journal is damaged (UnicodeDecodeError)"),
+    "mlruns_dir a file": (_mlruns_a_file, "Not a directory (check mlruns_dir, hydra.run.dir"),
+    "experiment deleted": (_deleted_experiment, "the MLflow experiment 'softmax-sweep' was deleted"),
+    "artifacts a file": (_artifacts_a_file, "cannot write this run's artifacts"),
+}
+
+
+@pytest.mark.parametrize("case", DAMAGED, ids=list(DAMAGED))
+def test_a_damaged_or_unusable_store_is_one_line(tmp_path: Path, case: str) -> None:
+    """What the machine spoiled is named in one line (exit 2), before any training; no run RUNNING."""
+    setup, expected = DAMAGED[case]
+    overrides = setup(tmp_path)
+    flags = [o for o in overrides if o.startswith("-")]
+    done = subprocess.run([*TRAIN, *flags, "data=digits", "num_epochs=1", *(o for o in overrides if o not in flags)],
+                          capture_output=True, text=True, timeout=300, env=clean_env())
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and expected in lines[0], done.stderr[-2000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    if case in ("experiment deleted", "artifacts a file"):
+        statuses = run_statuses(tmp_path / "mlruns" / "mlflow.db")
+        assert "RUNNING" not in statuses and len(statuses) >= 1
+
+
+def test_a_stopped_tracking_server_is_given_up_within_retry_seconds(tmp_path: Path) -> None:
+    """SIGSTOP: the server accepts connections and never answers. Every request has a read timeout,
+    so the run ends with one line within tracking.retry_seconds (6 here) + 5 s of the stop."""
+    backend = f"sqlite:///{tmp_path / 'server.db'}"
+    with mlflow_server(backend, tmp_path) as (url, server):
+        proc = _start_long_run(url, tmp_path / "out")
+        _wait_for_epochs(MlflowClient(url), proc)
+        os.killpg(server.pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            _, err = proc.communicate(timeout=120)
+        finally:
+            os.killpg(server.pid, signal.SIGCONT)
+        waited = time.monotonic() - stopped
+    assert proc.returncode == 2 and err.strip().splitlines()[-1].startswith("error: tracking server"), err[-2000:]
+    assert "Traceback" not in err
+    assert waited < 6 + 5, waited

@@ -96,7 +96,11 @@ def _new_rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> RDB
     """RDBStorage, tried again while another process is creating the same new schema: Optuna's
     create-tables-if-missing is not atomic, and the loser of the race sees 'already exists' or a
     duplicate key; once the winner is done, the schema is there to use."""
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    elif url.startswith(("postgresql", "mysql")):  # a server that does not answer: give up, do not hang
+        engine_kwargs["connect_args"] = {"connect_timeout": 10}
     for attempt in range(1, attempts + 1):
         try:
             return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
