@@ -62,9 +62,9 @@ def test_a_tracking_server_that_dies_mid_run(tmp_path: Path) -> None:
             outcomes.append((url, run_id, proc.returncode, time.monotonic() - killed_at, out_text + err))
     (first_url, first, code, seconds, err), (_, second, code2, seconds2, err2) = outcomes
     assert code == 2 and "Traceback" not in err, err
-    assert err.strip().splitlines()[-1] == (f"error: tracking server {first_url} is unreachable (retried for "
-                                            "6 s, tracking.retry_seconds)")
-    assert 5 < seconds < 30  # MLflow's own retries took about 4 minutes per request
+    assert err.strip().splitlines()[-1] == (f"error: tracking server {first_url} is unreachable (gave up within "
+                                            "tracking.retry_seconds=6)")
+    assert 1 < seconds < 6 + 5  # retried a while; MLflow's own retries took about 4 minutes per request
     with open(tmp_path / "wait" / "metrics.csv") as f:
         assert len(list(csv.DictReader(f))) >= 3  # the epochs so far, kept where they can be
     assert code2 == 130 and "Traceback" not in err2, err2
@@ -150,7 +150,7 @@ def _artifacts_a_file(tmp_path: Path) -> list[str]:
 
 DAMAGED = {
     "mlflow.db of random bytes": (_random_db, "the store is damaged (file is not a database)"),
-    "a journal of random bytes": (_random_journal, "optuna.journal is damaged (UnicodeDecodeError)"),
+    "a journal of random bytes": (_random_journal, "is damaged (UnicodeDecodeError): move it away"),
     "mlruns_dir a file": (_mlruns_a_file, "Not a directory (check mlruns_dir, hydra.run.dir"),
     "experiment deleted": (_deleted_experiment, "the MLflow experiment 'softmax-sweep' was deleted"),
     "artifacts a file": (_artifacts_a_file, "cannot write this run's artifacts"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import logging
 import math
 import os
@@ -194,6 +195,9 @@ def open_study(storage, study_name: Optional[str], directions: Sequence[str], sa
     try:
         study = optuna.create_study(storage=storage, study_name=study_name, directions=list(directions),
                                     sampler=sampler, pruner=pruner, load_if_exists=True)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:  # a journal file of other bytes
+        raise SweeperError(f"study {study_name}: the Optuna journal is damaged ({type(e).__name__}): move it away "
+                           "to start afresh, or choose another storage") from None
     except ValueError as e:  # e.g. resumed with other directions
         raise SweeperError(f"study {study_name}: {e}") from None
     if metric_names and list(study.metric_names or []) != list(metric_names):

@@ -90,7 +90,7 @@ def describe(exc: BaseException) -> Optional[str]:
     if (fault := _machine_fault(exc)) is not None:
         return fault[0]
     if (server := _unreachable_server(exc)) is not None:
-        return f"tracking server {server} is unreachable (retried for tracking.retry_seconds)"
+        return f"tracking server {server} is unreachable (gave up within tracking.retry_seconds)"
     if isinstance(exc, ValueError) and str(exc).startswith("Only one of --run, --multirun, --cfg"):
         return f"{exc} (Hydra's command line; --cfg job prints the config of a single run)"
     if isinstance(exc, MissingConfigException) and exc.options:

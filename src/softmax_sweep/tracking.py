@@ -126,8 +126,8 @@ class _Server:
         return not self.unreachable
 
     def error(self) -> StoreUnreachable:
-        return StoreUnreachable(f"tracking server {self.uri} is unreachable (retried for {self.retry_seconds:g} s, "
-                                "tracking.retry_seconds)")
+        return StoreUnreachable(f"tracking server {self.uri} is unreachable (gave up within "
+                                f"tracking.retry_seconds={self.retry_seconds:g})")
 
 
 def _is_server_store(uri: str) -> bool:
@@ -139,13 +139,13 @@ def bound_http_retries(seconds: float) -> None:
     connections (a restart: retried with backoff) or accepts and never answers (a stopped or hung
     process: each attempt waits for its read timeout); MLflow's defaults take ~4 minutes, each
     request waiting up to 120 s. urllib3 sleeps 0, 2f, 4f s before its retries (f, the backoff
-    factor, is an integer to MLflow): half the budget goes to them, half to the attempts' timeouts,
-    and 3 s are kept for the health check and the last attempt to end the run on the way out."""
-    budget = max(4.0, seconds - 3)
-    retries = 2 if budget < 20 else 3
+    factor, is an integer to MLflow): about a third of the budget goes to them and half to the
+    attempts' timeouts, the rest is kept for the health check and the last attempt to end the run
+    on the way out."""
+    retries = 2 if seconds < 30 else 3
     sleeps = 2 ** retries - 2  # in units of f
-    factor = max(1, int(budget / 2 / sleeps))
-    timeout = max(2, int((budget - factor * sleeps) / (retries + 1)))
+    factor = max(1, round(seconds / 3 / sleeps))  # a refusing server is retried for about a third
+    timeout = max(2, round(seconds / 2 / (retries + 1)))  # a silent one costs about half in timeouts
     os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries),
                        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(factor),
                        "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout)})
