@@ -348,6 +348,7 @@ def server_dies(interrupt: bool, sweep: str = "") -> Callable[[Path], Outcome]:
         command = [*TRAIN, "data=digits", "num_epochs=100000", f"tracking.uri={url}", f"mlruns_dir={folder / 'mlruns'}"]
         if sweep == "multirun":
             command[len(TRAIN):len(TRAIN)] = ["-m", "sweep=tune"]
+            command = [c for c in command if not c.startswith("num_epochs=")]
             command += ["num_epochs=range(5000, 5001)", f"hydra.sweep.dir={folder / 'run'}",
                         "hydra.sweep.subdir=."]
         elif sweep == "script":
@@ -775,7 +776,11 @@ def main() -> None:
             print(f"{name:58s} skipped: {reason}", flush=True)
             continue
         with tempfile.TemporaryDirectory() as tmp:
-            outcome = probe(Path(tmp))
+            try:
+                outcome = probe(Path(tmp))
+            except Exception as e:  # noqa: BLE001 - a probe that could not set up its fault: say so, go on
+                outcome = Outcome(note=f"PROBE FAILED: {str(e)[-150:]}")
+                outcome.lost += 1
             outcome.secrets += _secrets_in(Path(tmp), outcome.output)
         tracebacks = outcome.output.count("Traceback (most recent call last)")
         counts = (tracebacks, outcome.running, outcome.secrets, outcome.lost, outcome.orphans, outcome.disagree)
