@@ -47,7 +47,7 @@ class SweepTracking(SweepCallback):
         check_sweep(settings, [d.name.lower() for d in study.directions])
         # a data set that cannot be loaded fails the sweep now, not every trial; in-process jobs reuse it
         load_dataset(settings.data.name, settings.data.root, settings.data.url)
-        tracker = tracker_for(settings)
+        tracker = self.tracker = tracker_for(settings)
         self.client, self.space, self.metric = tracker.client, search_space, settings.optimized_metric
         self.parent = open_parent_run(tracker, study, config.hydra.sweeper.storage or "memory", search_space,
                                       settings.seeds, self.metric, fixed_params(app_cfg))
@@ -75,7 +75,28 @@ class SweepTracking(SweepCallback):
         if self.parent is None:
             return
         if error is not None:
+            if isinstance(error, KeyboardInterrupt) and not self.parent.unreachable:
+                self._record_unstarted(study)
             end_stopped_sweep(self.parent, study, self.space, self.hint, error, self.metric)
             return
         for line in finish_sweep(self.parent, study, self.space, self.hint, metric=self.metric):
             log.info(line)
+
+    def _record_unstarted(self, study: optuna.Study) -> None:
+        """Trials this sweep had asked for but whose job had not yet opened its run when Ctrl-C came
+        (the launcher was starting it): each gets a KILLED run, so that MLflow and Optuna agree."""
+        from optuna_pruning.workers import worker_name
+        from softmax_sweep.sweeping.trials import trial_run_name
+
+        me = worker_name()
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+            if trial.user_attrs.get("worker") != me or "mlflow_run_id" in trial.user_attrs:
+                continue
+            tags = {"optuna.study_name": study.study_name, "optuna.trial_number": str(trial.number),
+                    "optuna.state": "FAIL", "mlflow.parentRunId": self.parent.run_id}
+            try:
+                run = self.tracker.start_run(trial_run_name(trial.number, trial.params), tags)
+                run.log_params(trial.params)
+                run.end("KILLED", "interrupted before its job started training")
+            except Exception as e:  # noqa: BLE001 - on the way out: the interrupt is what to report
+                log.warning("trial %d: no MLflow run could be recorded for it: %s", trial.number, e)

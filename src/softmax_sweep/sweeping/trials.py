@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from optuna_pruning.workers import worker_name
 from softmax_sweep import interrupts
+from softmax_sweep.errors import UserError
 from softmax_sweep.tracking import RunLogger
 
 
@@ -43,7 +44,12 @@ class PruningReporter:
         # Ctrl-C waits for the storage write: raised inside the journal file's lock it left the lock
         # half released (FileNotFoundError on its rename file, seen under load)
         with interrupts.deferred():
-            self.trial.report(value, epoch)
+            try:
+                self.trial.report(value, epoch)
+            except RuntimeError as e:  # a job of a pool whose sweep was interrupted and failed the trial
+                if "has already finished" not in str(e):
+                    raise
+                raise UserError("the sweep ended this trial before its job did (interrupted or stopped)") from None
             prune = self.trial.should_prune()
         if prune:
             raise EpochPruned(epoch, value)
