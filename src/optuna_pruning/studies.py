@@ -7,8 +7,6 @@ import itertools
 import json
 import logging
 import math
-import os
-import socket
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -25,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from optuna_pruning.errors import SweeperError
 from optuna_pruning.search_space import SearchSpace, describe_distribution
 from optuna_pruning.urls import mask_password, openable
-from optuna_pruning.workers import dead_local_worker
+from optuna_pruning.workers import dead_local_worker, other_local_worker
 
 log = logging.getLogger("optuna_pruning")
 # heartbeat retries are marked experimental in Optuna; the notice is noise here
@@ -34,7 +32,6 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 JOURNAL_PREFIX = "journal:///"
 DROPPED = "outside the search space of a later start: not run"
 StaleHandler = Callable[[optuna.Study, FrozenTrial, str], None]
-
 
 
 def make_storage(url: Optional[str], heartbeat_interval: Optional[int] = None, grace_period: Optional[int] = None,
@@ -57,8 +54,7 @@ def make_storage(url: Optional[str], heartbeat_interval: Optional[int] = None, g
         except OSError as e:
             raise SweeperError(f"cannot use the journal file {path} as Optuna storage: {e.strerror or e}") from None
         except ValueError as e:  # bytes that are not a journal's JSON lines (UnicodeDecodeError, JSONDecodeError)
-            raise SweeperError(f"the Optuna journal {path} is damaged ({type(e).__name__}): move it away to start "
-                               "afresh, or choose another storage") from None
+            raise _damaged_journal(str(path), e) from None
     if url.startswith("grpc://"):
         return _grpc_proxy(url)
     if url.startswith("sqlite:///"):
@@ -77,6 +73,10 @@ def make_storage(url: Optional[str], heartbeat_interval: Optional[int] = None, g
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SweeperError(f"cannot open Optuna storage {mask_password(url)}: {mask_password(first)}") from None
 
+
+def _damaged_journal(which: str, error: ValueError) -> SweeperError:
+    return SweeperError(f"the Optuna journal {which} is damaged ({type(error).__name__}): move it away to start "
+                        "afresh, or choose another storage")
 
 
 def _grpc_proxy(url: str):
@@ -196,8 +196,7 @@ def open_study(storage, study_name: Optional[str], directions: Sequence[str], sa
         study = optuna.create_study(storage=storage, study_name=study_name, directions=list(directions),
                                     sampler=sampler, pruner=pruner, load_if_exists=True)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:  # a journal file of other bytes
-        raise SweeperError(f"study {study_name}: the Optuna journal is damaged ({type(e).__name__}): move it away "
-                           "to start afresh, or choose another storage") from None
+        raise _damaged_journal(f"of study {study_name}", e) from None
     except ValueError as e:  # e.g. resumed with other directions
         raise SweeperError(f"study {study_name}: {e}") from None
     if metric_names and list(study.metric_names or []) != list(metric_names):
@@ -334,14 +333,9 @@ def next_step(study: optuna.Study, n_trials: int, heartbeats: bool, reap: Option
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if heartbeats and running:
         return "wait"
-    if reap is not None and any(_local_other(t.user_attrs.get("worker", "")) for t in running):
+    if reap is not None and any(other_local_worker(t.user_attrs.get("worker", "")) for t in running):
         return "wait"
     return "done"
-
-
-def _local_other(worker: str) -> bool:
-    host, _, pid = worker.rpartition(":")
-    return host == socket.gethostname() and pid != str(os.getpid())
 
 
 def overshoot(study: optuna.Study, n_trials: int) -> Optional[str]:

@@ -31,6 +31,12 @@ def dead_local_worker(worker: str) -> bool:
     return _zombie(int(pid))
 
 
+def other_local_worker(worker: str) -> bool:
+    """True when `worker` (host:pid) is a process of this machine other than this one."""
+    host, _, pid = worker.rpartition(":")
+    return host == socket.gethostname() and pid != str(os.getpid())
+
+
 def _zombie(pid: int) -> bool:
     """A process that has died but whose parent has not collected it yet (Linux's /proc)."""
     try:
