@@ -695,6 +695,72 @@ def database_dropped(which: str) -> Callable[[Path], Outcome]:
     return probe
 
 
+@contextlib.contextmanager
+def _proxy(folder: Path, target: int = 5432) -> Iterator[tuple[int, subprocess.Popen]]:
+    port_file = folder / "proxy-port"
+    proxy = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "tcp_proxy.py"), str(port_file), str(target)])
+    try:
+        while not port_file.exists() or not port_file.read_text():
+            time.sleep(0.1)
+        yield int(port_file.read_text()), proxy
+    finally:
+        proxy.send_signal(signal.SIGCONT)
+        proxy.kill()
+        proxy.wait()
+
+
+def _pg_trial_states(url: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(url) as con:
+        return [row[0] for row in con.execute("SELECT state FROM trials")]
+
+
+def storage_hangs(sweep: str, interrupt: bool) -> Callable[[Path], Outcome]:
+    """The PostgreSQL server of the Optuna storage stops answering without closing its
+    connections (a SIGSTOPped proxy in front of it): the sweep gives up within twice
+    hydra.sweeper.storage_timeout (10 here: the workers' calls, then the coordinator's) + 5 s, or
+    ends within 15 s of a Ctrl-C; then the proxy answers again and a rerun resumes the study
+    (nothing RUNNING)."""
+    def probe(folder: Path) -> Outcome:
+        outcome = Outcome()
+        mlruns = f"mlruns_dir={folder / 'mlruns'}"
+        with _postgres_database() as url, _proxy(folder) as (port, proxy):
+            hung = url.replace(":5432/", f":{port}/")
+            base = ["data=digits", "hydra.sweeper.storage_timeout=10", mlruns]
+            command = ([*TUNE, *base, "num_epochs=100000", "--workers", "2", "--storage", hung] if sweep == "script"
+                       else [*TRAIN, "-m", "sweep=tune", *base, "num_epochs=range(100000, 100001)",
+                             f"hydra.sweeper.storage={hung}"])
+            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                                    cwd=folder, start_new_session=True)
+            _wait_until(_epochs_logged(folder / "mlruns" / "mlflow.db", 3), proc)
+            workers = _descendants(proc.pid)
+            proxy.send_signal(signal.SIGSTOP)
+            if interrupt:
+                time.sleep(1)
+                os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole process group
+            since = time.monotonic()
+            outcome.ended(proc, since)
+            waited = time.monotonic() - since
+            outcome.orphans += _orphans_after(workers)
+            last = outcome.output.strip().splitlines()[-1]
+            proxy.send_signal(signal.SIGCONT)
+            rerun = ([*TUNE, *base, "num_epochs=2", "--n-trials", "3", "--storage", url] if sweep == "script"
+                     else [*TRAIN, "-m", "sweep=tune", *base, "num_epochs=range(2, 3)", "hydra.sweeper.n_trials=3",
+                           f"hydra.sweeper.storage={url}"])
+            outcome.command(rerun, folder)
+            trials = _pg_trial_states(url)
+        runs = _runs(folder / "mlruns" / "mlflow.db")
+        outcome.running += runs.count("RUNNING") + trials.count("RUNNING")
+        states = ", ".join(f"{trials.count(s)} {s}" for s in sorted(set(trials)))
+        outcome.note = (f"{'Ctrl-C ended it' if interrupt else 'gave up'} {waited:.0f} s after the storage stopped: "
+                        f"{last[:50]}; rerun: trials {states}")
+        if waited > (15 if interrupt else 25):
+            outcome.note = "NOT BOUNDED: " + outcome.note
+        return outcome
+    return probe
+
+
 def _trials_or_metrics(url: str) -> int:
     import psycopg
 
@@ -745,6 +811,13 @@ PROBES: dict[str, tuple[Callable[[Path], Outcome], Callable[[], str | None]]] = 
     "disk fills during a study": (disk_fills(script=True), _mount_missing),
     "Optuna storage database dropped mid-study (PostgreSQL)": (database_dropped("storage"), _postgres_missing),
     "MLflow store database dropped mid-run (PostgreSQL)": (database_dropped("tracking"), _postgres_missing),
+    "Optuna storage hangs (PostgreSQL behind a SIGSTOPped proxy), -m sweep=tune":
+        (storage_hangs("multirun", interrupt=False), _postgres_missing),
+    "Optuna storage hangs, sweeps/tune.py --workers 2": (storage_hangs("script", interrupt=False), _postgres_missing),
+    "Optuna storage hangs, then Ctrl-C of -m sweep=tune":
+        (storage_hangs("multirun", interrupt=True), _postgres_missing),
+    "Optuna storage hangs, then Ctrl-C of sweeps/tune.py --workers 2":
+        (storage_hangs("script", interrupt=True), _postgres_missing),
     "SIGKILL of -m sweep=tune (joblib pool), then a rerun": (sigkill_sweep(script=False), lambda: None),
     "SIGKILL of sweeps/tune.py --workers 2, then a rerun": (sigkill_sweep(script=True), lambda: None),
     "SIGKILL of one of two study workers": (sigkill_one_worker, lambda: None),

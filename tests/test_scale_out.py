@@ -2,6 +2,7 @@
 dead-worker recovery. PostgreSQL tests skip, saying why, where no server answers on 127.0.0.1:5432."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -20,7 +21,7 @@ from optuna.trial import TrialState
 from optuna_pruning.studies import make_storage
 from softmax_sweep.config import PROJECT_ROOT
 
-from conftest import clean_env, free_port, mlflow_server
+from conftest import clean_env, free_port, mlflow_server, run_statuses, wait_for_count
 
 TUNE = [sys.executable, str(PROJECT_ROOT / "sweeps" / "tune.py")]
 PG = "postgresql://postgres@127.0.0.1:5432"
@@ -363,3 +364,69 @@ def test_a_sigkilled_sweep_leaves_no_worker_training_and_the_rerun_no_trial_runn
 
     with sqlite3.connect(mlruns / "mlflow.db") as con:
         assert [s for (s,) in con.execute("SELECT status FROM runs")].count("RUNNING") == 0
+
+
+@contextlib.contextmanager
+def _proxy_to_postgres(folder: Path) -> Iterator[tuple[int, subprocess.Popen]]:
+    """benchmarks/tcp_proxy.py in front of the local PostgreSQL: SIGSTOP it and the server hangs
+    without closing its connections (as behind a stalled NAT or a frozen VM)."""
+    port_file = folder / "proxy-port"
+    proxy = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "benchmarks" / "tcp_proxy.py"), str(port_file),
+                              "5432"])
+    try:
+        deadline = time.time() + 30
+        while not port_file.exists() or not port_file.read_text():
+            assert proxy.poll() is None and time.time() < deadline, "the proxy did not start"
+            time.sleep(0.1)
+        yield int(port_file.read_text()), proxy
+    finally:
+        proxy.send_signal(signal.SIGCONT)
+        proxy.kill()
+        proxy.wait()
+
+
+def test_a_postgresql_storage_that_hangs_fails_within_its_timeout(postgres, tmp_path: Path) -> None:
+    """Before: a storage call on a server that stopped answering hung for ever (a study 400 s until
+    killed). Now it fails after storage_timeout, and the calls after it fail at once."""
+    from optuna_pruning.deadlines import StorageTimeout
+
+    name = postgres()
+    with _proxy_to_postgres(tmp_path) as (port, proxy):
+        storage = make_storage(f"postgresql://postgres@127.0.0.1:{port}/{name}", timeout=2)
+        optuna.create_study(study_name="hang", storage=storage).optimize(lambda t: t.suggest_float("x", 0, 1), 2)
+        proxy.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(StorageTimeout, match="did not answer within 2 s"):
+            optuna.get_all_study_names(storage)
+        first = time.monotonic() - started
+        started = time.monotonic()
+        with pytest.raises(StorageTimeout):
+            optuna.load_study(study_name="hang", storage=storage)
+        assert 2 <= first < 5 and time.monotonic() - started < 1
+    assert len(_study(f"{PG}/{name}", "hang").trials) == 2, "what was written before the hang is kept"
+
+
+def test_ctrl_c_ends_a_study_whose_postgresql_storage_hangs(postgres, tmp_path: Path) -> None:
+    """Before: Ctrl-C was ignored for 60 s ('query not terminated after cancellation'), then the
+    study hung on. Now the storage write in flight gets 2 more seconds: exit 130 in seconds, one
+    line, the MLflow runs ended (the trial's own state cannot reach a hung storage)."""
+    name = postgres()
+    mlruns = tmp_path / "mlruns"
+    with _proxy_to_postgres(tmp_path) as (port, proxy):
+        study = subprocess.Popen(
+            [*TUNE, "--n-trials", "1", "--workers", "1", "--storage", f"postgresql://postgres@127.0.0.1:{port}/{name}",
+             "data=digits", "num_epochs=100000", f"mlruns_dir={mlruns}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+        wait_for_count(mlruns / "mlflow.db", study, "SELECT COUNT(*) FROM metrics WHERE key = 'val_acc'", 3,
+                       "three epochs logged")
+        proxy.send_signal(signal.SIGSTOP)
+        time.sleep(1)  # the next epoch's report to the storage is in flight and hangs
+        started = time.monotonic()
+        study.send_signal(signal.SIGINT)
+        out, err = study.communicate(timeout=60)
+        took = time.monotonic() - started
+    assert study.returncode == 130, err[-3000:]
+    assert took < 15, f"Ctrl-C took {took:.1f} s"
+    assert "Traceback" not in out + err
+    assert "interrupted: run data kept" in err
+    assert "RUNNING" not in run_statuses(mlruns / "mlflow.db")

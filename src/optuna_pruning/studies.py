@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 import optuna
+import sqlalchemy
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from optuna_pruning import deadlines
 from optuna_pruning.errors import SweeperError
 from optuna_pruning.search_space import SearchSpace, describe_distribution
 from optuna_pruning.urls import mask_password, openable
@@ -30,15 +32,17 @@ log = logging.getLogger("optuna_pruning")
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 JOURNAL_PREFIX = "journal:///"
+STORAGE_TIMEOUT = 60.0  # seconds a call to a database server may take
 DROPPED = "outside the search space of a later start: not run"
 StaleHandler = Callable[[optuna.Study, FrozenTrial, str], None]
 
 
 def make_storage(url: Optional[str], heartbeat_interval: Optional[int] = None, grace_period: Optional[int] = None,
-                 on_stale: Optional[StaleHandler] = None):
+                 on_stale: Optional[StaleHandler] = None, timeout: Optional[float] = STORAGE_TIMEOUT):
     """An Optuna storage from a URL: None (in memory, as in hydra-optuna-sweeper), journal:///file
     (safe for several local processes), sqlite:///, postgresql://, mysql:// (RDB; heartbeats
-    possible), or grpc://host:port (Optuna's gRPC storage proxy in front of an RDB)."""
+    possible), or grpc://host:port (Optuna's gRPC storage proxy in front of an RDB). A call to a
+    database server that takes longer than `timeout` seconds fails (None: no bound)."""
     if not url:
         if heartbeat_interval:
             raise SweeperError("heartbeats need a database storage, not storage: null")
@@ -66,7 +70,7 @@ def make_storage(url: Optional[str], heartbeat_interval: Optional[int] = None, g
         kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period or 2 * heartbeat_interval,
                       heartbeat_stale_trial_callback=StaleTrials(on_stale) if on_stale else retry)
     try:
-        return _new_rdb_storage(url, kwargs)
+        return _new_rdb_storage(url, kwargs, timeout)
     except ImportError as e:
         raise SweeperError(f"storage {mask_password(url)} needs a database driver: {e}") from None
     except Exception as e:  # SQLAlchemy's errors for bad URLs and unreachable servers
@@ -93,17 +97,23 @@ def _grpc_proxy(url: str):
     return proxy
 
 
-def _new_rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> RDBStorage:
+def _new_rdb_storage(url: str, kwargs: dict[str, Any], timeout: Optional[float], attempts: int = 5) -> RDBStorage:
     """RDBStorage, tried again while another process is creating the same new schema: Optuna's
     create-tables-if-missing is not atomic, and the loser of the race sees 'already exists' or a
     duplicate key; once the winner is done, the schema is there to use."""
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 60}}
-    elif url.startswith(("postgresql", "mysql")):  # a server that does not answer: give up, do not hang
-        engine_kwargs["connect_args"] = {"connect_timeout": 10}
+    elif url.startswith("postgresql"):  # a server that does not answer: give up, do not hang
+        # deadlines.watch pings instead of the pool
+        engine_kwargs = {"connect_args": {"connect_timeout": int(min(10, timeout or 10))}}
+    elif url.startswith("mysql"):  # both MySQL drivers have socket timeouts of their own
+        bound = {"read_timeout": int(timeout), "write_timeout": int(timeout)} if timeout else {}
+        engine_kwargs["connect_args"] = {"connect_timeout": int(min(10, timeout or 10)), **bound}
     for attempt in range(1, attempts + 1):
         try:
+            if url.startswith("postgresql"):
+                return _watched_rdb_storage(url, engine_kwargs, kwargs, timeout)
             return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
         except Exception as e:  # noqa: BLE001 - SQLAlchemy wraps each driver's error differently
             text = str(e).lower()
@@ -111,6 +121,24 @@ def _new_rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> RDB
                 raise
             time.sleep(0.2 * attempt)
     raise AssertionError("unreachable")
+
+
+def _watched_rdb_storage(url: str, engine_kwargs: dict[str, Any], kwargs: dict[str, Any],
+                         timeout: Optional[float]) -> RDBStorage:
+    """RDBStorage whose calls are bounded from the first (its constructor creates tables and
+    checks the schema): its engine gets a pool that is watched already."""
+    if not timeout:
+        return RDBStorage(url, engine_kwargs={**engine_kwargs, "pool_pre_ping": True}, **kwargs)
+    connector = sqlalchemy.create_engine(url, **engine_kwargs)
+    watch = deadlines.watch(connector, timeout, url)
+    try:
+        storage = RDBStorage(url, engine_kwargs={**engine_kwargs, "pool": connector.pool}, **kwargs)
+    except Exception as e:
+        if watch.cut_in:
+            raise watch.error() from e
+        raise
+    watch.errors_of(storage.engine)
+    return storage
 
 
 def make_sampler(sampler: Any, space: SearchSpace) -> optuna.samplers.BaseSampler:

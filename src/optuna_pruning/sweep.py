@@ -27,6 +27,7 @@ from optuna_pruning.errors import SweeperError, TooManyFailures
 from optuna_pruning.reuse import ReusingConfigLoader
 from optuna_pruning.search_space import SearchSpace, parse_search_space
 from optuna_pruning.studies import (
+    STORAGE_TIMEOUT,
     StaleTrials,
     directions_of,
     drop_queued_outside,
@@ -53,12 +54,13 @@ class OptunaPruningSweeperImpl:
                  n_trials: int, n_jobs: int, max_failure_rate: float, params: Optional[DictConfig],
                  custom_search_space: Optional[str] = None, heartbeat_interval: Optional[int] = None,
                  grace_period: Optional[int] = None, metric_names: Optional[Sequence[str]] = None,
-                 callbacks: Optional[DictConfig] = None, enqueue: Optional[Sequence[Any]] = None) -> None:
+                 callbacks: Optional[DictConfig] = None, enqueue: Optional[Sequence[Any]] = None,
+                 storage_timeout: Optional[float] = STORAGE_TIMEOUT) -> None:
         if n_trials < 1 or n_jobs < 1 or not 0 <= max_failure_rate <= 1:
             raise SweeperError("hydra.sweeper: n_trials and n_jobs must be at least 1, max_failure_rate in [0, 1]")
         self.directions = directions_of(direction)
         self.sampler_node, self.pruner_node = sampler_node(optuna_sampler, sampler), optuna_pruner
-        self.storage_url, self.study_name = storage, study_name
+        self.storage_url, self.study_name, self.storage_timeout = storage, study_name, storage_timeout
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
         # resolved, as upstream reads them: a range may name other config values (`${data.size}`)
         self.params = OmegaConf.to_container(params, resolve=True) if params else {}
@@ -91,7 +93,8 @@ class OptunaPruningSweeperImpl:
                                f"file, sqlite:///file, postgresql://...), or hydra/sweeper/optuna_pruner=none")
         self._check_composes(space)
         stale = StaleTrials(self._stale)
-        storage = make_storage(self.storage_url, self.heartbeat_interval, self.grace_period, self._stale)
+        storage = make_storage(self.storage_url, self.heartbeat_interval, self.grace_period, self._stale,
+                               self.storage_timeout)
         study = open_study(storage, self.study_name, self.directions, make_sampler(self.sampler_node, space), pruner,
                            self.metric_names, self.enqueue, space.distributions)
         n_trials = self.n_trials

@@ -28,7 +28,10 @@ TRIAL_ENV = "OPTUNA_PRUNING_TRIAL_ID"
 STUDY_ENV = "OPTUNA_PRUNING_STUDY"
 # Trials of a sweep in this process, by id: jobs of the basic launcher use them directly.
 _LIVE: dict[int, Any] = {}
-_FOUND: dict[int, Any] = {}  # trials a job of another process loaded from the storage
+_FOUND: dict[int, Any] = {}  # the trial a job of another process loaded from the storage
+# one storage per URL in a pool worker: an engine per job would keep a connection open per job
+# until the database refuses more ("too many clients")
+_STORAGES: dict[tuple[str, Any], Any] = {}
 
 
 def current_trial() -> Optional[optuna.Trial]:
@@ -39,6 +42,7 @@ def current_trial() -> Optional[optuna.Trial]:
     trial_id = int(text)
     trial = _LIVE.get(trial_id) or _FOUND.get(trial_id)
     if trial is None and (trial := _load(trial_id)) is not None:
+        _FOUND.clear()
         _FOUND[trial_id] = trial
         trial.set_user_attr("worker", worker_name())  # so a later start can tell this process died
         end_with_parent()  # a pool worker outlives a SIGKILLed sweep otherwise
@@ -71,12 +75,15 @@ def _load(trial_id: int) -> Optional[optuna.Trial]:
     import optuna
     from hydra.core.hydra_config import HydraConfig
 
-    from optuna_pruning.studies import make_pruner, make_storage
+    from optuna_pruning.studies import STORAGE_TIMEOUT, make_pruner, make_storage
 
     sweeper = HydraConfig.get().sweeper
     if not sweeper.get("storage"):
         return None
-    storage = make_storage(sweeper.storage)
+    key = (sweeper.storage, sweeper.get("storage_timeout", STORAGE_TIMEOUT))
+    if key not in _STORAGES:
+        _STORAGES[key] = make_storage(key[0], timeout=key[1])
+    storage = _STORAGES[key]
     pruner = make_pruner(sweeper.get("optuna_pruner"))
     study = optuna.load_study(study_name=os.environ[STUDY_ENV], storage=storage, pruner=pruner)
     return optuna.Trial(study, trial_id)

@@ -161,6 +161,12 @@ def defer(exc: BaseException) -> None:
 _USER_FULL_ERROR = "SOFTMAX_SWEEP_FULL_ERROR"
 
 
+def _interrupted(terminated: bool) -> None:
+    print(f"{'terminated' if terminated else 'interrupted'}: run data kept, unfinished runs marked KILLED",
+          file=sys.stderr)
+    sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+
+
 def user_full_error() -> bool:
     """Whether the user asked for tracebacks (HYDRA_FULL_ERROR=1), not run_cli for its own ends."""
     return os.environ.get(_USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", "")) == "1"
@@ -179,15 +185,14 @@ def run_cli(body: Callable[[], T]) -> T:
         return result
     except KeyboardInterrupt as e:
         _run_aborts(e)
-        terminated = isinstance(e, Terminated)
-        print(f"{'terminated' if terminated else 'interrupted'}: run data kept, unfinished runs marked KILLED",
-              file=sys.stderr)
-        sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+        _interrupted(isinstance(e, Terminated))
     except Exception as e:
         _run_aborts(e)
         message = describe(e)
         if message is None or full_error:
             raise
         print(f"error: {mask_password(message)}", file=sys.stderr)
+        if interrupts.received():  # the error came while ending on Ctrl-C (a store that hung, say)
+            _interrupted(interrupts.terminated())
         fault = _machine_fault(e) if _user_error_cause(e) is None else None
         sys.exit(fault[1] if fault else getattr(_user_error_cause(e) or e, "exit_code", UserError.exit_code))

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from optuna_pruning import deadlines
 from softmax_sweep.errors import Terminated
 
 _received: list[int] = []
@@ -28,6 +29,7 @@ def _exception(signum: int) -> KeyboardInterrupt:
 
 def _handler(signum: int, frame) -> None:
     _received.append(signum)
+    deadlines.hurry()  # a storage call that hangs must not keep the process from ending
     raise _exception(signum)
 
 
@@ -48,6 +50,11 @@ def check() -> None:
     """Raise the interrupt again if one arrived (its first raise may have been swallowed)."""
     if _received:
         raise _exception(_received[-1])
+
+
+def terminated() -> bool:
+    """Whether the last interrupt was SIGTERM or SIGHUP, not Ctrl-C."""
+    return bool(_received) and _received[-1] != signal.SIGINT
 
 
 def received() -> bool:
@@ -71,8 +78,11 @@ def _hold() -> tuple[list[int], dict[int, Any]]:
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         return received, {}
-    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum))
-                for signum in SIGNALS}
+    def note(signum: int, frame) -> None:
+        received.append(signum)
+        deadlines.hurry()  # a held storage write that hangs must not keep the process from ending
+
+    previous = {signum: signal.signal(signum, note) for signum in SIGNALS}
     return received, previous
 
 

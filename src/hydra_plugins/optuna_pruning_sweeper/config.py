@@ -175,6 +175,8 @@ class OptunaPruningSweeperConf:
     # null: in memory, as upstream. journal:///path (a file: fast, safe for several local
     # processes), sqlite:///file.db, postgresql://..., mysql://... (heartbeats), grpc://host:port
     storage: Optional[Any] = None
+    # seconds a call to a database storage may take before it fails (a server that hangs)
+    storage_timeout: Optional[float] = 60.0
     study_name: Optional[str] = None
     # the study's total: a rerun on the same storage and study tops it up to this
     n_trials: int = 20

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from optuna_pruning.search_space import SearchSpace
 from optuna_pruning.studies import (
+    STORAGE_TIMEOUT,
     StaleTrials,
     best_value_steps,
     count_trials,
@@ -62,7 +63,8 @@ def check_sweep(settings: TrainConfig, directions) -> None:
 
 def open_sweep(settings: TrainConfig, space: SearchSpace, storage_url: str, study_name: str, direction: str,
                sampler: Any, pruner: Any, n_trials: int, heartbeat_interval: Optional[int] = None,
-               grace_period: Optional[int] = None, enqueue: Sequence[Any] = ()) -> OpenSweep:
+               grace_period: Optional[int] = None, enqueue: Sequence[Any] = (),
+               storage_timeout: Optional[float] = STORAGE_TIMEOUT) -> OpenSweep:
     """Create or resume the study and open its MLflow parent run, as a study script does; a
     trial whose worker died gets its MLflow run closed in the same store."""
     from softmax_sweep.experiment import tracker_for
@@ -70,7 +72,7 @@ def open_sweep(settings: TrainConfig, space: SearchSpace, storage_url: str, stud
     check_sweep(settings, [direction])
     tracker = tracker_for(settings)
     stale = StaleTrials(lambda study, trial, why: close_stale_run(tracker.client, trial, why))
-    storage = make_storage(storage_url, heartbeat_interval, grace_period, stale.on_stale)
+    storage = make_storage(storage_url, heartbeat_interval, grace_period, stale.on_stale, storage_timeout)
     study = open_study(storage, study_name, [direction], make_sampler(sampler, space), make_pruner(pruner),
                        [settings.optimized_metric], enqueue, space.distributions)
     if isinstance(study.sampler, optuna.samplers.GridSampler):

@@ -16,9 +16,11 @@ def close_stale_run(client: MlflowClient, trial: FrozenTrial, why: str) -> None:
     if not run_id:
         return
     try:
-        if client.get_run(run_id).info.status == "RUNNING":
+        status = client.get_run(run_id).info.status
+        if status in ("RUNNING", "FINISHED"):  # FINISHED: trained, but Optuna was never told (its storage hung)
+            told = "" if status == "RUNNING" else " after its run finished; its result never reached Optuna"
             client.set_tag(run_id, "optuna.state", "FAIL")
-            client.set_tag(run_id, "failure_reason", f"{why}; trial retried")
+            client.set_tag(run_id, "failure_reason", f"{why}{told}; trial retried")
             client.set_terminated(run_id, status="FAILED")
     except MlflowException as e:
         log.warning("trial %d: could not close its MLflow run %s: %s", trial.number, run_id, e)

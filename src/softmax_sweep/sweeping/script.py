@@ -142,7 +142,7 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Optional[Sequence[str]
         sampler_cfg = OmegaConf.merge(sampler_cfg, {"seed": sampler_cfg.seed + args.worker})
     opened = open_sweep(settings, space, storage_url, study_name, sweeper.direction, sampler_cfg, sweeper.optuna_pruner,
                         n_trials, heartbeat, sweeper.grace_period,
-                        OmegaConf.to_container(sweeper.enqueue, resolve=True))
+                        OmegaConf.to_container(sweeper.enqueue, resolve=True), sweeper.storage_timeout)
     study, parent, n_trials = opened.study, opened.parent, opened.n_trials
     if args.worker is None and next_step(study, n_trials, bool(heartbeat)) == "done":
         parent.end("FINISHED")
