@@ -430,3 +430,26 @@ def test_ctrl_c_ends_a_study_whose_postgresql_storage_hangs(postgres, tmp_path: 
     assert "Traceback" not in out + err
     assert "interrupted: run data kept" in err
     assert "RUNNING" not in run_statuses(mlruns / "mlflow.db")
+
+
+def test_a_multirun_on_postgresql_keeps_few_connections(postgres, tmp_path: Path) -> None:
+    """Before: each job of the joblib pool opened its own engine on the storage and kept its
+    connection, so a -m sweep held about one connection per trial and failed with 'too many
+    clients' after ~90 trials. Now a pool worker keeps one storage per URL."""
+    import psycopg
+
+    name = postgres()
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "softmax_sweep.train", "-m", "sweep=tune", "data=digits", "num_epochs=range(2, 3)",
+         "hydra.sweeper.n_trials=24", f"hydra.sweeper.storage={PG}/{name}", f"mlruns_dir={tmp_path / 'mlruns'}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env())
+    most = 0
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as con:
+        while sweep.poll() is None:
+            count = con.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)).fetchone()[0]
+            most = max(most, count)
+            time.sleep(0.2)
+    output = sweep.stdout.read()
+    assert sweep.returncode == 0, output[-3000:]
+    assert len(_study(f"{PG}/{name}").trials) == 24
+    assert 2 <= most <= 8, f"{most} connections at once"
