@@ -112,6 +112,7 @@ def _wait_until(check: Callable[[], bool], proc: subprocess.Popen, timeout: floa
     deadline = time.monotonic() + timeout
     while not check():
         if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()  # a run of 100000 epochs would never end by itself
             raise RuntimeError(f"probe set-up failed: {proc.communicate()[1][-1500:]}")
         time.sleep(0.2)
 

@@ -9,10 +9,9 @@ import shlex
 from typing import Any, Optional
 
 import optuna
-from hydra.core.utils import JobStatus
 from omegaconf import DictConfig, OmegaConf
 
-from optuna_pruning import SweepCallback
+from optuna_pruning import SweepCallback, job_error
 from softmax_sweep import interrupts
 from softmax_sweep.config import to_settings
 from softmax_sweep.data import load_dataset
@@ -66,7 +65,7 @@ class SweepTracking(SweepCallback):
 
     def on_trial_end(self, study: optuna.Study, trial: Any, job_return: Any) -> None:
         self.best.update(study)
-        error = job_return._return_value if job_return.status == JobStatus.FAILED else None
+        error = job_error(job_return)
         if isinstance(error, StoreUnreachable):  # every later trial would fail the same way
             raise error
         interrupts.check()

@@ -7,6 +7,18 @@ from __future__ import annotations
 from typing import Any, Optional
 
 
+def job_error(job_return: Any) -> Optional[BaseException]:
+    """The exception a failed job raised, None for a job that returned (Hydra's JobReturn raises
+    it again from return_value; this hands it over instead)."""
+    if getattr(job_return.status, "name", None) != "FAILED":
+        return None
+    try:
+        job_return.return_value  # noqa: B018 - raises the job's exception
+    except BaseException as e:  # noqa: BLE001 - whatever the task raised, TrialPruned included
+        return e
+    return None
+
+
 class SweepCallback:
     """Override what you need; an exception raised by a callback stops the sweep."""
 

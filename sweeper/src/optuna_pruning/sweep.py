@@ -23,7 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from optuna_pruning import trial as door
+from optuna_pruning.callbacks import job_error
 from optuna_pruning.errors import SweeperError, TooManyFailures
+from optuna_pruning.internals import storage_of, trial_id
 from optuna_pruning.reuse import ReusingConfigLoader
 from optuna_pruning.search_space import SearchSpace, parse_search_space
 from optuna_pruning.studies import (
@@ -37,6 +39,7 @@ from optuna_pruning.studies import (
     mask_password,
     next_step,
     open_study,
+    quietly,
     reap_dead_local_trials,
     sampler_node,
     too_many_failures,
@@ -144,7 +147,7 @@ class OptunaPruningSweeperImpl:
             callback.on_trial_stale(study, trial, reason)
 
     def _loop(self, study: optuna.Study, space: SearchSpace, n_trials: int, slots: int) -> None:
-        heartbeats = _Heartbeats(study._storage, self.heartbeat_interval)
+        heartbeats = _Heartbeats(storage_of(study), self.heartbeat_interval)
         running: dict[Optional[Future], optuna.Trial] = {}  # None: the trial this thread runs itself
         pool = ThreadPoolExecutor(slots, thread_name_prefix="optuna-trial") if slots > 1 else None
         try:
@@ -152,7 +155,7 @@ class OptunaPruningSweeperImpl:
                 step = next_step(study, n_trials, bool(self.heartbeat_interval))
                 if step == "run" and len(running) < slots:
                     trial, overrides = self._ask(study, space)
-                    heartbeats.add(trial._trial_id)
+                    heartbeats.add(trial_id(trial))
                     idx, self.job_idx = self.job_idx, self.job_idx + 1
                     if pool is None:
                         running[None] = trial
@@ -195,30 +198,30 @@ class OptunaPruningSweeperImpl:
                 _fail_unfinished(study, [trial])
                 raise SweeperError(f"custom_search_space suggests {overlap}, which the sweep also fixes")
         overrides = [*space.overrides(trial.params), *door.job_overrides(trial)]
-        door._LIVE[trial._trial_id] = trial
+        door._LIVE[trial_id(trial)] = trial
         return trial, overrides
 
     def _launch(self, trial: optuna.Trial, overrides: list[str], idx: int) -> JobReturn:
         try:
             return self.launcher.launch([overrides], initial_job_idx=idx)[0]
         finally:
-            door._LIVE.pop(trial._trial_id, None)
+            door._LIVE.pop(trial_id(trial), None)
 
     def _finish(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn, n_trials: int,
                 heartbeats: _Heartbeats) -> None:
-        heartbeats.remove(trial._trial_id)
-        with warnings.catch_warnings():  # the grid sampler stops the study when its grid is done
+        heartbeats.remove(trial_id(trial))
+        with quietly(), warnings.catch_warnings():  # the grid sampler stops the study when its grid is done
             warnings.filterwarnings("ignore", message=r".*Study.stop. is supposed to be invoked")
             self._tell(study, trial, ret)
         log.info(trial_line(study, trial.number, n_trials))
-        frozen = study._storage.get_trial(trial._trial_id)
+        frozen = storage_of(study).get_trial(trial_id(trial))
         for callback in self.callbacks:
             callback.on_trial_end(study, frozen, ret)
         if message := too_many_failures(study, self.max_failure_rate):
             raise TooManyFailures(message)
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> None:
-        error = ret._return_value if ret.status == JobStatus.FAILED else None
+        error = job_error(ret)
         try:
             if isinstance(error, optuna.TrialPruned):
                 study.tell(trial, state=TrialState.PRUNED)
@@ -287,8 +290,8 @@ class _Heartbeats:
 
     def _run(self) -> None:
         while not self.stopped.wait(self.interval):
-            for trial_id in list(self.trial_ids):
-                self.storage.record_heartbeat(trial_id)
+            for number in list(self.trial_ids):
+                self.storage.record_heartbeat(number)
 
     def stop(self) -> None:
         self.stopped.set()

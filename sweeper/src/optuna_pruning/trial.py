@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Optional
 
+from optuna_pruning.internals import trial_id
 from optuna_pruning.workers import end_with_parent, worker_name
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def report(value: float, step: int) -> None:
 def job_overrides(trial: optuna.Trial) -> list[str]:
     """The Hydra overrides that tell a job which trial it runs as."""
     quoted = trial.study.study_name.replace("'", "\\'")
-    return [f"++hydra.job.env_set.{TRIAL_ENV}={trial._trial_id}", f"++hydra.job.env_set.{STUDY_ENV}='{quoted}'"]
+    return [f"++hydra.job.env_set.{TRIAL_ENV}={trial_id(trial)}", f"++hydra.job.env_set.{STUDY_ENV}='{quoted}'"]
 
 
 def _load(trial_id: int) -> Optional[optuna.Trial]:

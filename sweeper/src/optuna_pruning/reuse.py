@@ -12,11 +12,12 @@ from __future__ import annotations
 import copy
 from typing import Any, Optional
 
-from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from optuna_pruning.internals import apply_overrides, get_overrides_dirname
 
 Shape = tuple[tuple[str, Optional[str]], ...]
 
@@ -40,7 +41,7 @@ class ReusingConfigLoader(ConfigLoader):
                 self.templates[shape] = copy.deepcopy(cfg)
             return cfg
         cfg = copy.deepcopy(template)
-        ConfigLoaderImpl._apply_overrides_to_config([o for o in overrides if _is_value(o, groups)], cfg)
+        apply_overrides([o for o in overrides if _is_value(o, groups)], cfg)
         task = [o for o in overrides if not o.is_hydra_override()]
         job = cfg.hydra.job.config.override_dirname
         with open_dict(cfg.hydra):

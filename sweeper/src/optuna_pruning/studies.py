@@ -2,6 +2,7 @@
 samplers, pruners, counting trials toward n_trials, and trials whose worker died."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import json
@@ -9,7 +10,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,18 +24,32 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_pruning import deadlines
 from optuna_pruning.errors import SweeperError
+from optuna_pruning.internals import storage_of, trial_id
 from optuna_pruning.search_space import SearchSpace, describe_distribution
 from optuna_pruning.urls import mask_password, openable
 from optuna_pruning.workers import dead_local_worker, other_local_worker
 
 log = logging.getLogger("optuna_pruning")
-# heartbeat retries are marked experimental in Optuna; the notice is noise here
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 JOURNAL_PREFIX = "journal:///"
 STORAGE_TIMEOUT = 60.0  # seconds a call to a database server may take
 DROPPED = "outside the search space of a later start: not run"
 StaleHandler = Callable[[optuna.Study, FrozenTrial, str], None]
+
+
+@contextlib.contextmanager
+def quietly() -> Iterator[None]:
+    """Around the sweeper's own calls into Optuna: its INFO lines (a study created, a trial
+    finished: the sweep logs one line per trial itself) and its notices that heartbeats and the
+    gRPC proxy are experimental. The host's log level and warning filters are back afterwards."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(max(level, optuna.logging.ERROR))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)
 
 
 def make_storage(url: Optional[str], heartbeat_interval: Optional[int] = None, grace_period: Optional[int] = None,
@@ -66,7 +81,8 @@ def make_storage(url: Optional[str], heartbeat_interval: Optional[int] = None, g
     url = openable(url)
     kwargs: dict[str, Any] = {}
     if heartbeat_interval:
-        retry = RetryHeartbeatStaleTrialCallback(max_retry=3)
+        with quietly():
+            retry = RetryHeartbeatStaleTrialCallback(max_retry=3)
         kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period or 2 * heartbeat_interval,
                       heartbeat_stale_trial_callback=StaleTrials(on_stale) if on_stale else retry)
     try:
@@ -88,7 +104,8 @@ def _grpc_proxy(url: str):
     from optuna.storages import GrpcStorageProxy
 
     try:
-        proxy = GrpcStorageProxy(host=host or "localhost", port=int(port))
+        with quietly():
+            proxy = GrpcStorageProxy(host=host or "localhost", port=int(port))
         proxy.get_all_studies()  # a proxy that is not there fails here, not in the first trial
     except Exception as e:  # noqa: BLE001 - grpc's errors, a bad port number
         detail = e.details() if callable(getattr(e, "details", None)) else str(e).strip() or type(e).__name__
@@ -219,10 +236,10 @@ def open_study(storage, study_name: Optional[str], directions: Sequence[str], sa
                distributions: Optional[Mapping[str, Any]] = None) -> optuna.Study:
     """Create the study or load it (resume), with the metric names optuna-dashboard shows; a new
     study gets the `enqueue` trials queued first (see expand_enqueued)."""
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the sweep logs one line per trial itself
     try:
-        study = optuna.create_study(storage=storage, study_name=study_name, directions=list(directions),
-                                    sampler=sampler, pruner=pruner, load_if_exists=True)
+        with quietly():
+            study = optuna.create_study(storage=storage, study_name=study_name, directions=list(directions),
+                                        sampler=sampler, pruner=pruner, load_if_exists=True)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:  # a journal file of other bytes
         raise _damaged_journal(f"of study {study_name}", e) from None
     except ValueError as e:  # e.g. resumed with other directions
@@ -263,8 +280,8 @@ def drop_queued_outside(study: optuna.Study, distributions: Mapping[str, Any]) -
         params = trial.system_attrs.get("fixed_params") or trial.params  # enqueued, or a retry
         if params and (not set(params) <= set(distributions) or not _inside(params, distributions)):
             try:
-                study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", DROPPED)
-                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                storage_of(study).set_trial_user_attr(trial_id(trial), "fail_reason", DROPPED)
+                storage_of(study).set_trial_state_values(trial_id(trial), TrialState.FAIL)
             except RuntimeError:
                 continue  # another worker took it
             dropped.append(_first_difference(params, distributions))
@@ -353,7 +370,8 @@ def next_step(study: optuna.Study, n_trials: int, heartbeats: bool, reap: Option
     trials of local workers that died meanwhile are failed and queued again (a sibling SIGKILLed
     mid-study), and the trials of live local workers are waited for, as they could still die."""
     if heartbeats:
-        fail_stale_trials(study)
+        with quietly():
+            fail_stale_trials(study)
     if reap is not None:
         reap_dead_local_trials(study, reap)
     if trials_to_go(study, n_trials) > 0:  # queued trials count as to go: a retry, an enqueued one
@@ -406,7 +424,8 @@ class StaleTrials:
     older than the grace period: its parameters are queued as a new trial, then on_stale is told."""
 
     def __init__(self, on_stale: Optional[StaleHandler] = None, max_retry: int = 3) -> None:
-        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        with quietly():
+            self.retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
         self.on_stale = on_stale
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial,
@@ -427,8 +446,8 @@ def reap_dead_local_trials(study: optuna.Study, handler: StaleTrials) -> None:
         if not worker or not dead_local_worker(worker):
             continue
         try:
-            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"its worker {worker} died")
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            storage_of(study).set_trial_user_attr(trial_id(trial), "fail_reason", f"its worker {worker} died")
+            storage_of(study).set_trial_state_values(trial_id(trial), TrialState.FAIL)
         except RuntimeError:
             continue  # another process reaped it first
-        handler(study, study._storage.get_trial(trial._trial_id), f"its worker {worker} died")
+        handler(study, storage_of(study).get_trial(trial_id(trial)), f"its worker {worker} died")
