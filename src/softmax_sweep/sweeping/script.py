@@ -98,7 +98,15 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Optional[Sequence[str]
     import optuna
 
     from optuna_pruning.search_space import parse_search_space
-    from optuna_pruning.studies import next_step, overshoot, sampler_node, too_many_failures, trial_line, trials_to_go
+    from optuna_pruning.studies import (
+        next_step,
+        overshoot,
+        quietly,
+        sampler_node,
+        too_many_failures,
+        trial_line,
+        trials_to_go,
+    )
     from softmax_sweep.curves import drawn_in_background
     from softmax_sweep.data import load_dataset
     from softmax_sweep.errors import TrainingDiverged
@@ -184,7 +192,8 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Optional[Sequence[str]
             if step == "wait":  # running trials elsewhere: finish them, or fail them when their worker died
                 time.sleep(heartbeat / 2 if heartbeat else 1)
                 continue
-            study.optimize(objective, n_trials=1, callbacks=[after_trial], catch=(UserError, TrainingDiverged))
+            with quietly():  # Optuna's own line per trial (with a traceback for a failed one): the sweep logs its own
+                study.optimize(objective, n_trials=1, callbacks=[after_trial], catch=(UserError, TrainingDiverged))
 
     rerun = " ".join(["python", sys.argv[0], *(shlex.quote(mask_password(a)) for a in sys.argv[1:]),
                       "--study-name {study}"])

@@ -245,7 +245,8 @@ def open_study(storage, study_name: Optional[str], directions: Sequence[str], sa
     except ValueError as e:  # e.g. resumed with other directions
         raise SweeperError(f"study {study_name}: {e}") from None
     if metric_names and list(study.metric_names or []) != list(metric_names):
-        study.set_metric_names(list(metric_names))
+        with quietly():
+            study.set_metric_names(list(metric_names))
     if enqueue and ENQUEUED_ATTR not in study.user_attrs:
         trials = expand_enqueued(enqueue, distributions or {})
         inside = [params for params in trials if _inside(params, distributions or {})]
