@@ -33,7 +33,7 @@ COMMANDS = {
 
 def run(entry: str, seed: int, mlruns: Path, extra: list[str]) -> tuple[float, optuna.trial.FrozenTrial, float, dict]:
     start = time.perf_counter()
-    seeded = f"hydra.sweeper.optuna_sampler.seed={seed}"
+    seeded = f"hydra.sweeper.sampler.seed={seed}"
     done = subprocess.run([*COMMANDS[entry], f"mlruns_dir={mlruns}", seeded, *extra], capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode:

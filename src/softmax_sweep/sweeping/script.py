@@ -102,7 +102,6 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Optional[Sequence[str]
         next_step,
         overshoot,
         quietly,
-        sampler_node,
         too_many_failures,
         trial_line,
         trials_to_go,
@@ -144,7 +143,7 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Optional[Sequence[str]
         raise UserError(f"--n-trials, --workers and --seeds must be at least 1, got {n_trials}, {wanted} "
                         f"and {seeds}")
     heartbeat = args.heartbeat_interval or sweeper.heartbeat_interval
-    sampler_cfg = sampler_node(sweeper.optuna_sampler, sweeper.sampler)
+    sampler_cfg = sweeper.sampler
     if args.worker is not None and sampler_cfg.get("seed") is not None:
         # workers with one seed would suggest the same parameters at the same time
         sampler_cfg = OmegaConf.merge(sampler_cfg, {"seed": sampler_cfg.seed + args.worker})

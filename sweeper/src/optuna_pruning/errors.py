@@ -1,7 +1,10 @@
-"""What the sweeper raises for its user: a setting to fix, or a sweep that stopped."""
+"""What the sweeper raises for its user: a setting to fix, or a sweep that stopped. Hydra prints
+a CompactHydraException as its message alone, so any app gets one line, not a traceback."""
+
+from hydra.errors import CompactHydraException
 
 
-class SweeperError(Exception):
+class SweeperError(CompactHydraException):
     """A bad sweeper setting or search space: worth one line, not a traceback (exit code 2)."""
 
     exit_code = 2

@@ -167,7 +167,7 @@ def make_sampler(sampler: Any, space: SearchSpace) -> optuna.samplers.BaseSample
     try:
         factory = instantiate(node, _partial_=True)
     except Exception as e:  # noqa: BLE001 - a bad class name or setting: Hydra's InstantiationException
-        raise SweeperError(f"hydra.sweeper.optuna_sampler: {_cause_line(e)}") from None
+        raise SweeperError(f"hydra.sweeper.sampler: {_cause_line(e)}") from None
     if getattr(factory, "func", None) is optuna.samplers.GridSampler:
         return factory(search_space=space.grid())
     try:
@@ -175,24 +175,13 @@ def make_sampler(sampler: Any, space: SearchSpace) -> optuna.samplers.BaseSample
     except SweeperError:
         raise
     except (TypeError, ValueError, ImportError) as e:
-        raise SweeperError(f"hydra.sweeper.optuna_sampler ({node.get('_target_')}): {e}") from None
+        raise SweeperError(f"hydra.sweeper.sampler ({node.get('_target_')}): {e}") from None
 
 
 def motpe_removed(**settings: Any) -> optuna.samplers.BaseSampler:
     """hydra/sweeper/optuna_sampler=motpe, as upstream keeps it: Optuna 4 has no MOTPESampler."""
     raise SweeperError("Error locating target 'optuna.samplers.MOTPESampler' (Optuna 4.0 removed it): use "
                        "hydra/sweeper/optuna_sampler=tpe, whose TPESampler handles several objectives")
-
-
-def sampler_node(chosen: Any, given: Any) -> Any:
-    """The sampler to build: the chosen one (hydra/sweeper/optuna_sampler) with a `sampler:` node
-    as hydra-optuna-sweeper configs write it merged over it, or that node alone when it names
-    another class."""
-    if not given:
-        return chosen
-    if not chosen or (given.get("_target_") and given.get("_target_") != chosen.get("_target_")):
-        return given
-    return OmegaConf.merge(chosen, given)
 
 
 def make_pruner(pruner: Any) -> optuna.pruners.BasePruner:

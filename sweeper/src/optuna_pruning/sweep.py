@@ -41,7 +41,6 @@ from optuna_pruning.studies import (
     open_study,
     quietly,
     reap_dead_local_trials,
-    sampler_node,
     too_many_failures,
     trial_line,
     trials_to_go,
@@ -52,7 +51,7 @@ log = logging.getLogger("optuna_pruning")
 
 
 class OptunaPruningSweeperImpl:
-    def __init__(self, optuna_sampler: Any, sampler: Any, optuna_pruner: Any, direction: Any,
+    def __init__(self, sampler: Any, optuna_pruner: Any, direction: Any,
                  storage: Optional[str], study_name: Optional[str],
                  n_trials: int, n_jobs: int, max_failure_rate: float, params: Optional[DictConfig],
                  custom_search_space: Optional[str] = None, heartbeat_interval: Optional[int] = None,
@@ -62,7 +61,7 @@ class OptunaPruningSweeperImpl:
         if n_trials < 1 or n_jobs < 1 or not 0 <= max_failure_rate <= 1:
             raise SweeperError("hydra.sweeper: n_trials and n_jobs must be at least 1, max_failure_rate in [0, 1]")
         self.directions = directions_of(direction)
-        self.sampler_node, self.pruner_node = sampler_node(optuna_sampler, sampler), optuna_pruner
+        self.sampler_node, self.pruner_node = sampler, optuna_pruner
         self.storage_url, self.study_name, self.storage_timeout = storage, study_name, storage_timeout
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
         # resolved, as upstream reads them: a range may name other config values (`${data.size}`)
@@ -218,7 +217,9 @@ class OptunaPruningSweeperImpl:
         for callback in self.callbacks:
             callback.on_trial_end(study, frozen, ret)
         if message := too_many_failures(study, self.max_failure_rate):
-            raise TooManyFailures(message)
+            error = job_error(ret)
+            last = f" (the last: {type(error).__name__}: {error})" if error is not None else ""
+            raise TooManyFailures(message + last)
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> None:
         error = job_error(ret)

@@ -2,13 +2,15 @@
 # where dataclasses cannot resolve string annotations.
 """Config schema of the sweeper, registered in Hydra's ConfigStore when Hydra scans its plugins:
 `hydra/sweeper=optuna_pruning`, `hydra/sweeper/optuna_sampler=tpe|random|grid|cmaes|nsgaii|gp|qmc`,
-`hydra/sweeper/optuna_pruner=median|percentile|hyperband|successive_halving|none`.
+`hydra/sweeper/optuna_pruner=median|percentile|hyperband|successive_halving|none`, and
+`hydra/sweeper=optuna` where hydra-optuna-sweeper is not installed.
 
-The names are this plugin's own, so it installs beside hydra-optuna-sweeper (`hydra/sweeper=optuna`,
-`hydra/sweeper/sampler=...`) without changing its sweeps; upstream's settings under hydra.sweeper
-keep their names and meaning (a `sampler:` node included). A sampler setting left null takes
-Optuna's default."""
+Where hydra-optuna-sweeper is installed, its names (`hydra/sweeper=optuna`,
+`hydra/sweeper/sampler=...`) stay its own, so this plugin changes none of its sweeps. Upstream's
+settings under hydra.sweeper keep their names and meaning: the chosen sampler lands in
+`hydra.sweeper.sampler`, as upstream's does. A sampler setting left null takes Optuna's default."""
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -163,11 +165,9 @@ class OptunaPruningSweeperConf:
     _target_: str = "hydra_plugins.optuna_pruning_sweeper.sweeper.OptunaPruningSweeper"
     _recursive_: bool = False  # the sweeper builds sampler, pruner and callbacks itself
     defaults: list[Any] = field(default_factory=lambda: [{"optuna_sampler": "tpe"}, {"optuna_pruner": "none"}])
-    # the sampler chosen in hydra/sweeper/optuna_sampler, with its settings
-    optuna_sampler: Any = MISSING
-    # a sampler node as hydra-optuna-sweeper configs write it (`_target_` and settings), merged
-    # over optuna_sampler (it replaces it when it names another class)
-    sampler: Any = None
+    # the sampler chosen in hydra/sweeper/optuna_sampler, with its settings, where upstream's
+    # sampler group puts it (hydra.sweeper.sampler.seed=1 works as there)
+    sampler: Any = MISSING
     # the pruner chosen in hydra/sweeper/optuna_pruner, with its settings
     optuna_pruner: Any = MISSING
     # maximize | minimize, or a list of them for a multi-objective study (no pruning then)
@@ -203,10 +203,15 @@ class OptunaPruningSweeperConf:
 
 _store = ConfigStore.instance()
 _store.store(group="hydra/sweeper", name="optuna_pruning", node=OptunaPruningSweeperConf, provider=PROVIDER)
+if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
+    # upstream's name too, where upstream is not installed: its configs (`override
+    # /hydra/sweeper: optuna`, as lightning-hydra-template's) run unchanged
+    _store.store(group="hydra/sweeper", name="optuna", node=OptunaPruningSweeperConf, provider=PROVIDER)
 for _name, _node in (("tpe", TPESamplerConfig), ("random", RandomSamplerConfig), ("grid", GridSamplerConfig),
                      ("cmaes", CmaEsSamplerConfig), ("nsgaii", NSGAIISamplerConfig), ("gp", GPSamplerConfig),
                      ("qmc", QMCSamplerConfig), ("motpe", MOTPESamplerConfig)):
-    _store.store(group="hydra/sweeper/optuna_sampler", name=_name, node=_node, provider=PROVIDER)
+    _store.store(group="hydra/sweeper/optuna_sampler", name=_name, node=_node, provider=PROVIDER,
+                 package="hydra.sweeper.sampler")
 for _name, _node in (("median", MedianPrunerConfig), ("percentile", PercentilePrunerConfig),
                      ("hyperband", HyperbandPrunerConfig), ("successive_halving", SuccessiveHalvingPrunerConfig),
                      ("none", NopPrunerConfig)):
