@@ -99,7 +99,7 @@ BAD_INPUTS = {
     "an option a group lacks": (["-m", "sweep=overfit", "data=digits", "remedy=choice(none,weight_decy)"],
                                 "hydra.sweeper.params.remedy: no option weight_decy in config group 'remedy'"),
     "motpe": (["-m", "sweep=tune", "data=digits", "hydra/sweeper/optuna_sampler=motpe"],
-              "Error locating target 'optuna.samplers.MOTPESampler' (Optuna 4.0 removed it)"),
+              "The 'motpe' sampler was removed in Optuna 4.0. Use 'hydra/sweeper/optuna_sampler=tpe' instead."),
     "sweeper setting": (["-m", "sweep=tune", "data=digits", "hydra.sweeper.n_trials=0"],
                         "hydra.sweeper: n_trials and n_jobs must be at least 1"),
     "loss maximized": (["-m", "sweep=tune", "data=digits", "hydra.sweeper.direction=maximize"],

@@ -63,7 +63,7 @@ def test_motpe_says_it_is_gone() -> None:
     from optuna_pruning import SweeperError
     from optuna_pruning.studies import make_sampler
 
-    with pytest.raises(SweeperError, match="MOTPESampler.*removed it.*tpe"):
+    with pytest.raises(SweeperError, match="The 'motpe' sampler was removed in Optuna 4.0. Use .*=tpe"):
         make_sampler({"_target_": "optuna_pruning.studies.motpe_removed"}, parse_search_space({}))
 
 

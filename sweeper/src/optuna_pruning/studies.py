@@ -180,8 +180,8 @@ def make_sampler(sampler: Any, space: SearchSpace) -> optuna.samplers.BaseSample
 
 def motpe_removed(**settings: Any) -> optuna.samplers.BaseSampler:
     """hydra/sweeper/optuna_sampler=motpe, as upstream keeps it: Optuna 4 has no MOTPESampler."""
-    raise SweeperError("Error locating target 'optuna.samplers.MOTPESampler' (Optuna 4.0 removed it): use "
-                       "hydra/sweeper/optuna_sampler=tpe, whose TPESampler handles several objectives")
+    raise SweeperError("The 'motpe' sampler was removed in Optuna 4.0. Use 'hydra/sweeper/optuna_sampler=tpe' "
+                       "instead. TPESampler now handles multi-objective optimization.")
 
 
 def make_pruner(pruner: Any) -> optuna.pruners.BasePruner:
