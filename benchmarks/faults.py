@@ -77,9 +77,26 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
 
 
-def _start(command: list[str], folder: Path) -> subprocess.Popen:
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-                            cwd=folder)
+class _Started(subprocess.Popen):
+    """A process whose output goes to files, not pipes: a probe that waits for its state (epochs
+    in the store) reads nothing meanwhile, and a full pipe would stop the process mid-epoch."""
+
+    def __init__(self, command: list[str], folder: Path, **popen) -> None:
+        self.files = (tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+"))
+        super().__init__(command, stdout=self.files[0], stderr=self.files[1], text=True, env=_env(), cwd=folder,
+                         **popen)
+
+    def communicate(self, input=None, timeout=None) -> tuple[str, str]:  # noqa: A002 - Popen's signature
+        self.wait(timeout=timeout)
+        texts = []
+        for file in self.files:
+            file.seek(0)
+            texts.append(file.read())
+        return texts[0], texts[1]
+
+
+def _start(command: list[str], folder: Path, **popen) -> subprocess.Popen:
+    return _Started(command, folder, **popen)
 
 
 def _sqlite(db: Path, sql: str) -> list[tuple]:
@@ -732,8 +749,7 @@ def storage_hangs(sweep: str, interrupt: bool) -> Callable[[Path], Outcome]:
             command = ([*TUNE, *base, "num_epochs=100000", "--workers", "2", "--storage", hung] if sweep == "script"
                        else [*TRAIN, "-m", "sweep=tune", *base, "num_epochs=range(100000, 100001)",
                              f"hydra.sweeper.storage={hung}"])
-            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-                                    cwd=folder, start_new_session=True)
+            proc = _start(command, folder, start_new_session=True)
             _wait_until(_epochs_logged(folder / "mlruns" / "mlflow.db", 3), proc)
             workers = _descendants(proc.pid)
             proxy.send_signal(signal.SIGSTOP)
