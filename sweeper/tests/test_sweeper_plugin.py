@@ -303,3 +303,46 @@ def test_enqueued_trials_run_first_and_count_toward_n_trials(tmp_path: Path) -> 
     bad = run_app(tmp_path, "hydra.sweeper.study_name=other", f"hydra.sweeper.storage=journal:///{journal}",
                   "+hydra.sweeper.enqueue=[{z: 1}]", ok=False)
     assert bad.returncode != 0 and "enqueue: z not a parameter of the search space (x, y)" in bad.stderr
+
+
+def test_a_killed_pool_worker_fails_and_retries_its_trials(tmp_path: Path) -> None:
+    """SIGKILL of one of joblib's worker processes (the OOM killer, a user's kill -9): loky fails
+    every job in flight in that pool. Before: those trials were plain FAILs, the study ended
+    short of n_trials. Now they are failed as dead-worker trials and queued again."""
+    import signal
+    import time
+
+    journal = tmp_path / "study.journal"
+    proc = subprocess.Popen([sys.executable, str(APP), "-m", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                             "hydra/launcher=joblib", f"hydra.sweeper.storage=journal:///{journal}",
+                             "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=3", "steps=40", "sleep=0.02",
+                             "hydra/sweeper/optuna_pruner=median"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def study() -> optuna.Study:
+        return optuna.load_study(study_name="sphere", storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(journal))))
+
+    def reporting() -> list[int]:
+        try:
+            return [t.number for t in study().trials if t.state == TrialState.RUNNING and t.intermediate_values]
+        except (KeyError, FileNotFoundError):
+            return []
+
+    deadline = time.time() + 120
+    while len(reporting()) < 2:
+        assert proc.poll() is None and time.time() < deadline, "two trials never reported at once"
+        time.sleep(0.1)
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "popen_loky"], capture_output=True,
+                             text=True).stdout.split()
+    os.kill(int(workers[0]), signal.SIGKILL)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output[-3000:]
+    assert "its worker process died (TerminatedWorkerError); marked FAIL and queued again" in output
+    trials = study().trials
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    retries = {t.system_attrs.get("failed_trial"): t for t in trials if "failed_trial" in t.system_attrs}
+    assert failed and set(retries) == {t.number for t in failed}
+    assert all(retries[t.number].params == t.params and retries[t.number].state == TrialState.COMPLETE
+               for t in failed)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) >= 3, "the study still reaches n_trials"

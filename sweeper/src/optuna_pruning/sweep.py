@@ -48,6 +48,9 @@ from optuna_pruning.studies import (
 from optuna_pruning.workers import worker_name
 
 log = logging.getLogger("optuna_pruning")
+# a launcher's errors for a job whose worker process died (SIGKILL, out of memory): joblib's loky
+# pool, then every job in flight in that pool fails with it; concurrent.futures' process pool
+WORKER_DIED = ("TerminatedWorkerError", "BrokenProcessPool")
 
 
 class OptunaPruningSweeperImpl:
@@ -73,6 +76,7 @@ class OptunaPruningSweeperImpl:
         self.enqueue = OmegaConf.to_container(enqueue, resolve=True) if OmegaConf.is_config(enqueue) else \
             list(enqueue or [])
         self.job_idx = 0
+        self.stale: Optional[StaleTrials] = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -94,7 +98,7 @@ class OptunaPruningSweeperImpl:
                                f"their trial through the study's storage: set hydra.sweeper.storage (journal:///"
                                f"file, sqlite:///file, postgresql://...), or hydra/sweeper/optuna_pruner=none")
         self._check_composes(space)
-        stale = StaleTrials(self._stale)
+        stale = self.stale = StaleTrials(self._stale)
         storage = make_storage(self.storage_url, self.heartbeat_interval, self.grace_period, self._stale,
                                self.storage_timeout)
         study = open_study(storage, self.study_name, self.directions, make_sampler(self.sampler_node, space), pruner,
@@ -223,6 +227,15 @@ class OptunaPruningSweeperImpl:
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> None:
         error = job_error(ret)
+        if type(error).__name__ in WORKER_DIED:  # the launcher's worker process was killed: not the trial's fault
+            reason = f"its worker process died ({type(error).__name__})"
+            try:
+                trial.set_user_attr("fail_reason", reason)
+                study.tell(trial, state=TrialState.FAIL)
+            except (RuntimeError, ValueError):
+                return
+            self.stale(study, storage_of(study).get_trial(trial_id(trial)), reason)
+            return
         try:
             if isinstance(error, optuna.TrialPruned):
                 study.tell(trial, state=TrialState.PRUNED)
