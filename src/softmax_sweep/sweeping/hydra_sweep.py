@@ -82,14 +82,27 @@ class SweepTracking(SweepCallback):
             log.info(line)
 
     def _record_unstarted(self, study: optuna.Study) -> None:
-        """Trials this sweep had asked for but whose job had not yet opened its run when Ctrl-C came
-        (the launcher was starting it): each gets a KILLED run, so that MLflow and Optuna agree."""
+        """Trials this sweep failed on Ctrl-C whose run says otherwise, so that MLflow and Optuna
+        agree: a job that had not yet opened its run (the launcher was starting it) gets a KILLED
+        run; a job whose run had just finished, but whose result never reached the sweep, has
+        that run marked KILLED."""
         from optuna_pruning.workers import worker_name
         from softmax_sweep.sweeping.trials import trial_run_name
 
         me = worker_name()
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
-            if trial.user_attrs.get("worker") != me or "mlflow_run_id" in trial.user_attrs:
+            if trial.user_attrs.get("fail_reason") != "interrupted":
+                continue
+            if run_id := trial.user_attrs.get("mlflow_run_id"):
+                try:
+                    if self.client.get_run(run_id).info.status == "FINISHED":
+                        self.client.set_tag(run_id, "optuna.state", "FAIL")
+                        self.client.set_tag(run_id, "failure_reason", "interrupted before its result reached Optuna")
+                        self.client.set_terminated(run_id, status="KILLED")
+                except Exception as e:  # noqa: BLE001 - on the way out: the interrupt is what to report
+                    log.warning("trial %d: its MLflow run could not be marked KILLED: %s", trial.number, e)
+                continue
+            if trial.user_attrs.get("worker") != me:  # a job elsewhere that never opened its run
                 continue
             tags = {"optuna.study_name": study.study_name, "optuna.trial_number": str(trial.number),
                     "optuna.state": "FAIL", "mlflow.parentRunId": self.parent.run_id}

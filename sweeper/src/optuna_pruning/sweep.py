@@ -5,6 +5,7 @@ flight: each is launched on its own as soon as a slot frees up, so no worker wai
 slowest trial of a batch. Hydra's basic launcher runs jobs in this process, one at a time."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import warnings
@@ -151,20 +152,24 @@ class OptunaPruningSweeperImpl:
 
     def _loop(self, study: optuna.Study, space: SearchSpace, n_trials: int, slots: int) -> None:
         heartbeats = _Heartbeats(storage_of(study), self.heartbeat_interval)
-        running: dict[Optional[Future], optuna.Trial] = {}  # None: the trial this thread runs itself
+        running: dict[Future, optuna.Trial] = {}
+        asked: dict[int, optuna.Trial] = {}  # by number, from study.ask until told: what an interrupt must close
         pool = ThreadPoolExecutor(slots, thread_name_prefix="optuna-trial") if slots > 1 else None
+
+        def finish(trial: optuna.Trial, ret: JobReturn) -> None:
+            asked.pop(trial.number, None)
+            self._finish(study, trial, ret, n_trials, heartbeats)
+
         try:
             while True:
                 step = next_step(study, n_trials, bool(self.heartbeat_interval))
                 if step == "run" and len(running) < slots:
                     trial, overrides = self._ask(study, space)
+                    asked[trial.number] = trial
                     heartbeats.add(trial_id(trial))
                     idx, self.job_idx = self.job_idx, self.job_idx + 1
                     if pool is None:
-                        running[None] = trial
-                        ret = self._launch(trial, overrides, idx)
-                        del running[None]
-                        self._finish(study, trial, ret, n_trials, heartbeats)
+                        finish(trial, self._launch(trial, overrides, idx))
                     else:
                         self.config_loader.prepare(self.config, overrides)
                         running[pool.submit(self._launch, trial, overrides, idx)] = trial
@@ -176,14 +181,14 @@ class OptunaPruningSweeperImpl:
                     continue
                 done, _ = wait(running, timeout=self.heartbeat_interval, return_when=FIRST_COMPLETED)
                 for future in done:
-                    trial = running.pop(future)
-                    try:
-                        ret = future.result()
-                    except Exception as e:  # noqa: BLE001 - the launcher failed on this job alone
-                        ret = JobReturn(status=JobStatus.FAILED, _return_value=e)
-                    self._finish(study, trial, ret, n_trials, heartbeats)
+                    finish(running.pop(future), _result(future))
         except BaseException:
-            _fail_unfinished(study, list(running.values()))
+            for future in [f for f in running if f.done() and not f.cancelled()]:
+                ret = _result(future)  # finished before the interrupt was seen: its result counts
+                if ret.status == JobStatus.COMPLETED:
+                    with contextlib.suppress(BaseException):  # a callback seeing the interrupt again
+                        finish(running.pop(future), ret)
+            _fail_unfinished(study, list(asked.values()))
             raise
         finally:
             heartbeats.stop()
@@ -311,6 +316,13 @@ class _Heartbeats:
         self.stopped.set()
         if self.thread is not None:
             self.thread.join()
+
+
+def _result(future: Future) -> JobReturn:
+    try:
+        return future.result()
+    except Exception as e:  # noqa: BLE001 - the launcher failed on this job alone
+        return JobReturn(status=JobStatus.FAILED, _return_value=e)
 
 
 def _fail_unfinished(study: optuna.Study, trials: Sequence[optuna.Trial]) -> None:
