@@ -143,7 +143,7 @@ def test_every_exception_of_the_project_survives_pickling() -> None:
 
     from softmax_sweep.data import ContentMismatch
     from softmax_sweep.errors import SweepFailed, Terminated, UserError
-    from softmax_sweep.sweeping.trials import EpochPruned
+    from softmax_sweep.trial_runs import EpochPruned
 
     for error in (TrainingDiverged(3, float("nan"), 2.5), EpochPruned(2, 0.5), ContentMismatch(Path("/x"), "bad"),
                   UserError("u"), SweepFailed("s"), Terminated()):

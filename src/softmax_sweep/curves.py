@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from softmax_sweep.plots import plot_curves
-from softmax_sweep.tracking import RunLogger
+from softmax_sweep.runlog import RunLogger
 
 NOTE_TAG = "mlflow.note.content"  # a run's description in the MLflow UI (markdown)
 log = logging.getLogger("softmax_sweep")

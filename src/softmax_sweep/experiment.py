@@ -17,14 +17,17 @@ import numpy as np
 from mxnet import gluon
 from omegaconf import DictConfig, OmegaConf
 
+from optuna_pruning.urls import mask_password
 from softmax_sweep.config import PROJECT_ROOT, TrainConfig, to_settings
 from softmax_sweep.curves import log_curves
 from softmax_sweep.data import DataIter, Dataset, check_val_size, fixed_batches, load_dataset, split_indices
 from softmax_sweep.heap import freeze_before_first_run
 from softmax_sweep.interrupts import InterruptCheck
 from softmax_sweep.model import build_net, build_step
+from softmax_sweep.runlog import RunEndHook, RunLogger
 from softmax_sweep.sgd import SoftmaxSGD
-from softmax_sweep.tracking import RunEndHook, RunLogger, Tracker, mask_password, resolve_tracking_uri
+from softmax_sweep.stores import resolve_tracking_uri
+from softmax_sweep.tracking import Tracker
 from softmax_sweep.training import GAP, METRICS, TRAIN_EVAL_METRICS, Callback, FitResult, fit
 
 log = logging.getLogger("softmax_sweep")

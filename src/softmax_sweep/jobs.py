@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Optional
@@ -18,13 +18,10 @@ from softmax_sweep import interrupts
 from softmax_sweep.cli import defer, describe
 from softmax_sweep.config import TrainConfig, to_settings
 from softmax_sweep.errors import UserError
+from softmax_sweep.job_env import PARENT_ENV, VARIED_ENV, override_values
 from softmax_sweep.passwords import mask_logs, scrub_files
 
 log = logging.getLogger("softmax_sweep")
-# Set by whoever opened the MLflow parent run of a multirun or sweep
-PARENT_ENV = "SOFTMAX_SWEEP_PARENT_RUN_ID"
-# The keys a basic-sweeper multirun varies, set by its MLflow callback (run names show only these)
-VARIED_ENV = "SOFTMAX_SWEEP_VARIED"
 
 
 def _multirun() -> bool:
@@ -41,11 +38,6 @@ def _scrub_saved_configs() -> None:
     if _multirun():
         files.append(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
     scrub_files(files)
-
-
-def override_values(overrides: Iterable[str]) -> dict[str, str]:
-    """`key: value` of Hydra command-line overrides (`+key=v`, `++key=v` and `~key=v` alike)."""
-    return dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
 
 
 def _job_name(overrides: Sequence[str]) -> str:
@@ -75,10 +67,10 @@ def run_job(cfg: DictConfig) -> Optional[float]:
                             f"set it with {deleted[0]}=VALUE")
         settings = to_settings(cfg)  # bad values fail here, before MXNet and MLflow are imported
         if trial is not None:
-            from softmax_sweep.sweeping.trials import run_trial
+            from softmax_sweep.trial_runs import run_trial
 
             return run_trial(cfg, trial, trial.study.study_name, os.environ.get(PARENT_ENV), settings.seeds)
-        if settings.seeds > 1:  # a trial trains its seeds (sweeping.trials); a run would record them untrained
+        if settings.seeds > 1:  # a trial trains its seeds (trial_runs); a run would record them untrained
             raise UserError(f"seeds={settings.seeds} is for sweeps, where each trial trains seeds seed, seed+1, ...: "
                             "a run trains one seed (seed=N), or run -m sweep=NAME with seeds")
         from softmax_sweep.experiment import train
@@ -109,7 +101,7 @@ def _record_failed_job(cfg: DictConfig, reason: str) -> None:
     """A multirun job whose settings were refused still gets its run: FAILED, with the reason,
     under the multirun's parent (so the table and the MLflow UI show every job)."""
     from softmax_sweep.experiment import open_tracker
-    from softmax_sweep.tracking import resolve_tracking_uri
+    from softmax_sweep.stores import resolve_tracking_uri
 
     parent = os.environ.get(PARENT_ENV)
     try:

@@ -105,3 +105,11 @@ def view_tag(key: str, state: dict[str, Any]) -> tuple[str, str]:
 
 def experiment_view_tags() -> dict[str, str]:
     return dict(view_tag(key, experiment_view_state(metric)) for metric, key in RUNS_VIEWS.items())
+
+
+def view_state(tag_value: str) -> Any:
+    """A saved view's state, its timestamps aside (None for a tag that is not a view)."""
+    try:
+        return json.loads(json.loads(tag_value)["state"])
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -12,12 +12,13 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from optuna_pruning import SweepCallback, job_error
+from optuna_pruning.urls import mask_password
 from softmax_sweep import interrupts
 from softmax_sweep.config import to_settings
 from softmax_sweep.data import load_dataset
 from softmax_sweep.errors import StoreUnreachable
 from softmax_sweep.heap import freeze_setup
-from softmax_sweep.jobs import PARENT_ENV
+from softmax_sweep.job_env import PARENT_ENV
 from softmax_sweep.sweeping.parent import (
     BestSoFar,
     check_sweep,
@@ -27,7 +28,6 @@ from softmax_sweep.sweeping.parent import (
     open_parent_run,
 )
 from softmax_sweep.sweeping.recovery import close_stale_run
-from softmax_sweep.tracking import mask_password
 
 log = logging.getLogger("softmax_sweep.sweep")
 
@@ -87,7 +87,7 @@ class SweepTracking(SweepCallback):
         run; a job whose run had just finished, but whose result never reached the sweep, has
         that run marked KILLED."""
         from optuna_pruning.workers import worker_name
-        from softmax_sweep.sweeping.trials import trial_run_name
+        from softmax_sweep.trial_runs import trial_run_name
 
         me = worker_name()
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):

@@ -22,11 +22,11 @@ class MlflowMultirunCallback(Callback):
         callbacks = config.hydra.sweeper.get("callbacks") or {}
         if any(node.get("_target_") == SWEEP_TRACKING for node in callbacks.values()):
             return
+        from optuna_pruning.urls import mask_password
         from softmax_sweep import cli
         from softmax_sweep.config import to_settings
         from softmax_sweep.experiment import tracker_for
-        from softmax_sweep.jobs import PARENT_ENV, VARIED_ENV, override_values
-        from softmax_sweep.tracking import mask_password
+        from softmax_sweep.job_env import PARENT_ENV, VARIED_ENV, override_values
 
         app_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
         sweep_dir = config.hydra.sweep.dir
@@ -47,7 +47,7 @@ class MlflowMultirunCallback(Callback):
 
             from hydra.core.hydra_config import HydraConfig
 
-            from softmax_sweep.tracking import mask_password
+            from optuna_pruning.urls import mask_password
 
             job = HydraConfig.get().job
             logging.getLogger("softmax_sweep").info("job %d: %s", job.num,
@@ -63,7 +63,7 @@ class MlflowMultirunCallback(Callback):
         if self.parent is None:
             return
         from softmax_sweep import cli
-        from softmax_sweep.jobs import PARENT_ENV, VARIED_ENV
+        from softmax_sweep.job_env import PARENT_ENV, VARIED_ENV
 
         cli.forget_abort(self._abort)
         metric = config.get("optimized_metric", "val_acc")
@@ -126,7 +126,7 @@ def _as_study(children, metric: str):
 
     from optuna_pruning.search_space import SearchSpace
     from softmax_sweep.config import OPTIMIZABLE_METRICS
-    from softmax_sweep.jobs import override_values
+    from softmax_sweep.job_env import override_values
 
     given = [override_values(c.data.tags.get("hydra.overrides", "").split()) for c in children]
     varied = sorted({k for g in given for k in g if len({h.get(k) for h in given}) > 1})

@@ -27,16 +27,18 @@ from optuna_pruning.studies import (
     open_study,
     reap_dead_local_trials,
 )
+from optuna_pruning.urls import mask_password
 from optuna_pruning.workers import worker_name
 from softmax_sweep import views
 from softmax_sweep.config import OPTIMIZABLE_METRICS, TrainConfig
 from softmax_sweep.data_names import data_label
 from softmax_sweep.errors import UserError
+from softmax_sweep.runlog import RunLogger
 from softmax_sweep.sweeping import answer
 from softmax_sweep.sweeping.recovery import close_stale_run
 from softmax_sweep.sweeping.report import Curves, write_report
 from softmax_sweep.sweeping.search_space import bound_warnings
-from softmax_sweep.tracking import RunLogger, Tracker, mask_password
+from softmax_sweep.tracking import Tracker
 
 log = logging.getLogger("softmax_sweep.sweep")
 PARENT_ATTR = "mlflow_parent_run_id"

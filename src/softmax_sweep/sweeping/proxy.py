@@ -16,7 +16,7 @@ def serve(storage_url: str, host: str, port: int) -> None:
     from optuna.storages import run_grpc_proxy_server
 
     from optuna_pruning.studies import make_storage
-    from softmax_sweep.tracking import mask_password
+    from optuna_pruning.urls import mask_password
 
     storage = make_storage(storage_url)
     log.info("serving Optuna storage %s on grpc://%s:%d (Ctrl-C stops)", mask_password(storage_url), host, port)

@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from optuna_pruning.urls import mask_password
 from optuna_pruning.workers import end_with_parent, worker_name
 from softmax_sweep import interrupts
 from softmax_sweep.cli import prepare_overrides, run_cli, user_full_error
@@ -23,7 +24,6 @@ from softmax_sweep.config import CONF_DIR, to_settings
 from softmax_sweep.errors import SweepFailed, Terminated, UserError
 from softmax_sweep.heap import freeze_setup
 from softmax_sweep.passwords import hide_passwords, mask_logs
-from softmax_sweep.tracking import mask_password
 
 log = logging.getLogger("softmax_sweep.sweep")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
@@ -110,7 +110,7 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Optional[Sequence[str]
     from softmax_sweep.data import load_dataset
     from softmax_sweep.errors import TrainingDiverged
     from softmax_sweep.sweeping.parent import BestSoFar, end_stopped_sweep, finish_sweep, open_sweep
-    from softmax_sweep.sweeping.trials import run_trial
+    from softmax_sweep.trial_runs import run_trial
 
     freeze_setup()
     plain, sweep_overrides = split_overrides(args.overrides)

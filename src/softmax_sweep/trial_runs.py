@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from optuna_pruning.workers import worker_name
 from softmax_sweep import interrupts
 from softmax_sweep.errors import UserError
-from softmax_sweep.tracking import RunLogger
+from softmax_sweep.runlog import RunLogger
 
 
 class EpochPruned(optuna.TrialPruned):
