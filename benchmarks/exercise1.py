@@ -22,7 +22,7 @@ import optuna
 import published
 from mlflow.tracking import MlflowClient
 
-from optuna_pruning.studies import make_storage
+from optuna_pruning.storages import make_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = {

@@ -116,7 +116,7 @@ def _runs(db: Path) -> list[str]:
 def _trials(storage: str) -> list[str]:
     import optuna
 
-    from optuna_pruning.studies import make_storage
+    from optuna_pruning.storages import make_storage
 
     if storage.startswith("journal:///") and not Path(storage[len("journal:///"):]).exists():
         return []
@@ -146,7 +146,7 @@ def _disagreements(folder: Path) -> int:
     """Trials whose MLflow run says otherwise (a FAIL trial with a FINISHED run, ...)."""
     import optuna
 
-    from optuna_pruning.studies import make_storage
+    from optuna_pruning.storages import make_storage
 
     journal = folder / "mlruns" / "optuna.journal"
     if not journal.exists():
@@ -513,7 +513,7 @@ def sigkill_one_worker(folder: Path) -> Outcome:
     """SIGKILL one of two study workers mid-trial: the other one takes its trial over."""
     import optuna
 
-    from optuna_pruning.studies import make_storage
+    from optuna_pruning.storages import make_storage
 
     outcome = Outcome()
     journal = f"journal:///{folder / 'mlruns' / 'optuna.journal'}"

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from optuna_pruning.studies import make_storage
+from optuna_pruning.storages import make_storage
 from softmax_sweep.config import to_settings
 from softmax_sweep.data import load_dataset
 from softmax_sweep.experiment import train_softmax

@@ -35,7 +35,7 @@ from typing import Optional
 import optuna
 import published
 
-from optuna_pruning.studies import make_storage
+from optuna_pruning.storages import make_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "tune-digits"

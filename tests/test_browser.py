@@ -17,7 +17,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from optuna_pruning.studies import make_storage
+from optuna_pruning.storages import make_storage
 
 from conftest import clean_env, free_port, server_env, stop_process_group
 

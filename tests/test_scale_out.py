@@ -18,7 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from optuna_pruning.studies import make_storage
+from optuna_pruning.storages import make_storage
 from softmax_sweep.config import PROJECT_ROOT
 
 from conftest import clean_env, free_port, mlflow_server, run_statuses, wait_for_count
@@ -243,7 +243,7 @@ def test_a_study_on_mysql(tmp_path: Path) -> None:
 def test_concurrent_first_users_of_a_new_postgresql_storage(postgres) -> None:
     """Four processes opening the same new, empty database as Optuna storage at once: Optuna's
     table creation races (before: DuplicateTable or a duplicate key, 6 of 20 openings in a probe)."""
-    code = "import sys; from optuna_pruning.studies import make_storage; make_storage(sys.argv[1])"
+    code = "import sys; from optuna_pruning.storages import make_storage; make_storage(sys.argv[1])"
     for _ in range(3):
         url = f"{PG}/{postgres()}"
         procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from optuna_pruning import SweeperError
 from optuna_pruning.search_space import parse_search_space
-from optuna_pruning.studies import make_storage
+from optuna_pruning.storages import make_storage
 from softmax_sweep.config import CONF_DIR, PROJECT_ROOT
 from softmax_sweep.errors import SweepFailed
 from softmax_sweep.sweeping.script import build_parser, run_study

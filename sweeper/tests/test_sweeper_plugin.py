@@ -16,7 +16,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from optuna_pruning.search_space import parse_search_space
-from optuna_pruning.studies import make_storage
+from optuna_pruning.storages import make_storage
 
 APP = Path(__file__).parent / "foreign_app" / "app.py"
 
@@ -61,10 +61,10 @@ def test_upstream_sampler_keys_without_a_sampler_node(tmp_path: Path) -> None:
 def test_motpe_says_it_is_gone() -> None:
     """Optuna 4 removed MOTPESampler; hydra/sweeper/optuna_sampler=motpe says what to use."""
     from optuna_pruning import SweeperError
-    from optuna_pruning.studies import make_sampler
+    from optuna_pruning.samplers import make_sampler
 
     with pytest.raises(SweeperError, match="The 'motpe' sampler was removed in Optuna 4.0. Use .*=tpe"):
-        make_sampler({"_target_": "optuna_pruning.studies.motpe_removed"}, parse_search_space({}))
+        make_sampler({"_target_": "optuna_pruning.samplers.motpe_removed"}, parse_search_space({}))
 
 
 def run_app(tmp_path: Path, *overrides: str, ok: bool = True, env: dict | None = None,

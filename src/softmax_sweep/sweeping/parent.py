@@ -14,19 +14,11 @@ import optuna
 from mlflow.exceptions import MlflowException
 from optuna.trial import TrialState
 
+from optuna_pruning.samplers import make_pruner, make_sampler
 from optuna_pruning.search_space import SearchSpace
-from optuna_pruning.studies import (
-    STORAGE_TIMEOUT,
-    StaleTrials,
-    best_value_steps,
-    count_trials,
-    drop_queued_outside,
-    make_pruner,
-    make_sampler,
-    make_storage,
-    open_study,
-    reap_dead_local_trials,
-)
+from optuna_pruning.stale import StaleTrials, reap_dead_local_trials
+from optuna_pruning.storages import STORAGE_TIMEOUT, make_storage
+from optuna_pruning.studies import best_value_steps, count_trials, drop_queued_outside, open_study
 from optuna_pruning.urls import mask_password
 from optuna_pruning.workers import worker_name
 from softmax_sweep import views

@@ -15,7 +15,7 @@ log = logging.getLogger("softmax_sweep.sweep")
 def serve(storage_url: str, host: str, port: int) -> None:
     from optuna.storages import run_grpc_proxy_server
 
-    from optuna_pruning.studies import make_storage
+    from optuna_pruning.storages import make_storage
     from optuna_pruning.urls import mask_password
 
     storage = make_storage(storage_url)

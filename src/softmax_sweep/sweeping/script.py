@@ -97,15 +97,9 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Optional[Sequence[str]
     call from Python) the study runs in this process unless --workers says otherwise."""
     import optuna
 
+    from optuna_pruning.quiet import quietly
     from optuna_pruning.search_space import parse_search_space
-    from optuna_pruning.studies import (
-        next_step,
-        overshoot,
-        quietly,
-        too_many_failures,
-        trial_line,
-        trials_to_go,
-    )
+    from optuna_pruning.studies import next_step, overshoot, too_many_failures, trial_line, trials_to_go
     from softmax_sweep.curves import drawn_in_background
     from softmax_sweep.data import load_dataset
     from softmax_sweep.errors import TrainingDiverged

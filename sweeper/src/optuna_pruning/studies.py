@@ -1,210 +1,30 @@
-"""Opening Optuna studies for sweeps (the Hydra sweeper and any study script alike): storages,
-samplers, pruners, counting trials toward n_trials, and trials whose worker died."""
+"""Opening Optuna studies for sweeps (the Hydra sweeper and any study script alike), their queued
+trials, and counting trials toward n_trials."""
 from __future__ import annotations
 
-import contextlib
-import copy
 import itertools
 import json
 import logging
 import math
-import time
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 import optuna
-import sqlalchemy
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
-from optuna.storages.journal import JournalFileBackend
+from omegaconf import OmegaConf
+from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_pruning import deadlines
 from optuna_pruning.errors import SweeperError
 from optuna_pruning.internals import storage_of, trial_id
-from optuna_pruning.search_space import SearchSpace, describe_distribution
-from optuna_pruning.urls import mask_password, openable
-from optuna_pruning.workers import dead_local_worker, other_local_worker
+from optuna_pruning.quiet import quietly
+from optuna_pruning.search_space import describe_distribution
+from optuna_pruning.stale import StaleTrials, reap_dead_local_trials
+from optuna_pruning.storages import damaged_journal
+from optuna_pruning.workers import other_local_worker
 
 log = logging.getLogger("optuna_pruning")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-JOURNAL_PREFIX = "journal:///"
-STORAGE_TIMEOUT = 60.0  # seconds a call to a database server may take
 DROPPED = "outside the search space of a later start: not run"
-StaleHandler = Callable[[optuna.Study, FrozenTrial, str], None]
-
-
-@contextlib.contextmanager
-def quietly() -> Iterator[None]:
-    """Around the sweeper's own calls into Optuna: its INFO lines (a study created, a trial
-    finished: the sweep logs one line per trial itself) and its notices that heartbeats and the
-    gRPC proxy are experimental. The host's log level and warning filters are back afterwards."""
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(max(level, optuna.logging.ERROR))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            yield
-    finally:
-        optuna.logging.set_verbosity(level)
-
-
-def make_storage(url: Optional[str], heartbeat_interval: Optional[int] = None, grace_period: Optional[int] = None,
-                 on_stale: Optional[StaleHandler] = None, timeout: Optional[float] = STORAGE_TIMEOUT):
-    """An Optuna storage from a URL: None (in memory, as in hydra-optuna-sweeper), journal:///file
-    (safe for several local processes), sqlite:///, postgresql://, mysql:// (RDB; heartbeats
-    possible), or grpc://host:port (Optuna's gRPC storage proxy in front of an RDB). A call to a
-    database server that takes longer than `timeout` seconds fails (None: no bound)."""
-    if not url:
-        if heartbeat_interval:
-            raise SweeperError("heartbeats need a database storage, not storage: null")
-        return optuna.storages.InMemoryStorage()
-    if heartbeat_interval and not url.startswith(("sqlite", "postgresql", "mysql")):
-        raise SweeperError(f"heartbeats need a database storage (sqlite://, postgresql://, mysql://), "
-                           f"not {mask_password(url)}")
-    if url.startswith(JOURNAL_PREFIX):
-        path = Path("/" + url[len(JOURNAL_PREFIX):].lstrip("/"))
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return JournalStorage(JournalFileBackend(str(path)))
-        except OSError as e:
-            raise SweeperError(f"cannot use the journal file {path} as Optuna storage: {e.strerror or e}") from None
-        except ValueError as e:  # bytes that are not a journal's JSON lines (UnicodeDecodeError, JSONDecodeError)
-            raise _damaged_journal(str(path), e) from None
-    if url.startswith("grpc://"):
-        return _grpc_proxy(url)
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    url = openable(url)
-    kwargs: dict[str, Any] = {}
-    if heartbeat_interval:
-        with quietly():
-            retry = RetryHeartbeatStaleTrialCallback(max_retry=3)
-        kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period or 2 * heartbeat_interval,
-                      heartbeat_stale_trial_callback=StaleTrials(on_stale) if on_stale else retry)
-    try:
-        return _new_rdb_storage(url, kwargs, timeout)
-    except ImportError as e:
-        raise SweeperError(f"storage {mask_password(url)} needs a database driver: {e}") from None
-    except Exception as e:  # SQLAlchemy's errors for bad URLs and unreachable servers
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SweeperError(f"cannot open Optuna storage {mask_password(url)}: {mask_password(first)}") from None
-
-
-def _damaged_journal(which: str, error: ValueError) -> SweeperError:
-    return SweeperError(f"the Optuna journal {which} is damaged ({type(error).__name__}): move it away to start "
-                        "afresh, or choose another storage")
-
-
-def _grpc_proxy(url: str):
-    host, _, port = url[len("grpc://"):].rstrip("/").rpartition(":")
-    from optuna.storages import GrpcStorageProxy
-
-    try:
-        with quietly():
-            proxy = GrpcStorageProxy(host=host or "localhost", port=int(port))
-        proxy.get_all_studies()  # a proxy that is not there fails here, not in the first trial
-    except Exception as e:  # noqa: BLE001 - grpc's errors, a bad port number
-        detail = e.details() if callable(getattr(e, "details", None)) else str(e).strip() or type(e).__name__
-        raise SweeperError(f"no Optuna storage proxy answers at {url} ({detail.splitlines()[0][:200]}): start "
-                           f"one there (optuna.storages.run_grpc_proxy_server), or check the address") from None
-    return proxy
-
-
-def _new_rdb_storage(url: str, kwargs: dict[str, Any], timeout: Optional[float], attempts: int = 5) -> RDBStorage:
-    """RDBStorage, tried again while another process is creating the same new schema: Optuna's
-    create-tables-if-missing is not atomic, and the loser of the race sees 'already exists' or a
-    duplicate key; once the winner is done, the schema is there to use."""
-    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if url.startswith("sqlite"):
-        engine_kwargs = {"connect_args": {"timeout": 60}}
-    elif url.startswith("postgresql"):  # a server that does not answer: give up, do not hang
-        # deadlines.watch pings instead of the pool
-        engine_kwargs = {"connect_args": {"connect_timeout": int(min(10, timeout or 10))}}
-    elif url.startswith("mysql"):  # both MySQL drivers have socket timeouts of their own
-        bound = {"read_timeout": int(timeout), "write_timeout": int(timeout)} if timeout else {}
-        engine_kwargs["connect_args"] = {"connect_timeout": int(min(10, timeout or 10)), **bound}
-    for attempt in range(1, attempts + 1):
-        try:
-            if url.startswith("postgresql"):
-                return _watched_rdb_storage(url, engine_kwargs, kwargs, timeout)
-            return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-        except Exception as e:  # noqa: BLE001 - SQLAlchemy wraps each driver's error differently
-            text = str(e).lower()
-            if attempt == attempts or not ("already exists" in text or "duplicate" in text):
-                raise
-            time.sleep(0.2 * attempt)
-    raise AssertionError("unreachable")
-
-
-def _watched_rdb_storage(url: str, engine_kwargs: dict[str, Any], kwargs: dict[str, Any],
-                         timeout: Optional[float]) -> RDBStorage:
-    """RDBStorage whose calls are bounded from the first (its constructor creates tables and
-    checks the schema): its engine gets a pool that is watched already."""
-    if not timeout:
-        return RDBStorage(url, engine_kwargs={**engine_kwargs, "pool_pre_ping": True}, **kwargs)
-    connector = sqlalchemy.create_engine(url, **engine_kwargs)
-    watch = deadlines.watch(connector, timeout, url)
-    try:
-        storage = RDBStorage(url, engine_kwargs={**engine_kwargs, "pool": connector.pool}, **kwargs)
-    except Exception as e:
-        if watch.cut_in:
-            raise watch.error() from e
-        raise
-    watch.errors_of(storage.engine)
-    return storage
-
-
-def make_sampler(sampler: Any, space: SearchSpace) -> optuna.samplers.BaseSampler:
-    """A sampler from its config node (hydra/sweeper/optuna_sampler, or any `_target_` with its
-    constructor's settings); settings left null take Optuna's default; grid gets the search space."""
-    if sampler is None:
-        return optuna.samplers.TPESampler()
-    node = _settings(sampler)
-    try:
-        factory = instantiate(node, _partial_=True)
-    except Exception as e:  # noqa: BLE001 - a bad class name or setting: Hydra's InstantiationException
-        raise SweeperError(f"hydra.sweeper.sampler: {_cause_line(e)}") from None
-    if getattr(factory, "func", None) is optuna.samplers.GridSampler:
-        return factory(search_space=space.grid())
-    try:
-        return factory()
-    except SweeperError:
-        raise
-    except (TypeError, ValueError, ImportError) as e:
-        raise SweeperError(f"hydra.sweeper.sampler ({node.get('_target_')}): {e}") from None
-
-
-def motpe_removed(**settings: Any) -> optuna.samplers.BaseSampler:
-    """hydra/sweeper/optuna_sampler=motpe, as upstream keeps it: Optuna 4 has no MOTPESampler."""
-    raise SweeperError("The 'motpe' sampler was removed in Optuna 4.0. Use 'hydra/sweeper/optuna_sampler=tpe' "
-                       "instead. TPESampler now handles multi-objective optimization.")
-
-
-def make_pruner(pruner: Any) -> optuna.pruners.BasePruner:
-    if pruner is None:
-        return optuna.pruners.NopPruner()
-    if isinstance(pruner, optuna.pruners.BasePruner):
-        return pruner
-    try:
-        return instantiate(_settings(pruner))
-    except Exception as e:  # noqa: BLE001
-        raise SweeperError(f"hydra.sweeper.optuna_pruner: {_cause_line(e)}") from None
-
-
-def _settings(node: Any) -> dict[str, Any]:
-    data = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-    data.pop("_partial_", None)
-    return {k: v for k, v in data.items() if v is not None}
-
-
-def _cause_line(error: BaseException) -> str:
-    while error.__cause__ is not None:
-        error = error.__cause__
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def directions_of(direction: Any) -> list[str]:
@@ -230,7 +50,7 @@ def open_study(storage, study_name: Optional[str], directions: Sequence[str], sa
             study = optuna.create_study(storage=storage, study_name=study_name, directions=list(directions),
                                         sampler=sampler, pruner=pruner, load_if_exists=True)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:  # a journal file of other bytes
-        raise _damaged_journal(f"of study {study_name}", e) from None
+        raise damaged_journal(f"of study {study_name}", e) from None
     except ValueError as e:  # e.g. resumed with other directions
         raise SweeperError(f"study {study_name}: {e}") from None
     if metric_names and list(study.metric_names or []) != list(metric_names):
@@ -409,35 +229,3 @@ def trial_line(study: optuna.Study, number: int, n_trials: int) -> str:
     return f"[{done}/{n_trials}] trial {number} {trial.state.name}: {detail} ({shown})"
 
 
-class StaleTrials:
-    """Optuna calls this (from any live or later worker) for a RUNNING trial whose heartbeat is
-    older than the grace period: its parameters are queued as a new trial, then on_stale is told."""
-
-    def __init__(self, on_stale: Optional[StaleHandler] = None, max_retry: int = 3) -> None:
-        with quietly():
-            self.retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-        self.on_stale = on_stale
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial,
-                 why: str = "its worker stopped sending heartbeats (no heartbeat within the grace period)") -> None:
-        retry = copy.deepcopy(trial)
-        retry.user_attrs.pop("worker", None)  # the retry runs elsewhere
-        self.retry(study, retry)
-        log.warning("trial %d: %s; marked FAIL and queued again", trial.number, why)
-        if self.on_stale is not None:
-            self.on_stale(study, trial, why)
-
-
-def reap_dead_local_trials(study: optuna.Study, handler: StaleTrials) -> None:
-    """Trials left RUNNING by a worker process of this machine that is gone (SIGKILL, a power
-    cut; on any storage, heartbeats or not): FAIL, queued again, handler told."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get("worker")
-        if not worker or not dead_local_worker(worker):
-            continue
-        try:
-            storage_of(study).set_trial_user_attr(trial_id(trial), "fail_reason", f"its worker {worker} died")
-            storage_of(study).set_trial_state_values(trial_id(trial), TrialState.FAIL)
-        except RuntimeError:
-            continue  # another process reaped it first
-        handler(study, storage_of(study).get_trial(trial_id(trial)), f"its worker {worker} died")

@@ -27,31 +27,29 @@ from optuna_pruning import trial as door
 from optuna_pruning.callbacks import job_error
 from optuna_pruning.errors import SweeperError, TooManyFailures
 from optuna_pruning.internals import storage_of, trial_id
+from optuna_pruning.quiet import quietly
 from optuna_pruning.reuse import ReusingConfigLoader
+from optuna_pruning.samplers import make_pruner, make_sampler
 from optuna_pruning.search_space import SearchSpace, parse_search_space
+from optuna_pruning.stale import StaleTrials, reap_dead_local_trials
+from optuna_pruning.storages import STORAGE_TIMEOUT, make_storage
 from optuna_pruning.studies import (
-    STORAGE_TIMEOUT,
-    StaleTrials,
     directions_of,
     drop_queued_outside,
-    make_pruner,
-    make_sampler,
-    make_storage,
-    mask_password,
     next_step,
     open_study,
-    quietly,
-    reap_dead_local_trials,
     too_many_failures,
     trial_line,
     trials_to_go,
 )
+from optuna_pruning.urls import mask_password
 from optuna_pruning.workers import worker_name
 
 log = logging.getLogger("optuna_pruning")
 # a launcher's errors for a job whose worker process died (SIGKILL, out of memory): joblib's loky
 # pool, then every job in flight in that pool fails with it; concurrent.futures' process pool
 WORKER_DIED = ("TerminatedWorkerError", "BrokenProcessPool")
+ENDING_JOBS_WAIT = 3.0  # seconds an interrupted sweep waits for the results of jobs in flight
 
 
 class OptunaPruningSweeperImpl:
@@ -183,8 +181,11 @@ class OptunaPruningSweeperImpl:
                 for future in done:
                     finish(running.pop(future), _result(future))
         except BaseException:
+            # jobs in flight got the terminal's Ctrl-C too and end within a second or two, or had just
+            # finished: what they return counts; those still running after that are failed
+            wait(running, timeout=ENDING_JOBS_WAIT)
             for future in [f for f in running if f.done() and not f.cancelled()]:
-                ret = _result(future)  # finished before the interrupt was seen: its result counts
+                ret = _result(future)
                 if ret.status == JobStatus.COMPLETED:
                     with contextlib.suppress(BaseException):  # a callback seeing the interrupt again
                         finish(running.pop(future), ret)

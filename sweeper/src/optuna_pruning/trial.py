@@ -76,7 +76,8 @@ def _load(trial_id: int) -> Optional[optuna.Trial]:
     import optuna
     from hydra.core.hydra_config import HydraConfig
 
-    from optuna_pruning.studies import STORAGE_TIMEOUT, make_pruner, make_storage
+    from optuna_pruning.samplers import make_pruner
+    from optuna_pruning.storages import STORAGE_TIMEOUT, make_storage
 
     sweeper = HydraConfig.get().sweeper
     if not sweeper.get("storage"):

@@ -109,7 +109,7 @@ class MOTPESamplerConfig:
     """Optuna 4 removed MOTPESampler: choosing it says to use tpe. Upstream's settings are kept, so
     that a config setting them (`seed`) composes and the user gets that message, not a key error."""
 
-    _target_: str = "optuna_pruning.studies.motpe_removed"
+    _target_: str = "optuna_pruning.samplers.motpe_removed"
     seed: Optional[int] = None
     consider_prior: Optional[bool] = None
     prior_weight: Optional[float] = None
