@@ -9,7 +9,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 
 from softmax_sweep.stats import mean_ci, paired_p_value
-from softmax_sweep.sweeping import answer
+from softmax_sweep.sweeping import answer, answer_plots, answer_text
 
 LOSS = [.8, .5, .3, .2]  # training loss of the model at each epoch's end, every seed
 SEEDS = {  # three seeds of 500 images at lr 1.0 without a remedy: the test accuracy peaks at epoch 2
@@ -67,7 +67,7 @@ def test_answer_numbers_by_hand(tmp_path: Path) -> None:
     # one run, from its own best epoch: .05, .05, .05; gap growth: .15, .10, .15
     assert found.single_fall == (pytest.approx(0.05), 0.0)
     assert found.gap_growth == (pytest.approx(0.133333, abs=1e-6), pytest.approx(0.071711, abs=1e-6))
-    text = answer.answer_markdown([found], "Fashion-MNIST")
+    text = answer_text.answer_markdown([found], "Fashion-MNIST")
     assert text.index("**Test accuracy falls again because") < text.index("## The evidence")  # the conclusion first
     assert ("| 500 | 1 | 32 | 2 | 0.7967 | 0.7500 | +4.67 +- 1.43 | +5.00 +- 0.00 | 2 | 0.707 | 0.850 | "
             "+0.14 +- 0.01 | +7.00 +- 8.61 | +20.33 +- 1.43 |") in text
@@ -77,7 +77,7 @@ def test_answer_numbers_by_hand(tmp_path: Path) -> None:
            "lr 1: from 0.71 at epoch 2 to 0.85, +0.14 +- 0.01)" in text
     assert "falls beyond the noise in 1 of 1 settings (at most 4.67 points)" in text
     assert "early stopping helps in 1 of 1 (+5.00 to +5.00 points)" in text
-    for name, plot in (("curves.png", answer.plot_curves_by_size), ("remedies.png", answer.plot_remedies)):
+    for name, plot in (("curves.png", answer_plots.plot_curves_by_size), ("remedies.png", answer_plots.plot_remedies)):
         assert plot(configs, "Fashion-MNIST", tmp_path / name).stat().st_size > 10_000
 
 
@@ -87,10 +87,10 @@ def test_the_answer_compares_more_data_and_a_larger_batch() -> None:
     study = study_of({(500, 1.0, 32, "none"): list(SEEDS), (55000, 0.1, 256, "none"): list(ALL),
                       (500, 4.0, 128, "none"): list(fast)})
     found = answer.settings(answer.load_configs(study, {**SEEDS, **ALL, **fast}))
-    study_rows, reference, batch = answer._roles(found)
+    study_rows, reference, batch = answer_text.roles(found)
     assert [s.train_size for s in study_rows] == [500] and reference.train_size == 55000 and batch.lr == 4.0
     assert reference.gap_last == (0.0, 0.0) and not reference.loss_rises
-    text = answer.answer_markdown(found, "Fashion-MNIST")
+    text = answer_text.answer_markdown(found, "Fashion-MNIST")
     # lr 4 and lr 1 on 500 images end at the same test loss: no ratio between them
     assert "the test loss ends at 0.85 against 0.20 on the training images: the model has grown confident" in text
     assert "**More data is the first remedy:** with every training image (55000, the chapter's lr 0.1 and batch " \
@@ -104,7 +104,7 @@ def test_no_fall_is_said_so() -> None:
     flat = {k: {**h, "test_acc": [.70, .75, .77, .78 + 0.001 * i]} for i, (k, h) in enumerate(SEEDS.items())}
     (found,) = answer.settings(answer.load_configs(study_of({(500, 1.0, 32, "none"): list(flat)}), flat))
     assert not found.falls and found.peak_epoch == 4
-    text = answer.answer_markdown([found], "Fashion-MNIST")
+    text = answer_text.answer_markdown([found], "Fashion-MNIST")
     assert "falls beyond the noise in 0 of 1 settings;" in text
     # gap at the best validation epoch .10, .14, .10; at the last .17, .179, .168: growth .07, .039, .068
     assert "the gap between them grows by 5.90 +- 4.31 points after the best epoch" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -149,7 +150,8 @@ def test_sigkill_of_a_worker_is_recovered(postgres, tmp_path: Path) -> None:
     output, _ = coordinator.communicate(timeout=600)
     assert coordinator.returncode == 0, output[-3000:]
     assert "1 of 2 workers exited with an error (exit codes -9)" in output
-    assert f"trial {killed_trial}: its worker stopped sending heartbeats" in output
+    # whoever notices first: a heartbeat check, or the sibling that sees the process gone
+    assert re.search(rf"trial {killed_trial}: its worker (stopped sending heartbeats|\S+ died)", output), output
 
     study = _study(storage)
     dead = study.trials[killed_trial]
@@ -162,7 +164,7 @@ def test_sigkill_of_a_worker_is_recovered(postgres, tmp_path: Path) -> None:
     runs, parents, children = _sweep_runs(client, "softmax-sweep", study)
     dead_run = client.get_run(dead.user_attrs["mlflow_run_id"])
     assert dead_run.info.status == "FAILED" and dead_run.data.tags["optuna.state"] == "FAIL"
-    assert "no heartbeat" in dead_run.data.tags["failure_reason"]
+    assert re.search("no heartbeat|died", dead_run.data.tags["failure_reason"])
     assert dead_run.data.tags["worker"].endswith(f":{pid}")
     _assert_one_child_per_finished_trial(study, parents, children)
     assert "RUNNING" not in {r.info.status for r in runs}

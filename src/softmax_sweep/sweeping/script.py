@@ -5,8 +5,6 @@ import argparse
 import logging
 import os
 import shlex
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -19,11 +17,12 @@ from omegaconf import DictConfig, OmegaConf
 from optuna_pruning.urls import mask_password
 from optuna_pruning.workers import end_with_parent, worker_name
 from softmax_sweep import interrupts
-from softmax_sweep.cli import prepare_overrides, run_cli, user_full_error
+from softmax_sweep.cli import prepare_overrides, run_cli
 from softmax_sweep.config import CONF_DIR, to_settings
-from softmax_sweep.errors import SweepFailed, Terminated, UserError
+from softmax_sweep.errors import SweepFailed, UserError
 from softmax_sweep.heap import freeze_setup
 from softmax_sweep.passwords import hide_passwords, mask_logs
+from softmax_sweep.sweeping import study_workers
 
 log = logging.getLogger("softmax_sweep.sweep")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
@@ -196,7 +195,7 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Optional[Sequence[str]
                  trials_to_go(study, n_trials), os.cpu_count() or 1)
     try:
         if workers > 1:
-            failed = run_workers(workers, argv or ())
+            failed = study_workers.run_workers(workers, argv or ())
             if failed and next_step(study, n_trials, bool(heartbeat), opened.stale) != "done":
                 raise SweepFailed(f"{len(failed)} of {workers} workers failed before the study had "
                                   f"{n_trials} trials; their messages are above. Run the command again to resume.")
@@ -214,59 +213,6 @@ def run_study(sweep: str, args: argparse.Namespace, argv: Optional[Sequence[str]
         log.info(note)
     for line in finish_sweep(parent, study, space, rerun, metric=settings.optimized_metric):
         log.info(line)
-
-
-def run_workers(k: int, argv: Sequence[str]) -> list[int]:
-    """Run this command as K worker processes and wait for them. Ctrl-C in a terminal reaches
-    them all; a signal sent to this process alone is passed on."""
-    command = [sys.executable, sys.argv[0], *_without_workers_flag(argv), "--workers", "1"]
-    env = dict(os.environ)
-    if not user_full_error():  # run_cli set it to see Hydra's errors; a worker's user errors stay one line
-        env.pop("HYDRA_FULL_ERROR", None)
-    # Workers share the cores: each gets its share of OpenMP threads and MXNet's synchronous
-    # engine, whose single thread does the work that engine threads would hand back and forth
-    # (measured on 2 cores: 1.68x the throughput of one worker, against 1.49x without).
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // k)))
-    env.setdefault("MXNET_ENGINE_TYPE", "NaiveEngine")
-    workers = [subprocess.Popen([*command, "--worker", str(i)], env=env) for i in range(k)]
-    try:
-        while any(w.poll() is None for w in workers):  # collects each as it ends, not in order
-            time.sleep(0.5)
-        codes = [w.returncode for w in workers]
-    except KeyboardInterrupt as e:
-        _stop(workers, signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
-        raise
-    failed = [c for c in codes if c != 0]
-    if failed:  # the study decides whether the sweep failed: live workers recover a dead one's trials
-        log.warning("%d of %d workers exited with an error (exit codes %s)", len(failed), k,
-                    ", ".join(map(str, failed)))
-    return failed
-
-
-def _stop(workers: Sequence[subprocess.Popen], signum: int) -> None:
-    deadline = time.monotonic() + 3  # a terminal's Ctrl-C reached them already: let them finish
-    for w in workers:
-        try:
-            w.wait(timeout=max(deadline - time.monotonic(), 0.01))
-        except subprocess.TimeoutExpired:
-            w.send_signal(signum)
-    for w in workers:
-        try:
-            w.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            w.kill()
-
-
-def _without_workers_flag(argv: Sequence[str]) -> list[str]:
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--workers":
-            skip = True
-        elif not arg.startswith("--workers="):
-            kept.append(arg)
-    return kept
 
 
 def _suggest(trial, name: str, dist):
@@ -292,21 +238,5 @@ def main(sweep: str, description: str, argv: Optional[Sequence[str]] = None) -> 
     if args.worker is not None:
         end_with_parent()  # a SIGKILLed coordinator leaves no worker training on
     if args.worker is not None and os.environ.get("MXNET_ENGINE_TYPE"):
-        _start_engine_quietly()
+        study_workers.start_engine_quietly()
     run_cli(lambda: run_study(sweep, args, argv))
-
-
-def _start_engine_quietly() -> None:
-    """MXNet announces any engine but its default on stderr from C++ ("MXNet start using engine:
-    NaiveEngine"), which no log level silences: start it with stderr closed for that moment."""
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    sys.stderr.flush()
-    os.dup2(devnull, 2)
-    try:
-        import mxnet
-
-        mxnet.nd.zeros(1).wait_to_read()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)

@@ -98,15 +98,21 @@ def _new_rdb_storage(url: str, kwargs: dict[str, Any], timeout: Optional[float],
         engine_kwargs["connect_args"] = {"connect_timeout": int(min(10, timeout or 10)), **bound}
     for attempt in range(1, attempts + 1):
         try:
-            if url.startswith("postgresql"):
-                return _watched_rdb_storage(url, engine_kwargs, kwargs, timeout)
-            return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            with quietly():  # heartbeat_interval is an experimental argument
+                return _rdb_storage(url, engine_kwargs, kwargs, timeout)
         except Exception as e:  # noqa: BLE001 - SQLAlchemy wraps each driver's error differently
             text = str(e).lower()
             if attempt == attempts or not ("already exists" in text or "duplicate" in text):
                 raise
             time.sleep(0.2 * attempt)
     raise AssertionError("unreachable")
+
+
+def _rdb_storage(url: str, engine_kwargs: dict[str, Any], kwargs: dict[str, Any], timeout: Optional[float]
+                 ) -> RDBStorage:
+    if url.startswith("postgresql"):
+        return _watched_rdb_storage(url, engine_kwargs, kwargs, timeout)
+    return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
 
 
 def _watched_rdb_storage(url: str, engine_kwargs: dict[str, Any], kwargs: dict[str, Any],

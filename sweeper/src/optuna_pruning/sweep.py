@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 from optuna_pruning import trial as door
 from optuna_pruning.callbacks import job_error
 from optuna_pruning.errors import SweeperError, TooManyFailures
+from optuna_pruning.heartbeats import Heartbeats
 from optuna_pruning.internals import storage_of, trial_id
 from optuna_pruning.quiet import quietly
 from optuna_pruning.reuse import ReusingConfigLoader
@@ -149,7 +150,7 @@ class OptunaPruningSweeperImpl:
             callback.on_trial_stale(study, trial, reason)
 
     def _loop(self, study: optuna.Study, space: SearchSpace, n_trials: int, slots: int) -> None:
-        heartbeats = _Heartbeats(storage_of(study), self.heartbeat_interval)
+        heartbeats = Heartbeats(storage_of(study), self.heartbeat_interval)
         running: dict[Future, optuna.Trial] = {}
         asked: dict[int, optuna.Trial] = {}  # by number, from study.ask until told: what an interrupt must close
         pool = ThreadPoolExecutor(slots, thread_name_prefix="optuna-trial") if slots > 1 else None
@@ -217,7 +218,7 @@ class OptunaPruningSweeperImpl:
             door._LIVE.pop(trial_id(trial), None)
 
     def _finish(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn, n_trials: int,
-                heartbeats: _Heartbeats) -> None:
+                heartbeats: Heartbeats) -> None:
         heartbeats.remove(trial_id(trial))
         with quietly(), warnings.catch_warnings():  # the grid sampler stops the study when its grid is done
             warnings.filterwarnings("ignore", message=r".*Study.stop. is supposed to be invoked")
@@ -287,42 +288,10 @@ class OptunaPruningSweeperImpl:
         OmegaConf.save(OmegaConf.create(results), folder / "optimization_results.yaml")
 
 
-class _Heartbeats:
-    """Heartbeats of the trials in flight (study.optimize records them itself; an ask-and-tell
-    sweeper must), every `interval` seconds on storages that keep them."""
-
-    def __init__(self, storage, interval: Optional[int]) -> None:
-        self.storage, self.interval = storage, interval
-        self.trial_ids: set[int] = set()
-        self.stopped = threading.Event()
-        self.thread = None
-        if interval and hasattr(storage, "record_heartbeat"):
-            self.thread = threading.Thread(target=self._run, name="optuna-heartbeat", daemon=True)
-            self.thread.start()
-
-    def add(self, trial_id: int) -> None:
-        self.trial_ids.add(trial_id)
-        if self.thread is not None:
-            self.storage.record_heartbeat(trial_id)
-
-    def remove(self, trial_id: int) -> None:
-        self.trial_ids.discard(trial_id)
-
-    def _run(self) -> None:
-        while not self.stopped.wait(self.interval):
-            for number in list(self.trial_ids):
-                self.storage.record_heartbeat(number)
-
-    def stop(self) -> None:
-        self.stopped.set()
-        if self.thread is not None:
-            self.thread.join()
-
-
 def _result(future: Future) -> JobReturn:
     try:
         return future.result()
-    except Exception as e:  # noqa: BLE001 - the launcher failed on this job alone
+    except BaseException as e:  # noqa: BLE001 - the launcher failed on this job alone (KeyboardInterrupt: its Ctrl-C)
         return JobReturn(status=JobStatus.FAILED, _return_value=e)
 
 
