@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from softmax_sweep import idx_cache
 from softmax_sweep.data import DataIter, load_dataset, split_indices
 from softmax_sweep.download import DownloadError, RemoteFile, fetch
 from softmax_sweep.errors import UserError
@@ -142,7 +143,7 @@ def test_gzip_data_set_is_decompressed_once(tmp_path: Path, monkeypatch: pytest.
         raise AssertionError("decompressed again")
 
     with monkeypatch.context() as mp:
-        mp.setattr(data_module, "read_idx_bytes", no_decompressing)
+        mp.setattr(idx_cache, "read_idx_bytes", no_decompressing)
         again = load_in_new_process()
     assert again.digest == first.digest
     assert np.array_equal(again.X_train.asnumpy(), first.X_train.asnumpy())

@@ -459,7 +459,7 @@ def test_ctrl_c_while_the_report_is_written_leaves_nothing_running(tmp_path: Pat
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The report step comes after the last trial; an interrupt there used to leave the parent
     run RUNNING while the message said every unfinished run was marked KILLED."""
-    import softmax_sweep.sweeping.parent as parent_module
+    import softmax_sweep.sweeping.sweep_files as parent_module
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

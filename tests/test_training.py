@@ -141,8 +141,8 @@ def test_every_exception_of_the_project_survives_pickling() -> None:
     import pickle
     from pathlib import Path
 
-    from softmax_sweep.idx_cache import ContentMismatch
     from softmax_sweep.errors import SweepFailed, Terminated, UserError
+    from softmax_sweep.idx_cache import ContentMismatch
     from softmax_sweep.trial_runs import EpochPruned
 
     for error in (TrainingDiverged(3, float("nan"), 2.5), EpochPruned(2, 0.5), ContentMismatch(Path("/x"), "bad"),
