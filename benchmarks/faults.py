@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import published
+import tcp_proxy
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = [sys.executable, "-m", "softmax_sweep.train"]
@@ -713,20 +714,6 @@ def database_dropped(which: str) -> Callable[[Path], Outcome]:
     return probe
 
 
-@contextlib.contextmanager
-def _proxy(folder: Path, target: int = 5432) -> Iterator[tuple[int, subprocess.Popen]]:
-    port_file = folder / "proxy-port"
-    proxy = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "tcp_proxy.py"), str(port_file), str(target)])
-    try:
-        while not port_file.exists() or not port_file.read_text():
-            time.sleep(0.1)
-        yield int(port_file.read_text()), proxy
-    finally:
-        proxy.send_signal(signal.SIGCONT)
-        proxy.kill()
-        proxy.wait()
-
-
 def _pg_trial_states(url: str) -> list[str]:
     import psycopg
 
@@ -743,7 +730,7 @@ def storage_hangs(sweep: str, interrupt: bool) -> Callable[[Path], Outcome]:
     def probe(folder: Path) -> Outcome:
         outcome = Outcome()
         mlruns = f"mlruns_dir={folder / 'mlruns'}"
-        with _postgres_database() as url, _proxy(folder) as (port, proxy):
+        with _postgres_database() as url, tcp_proxy.started(folder, 5432) as (port, proxy):
             hung = url.replace(":5432/", f":{port}/")
             base = ["data=digits", "hydra.sweeper.storage_timeout=10", mlruns]
             command = ([*TUNE, *base, "num_epochs=100000", "--workers", "2", "--storage", hung] if sweep == "script"

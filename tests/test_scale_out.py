@@ -2,7 +2,6 @@
 dead-worker recovery. PostgreSQL tests skip, saying why, where no server answers on 127.0.0.1:5432."""
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
@@ -21,6 +20,9 @@ from optuna.trial import TrialState
 
 from optuna_pruning.storages import make_storage
 from softmax_sweep.config import PROJECT_ROOT
+
+sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+import tcp_proxy  # noqa: E402 - benchmarks/tcp_proxy.py: a TCP relay to SIGSTOP
 
 from conftest import clean_env, free_port, mlflow_server, run_statuses, wait_for_count
 
@@ -368,32 +370,13 @@ def test_a_sigkilled_sweep_leaves_no_worker_training_and_the_rerun_no_trial_runn
         assert [s for (s,) in con.execute("SELECT status FROM runs")].count("RUNNING") == 0
 
 
-@contextlib.contextmanager
-def _proxy_to_postgres(folder: Path) -> Iterator[tuple[int, subprocess.Popen]]:
-    """benchmarks/tcp_proxy.py in front of the local PostgreSQL: SIGSTOP it and the server hangs
-    without closing its connections (as behind a stalled NAT or a frozen VM)."""
-    port_file = folder / "proxy-port"
-    proxy = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "benchmarks" / "tcp_proxy.py"), str(port_file),
-                              "5432"])
-    try:
-        deadline = time.time() + 30
-        while not port_file.exists() or not port_file.read_text():
-            assert proxy.poll() is None and time.time() < deadline, "the proxy did not start"
-            time.sleep(0.1)
-        yield int(port_file.read_text()), proxy
-    finally:
-        proxy.send_signal(signal.SIGCONT)
-        proxy.kill()
-        proxy.wait()
-
-
 def test_a_postgresql_storage_that_hangs_fails_within_its_timeout(postgres, tmp_path: Path) -> None:
     """Before: a storage call on a server that stopped answering hung for ever (a study 400 s until
     killed). Now it fails after storage_timeout, and the calls after it fail at once."""
     from optuna_pruning.deadlines import StorageTimeout
 
     name = postgres()
-    with _proxy_to_postgres(tmp_path) as (port, proxy):
+    with tcp_proxy.started(tmp_path, 5432) as (port, proxy):
         storage = make_storage(f"postgresql://postgres@127.0.0.1:{port}/{name}", timeout=2)
         optuna.create_study(study_name="hang", storage=storage).optimize(lambda t: t.suggest_float("x", 0, 1), 2)
         proxy.send_signal(signal.SIGSTOP)
@@ -414,7 +397,7 @@ def test_ctrl_c_ends_a_study_whose_postgresql_storage_hangs(postgres, tmp_path: 
     line, the MLflow runs ended (the trial's own state cannot reach a hung storage)."""
     name = postgres()
     mlruns = tmp_path / "mlruns"
-    with _proxy_to_postgres(tmp_path) as (port, proxy):
+    with tcp_proxy.started(tmp_path, 5432) as (port, proxy):
         study = subprocess.Popen(
             [*TUNE, "--n-trials", "1", "--workers", "1", "--storage", f"postgresql://postgres@127.0.0.1:{port}/{name}",
              "data=digits", "num_epochs=100000", f"mlruns_dir={mlruns}"],
