@@ -1,10 +1,10 @@
-"""What a sweep's process tells the jobs it launches, through their environment: the MLflow parent
+"""What a grid multirun tells the jobs it launches, through their environment: its MLflow parent
 run, and the keys a grid varies (a job's run name shows only those). Jobs read it; sweeps write it."""
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-# Set by whoever opened the MLflow parent run of a multirun or sweep
+# Set by the MLflow callback of a grid multirun (an Optuna sweep records its parent in the study)
 PARENT_ENV = "SOFTMAX_SWEEP_PARENT_RUN_ID"
 # The keys a basic-sweeper multirun varies, set by its MLflow callback
 VARIED_ENV = "SOFTMAX_SWEEP_VARIED"

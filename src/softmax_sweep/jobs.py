@@ -13,6 +13,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from optuna_pruning import current_trial
+from optuna_pruning.tracking import PARENT_ATTR
 from optuna_pruning.urls import mask_password
 from softmax_sweep import interrupts
 from softmax_sweep.cli import defer, describe
@@ -69,7 +70,8 @@ def run_job(cfg: DictConfig) -> Optional[float]:
         if trial is not None:
             from softmax_sweep.trial_runs import run_trial
 
-            return run_trial(cfg, trial, trial.study.study_name, os.environ.get(PARENT_ENV), settings.seeds)
+            parent = trial.study.user_attrs.get(PARENT_ATTR)  # the sweep's MLflow parent run, if it has one
+            return run_trial(cfg, trial, trial.study.study_name, parent, settings.seeds)
         if settings.seeds > 1:  # a trial trains its seeds (trial_runs); a run would record them untrained
             raise UserError(f"seeds={settings.seeds} is for sweeps, where each trial trains seeds seed, seed+1, ...: "
                             "a run trains one seed (seed=N), or run -m sweep=NAME with seeds")

@@ -4,7 +4,6 @@ trial, the sweep report at the end; a sweep stops when the tracking server stops
 from __future__ import annotations
 
 import logging
-import os
 import shlex
 from typing import Any, Optional
 
@@ -18,7 +17,6 @@ from softmax_sweep.config import to_settings
 from softmax_sweep.data import load_dataset
 from softmax_sweep.errors import StoreUnreachable
 from softmax_sweep.heap import freeze_setup
-from softmax_sweep.job_env import PARENT_ENV
 from softmax_sweep.sweeping.parent import (
     BestSoFar,
     check_sweep,
@@ -51,7 +49,6 @@ class SweepTracking(SweepCallback):
         self.parent = open_parent_run(tracker, study, config.hydra.sweeper.storage or "memory", search_space,
                                       settings.seeds, self.metric, fixed_params(app_cfg))
         self.best = BestSoFar(self.parent)
-        os.environ[PARENT_ENV] = self.parent.run_id
         overrides = [*config.hydra.overrides.hydra, *config.hydra.overrides.task]
         kept = [mask_password(o) for o in overrides
                 if not o.startswith(("hydra.sweeper.study_name=", "hydra.mode=", "hydra.runtime"))]

@@ -17,6 +17,7 @@ from optuna_pruning.search_space import SearchSpace
 from optuna_pruning.stale import StaleTrials, reap_dead_local_trials
 from optuna_pruning.storages import STORAGE_TIMEOUT, make_storage
 from optuna_pruning.studies import best_value_steps, count_trials, drop_queued_outside, open_study
+from optuna_pruning.tracking import PARENT_ATTR
 from optuna_pruning.urls import mask_password
 from optuna_pruning.workers import worker_name
 from softmax_sweep import views
@@ -29,7 +30,6 @@ from softmax_sweep.sweeping.search_space import bound_warnings
 from softmax_sweep.tracking import Tracker
 
 log = logging.getLogger("softmax_sweep.sweep")
-PARENT_ATTR = "mlflow_parent_run_id"
 
 
 @dataclass
