@@ -98,6 +98,8 @@ BAD_INPUTS = {
                                  "hydra.sweeper.params: Could not override 'nonexistent'"),
     "an option a group lacks": (["-m", "sweep=overfit", "data=digits", "remedy=choice(none,weight_decy)"],
                                 "hydra.sweeper.params.remedy: no option weight_decy in config group 'remedy'"),
+    "a group set with a dot": (["-m", "sweep=tune", "data=digits", "hydra.sweeper.optuna_pruner=none"],
+                               "choose one with hydra/sweeper/optuna_pruner=none (a config group: slashes)"),
     "motpe": (["-m", "sweep=tune", "data=digits", "hydra/sweeper/optuna_sampler=motpe"],
               "The 'motpe' sampler was removed in Optuna 4.0. Use 'hydra/sweeper/optuna_sampler=tpe' instead."),
     "sweeper setting": (["-m", "sweep=tune", "data=digits", "hydra.sweeper.n_trials=0"],

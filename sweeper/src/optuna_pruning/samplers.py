@@ -16,6 +16,7 @@ def make_sampler(sampler: Any, space: SearchSpace) -> optuna.samplers.BaseSample
     constructor's settings); settings left null take Optuna's default; grid gets the search space."""
     if sampler is None:
         return optuna.samplers.TPESampler()
+    _check_node("sampler", "optuna_sampler", sampler)
     node = _settings(sampler)
     try:
         factory = instantiate(node, _partial_=True)
@@ -42,10 +43,18 @@ def make_pruner(pruner: Any) -> optuna.pruners.BasePruner:
         return optuna.pruners.NopPruner()
     if isinstance(pruner, optuna.pruners.BasePruner):
         return pruner
+    _check_node("optuna_pruner", "optuna_pruner", pruner)
     try:
         return instantiate(_settings(pruner))
     except Exception as e:  # noqa: BLE001
         raise SweeperError(f"hydra.sweeper.optuna_pruner: {_cause_line(e)}") from None
+
+
+def _check_node(key: str, group: str, node: Any) -> None:
+    """A name where a node belongs (`hydra.sweeper.optuna_pruner=none`, a dot for the group's slash)."""
+    if isinstance(node, str):
+        raise SweeperError(f"hydra.sweeper.{key} is {node!r}, a name: choose one with "
+                           f"hydra/sweeper/{group}={node} (a config group: slashes)")
 
 
 def _settings(node: Any) -> dict[str, Any]:
