@@ -134,6 +134,14 @@ def watch(engine: Any, seconds: float, url: str) -> _Watch:
     return watched
 
 
+def _forked() -> None:
+    global _thread
+    _thread = None  # a forked child has no watching thread: the next watch starts its own
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def hurry() -> None:
     """The process is ending (Ctrl-C, SIGTERM): from now on a call gets at most a few seconds, so
     that a storage that hangs cannot keep it alive, while its last writes still get their chance."""
