@@ -135,8 +135,11 @@ def watch(engine: Any, seconds: float, url: str) -> _Watch:
 
 
 def _forked() -> None:
+    """A forked child has no watching thread, and the connections it inherited are its parent's
+    (shutting one down would cut the parent's call): the child watches only its own engines."""
     global _thread
-    _thread = None  # a forked child has no watching thread: the next watch starts its own
+    _thread = None
+    _watches.clear()
 
 
 os.register_at_fork(after_in_child=_forked)
