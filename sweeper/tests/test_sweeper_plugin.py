@@ -346,3 +346,12 @@ def test_a_killed_pool_worker_fails_and_retries_its_trials(tmp_path: Path) -> No
     assert all(retries[t.number].params == t.params and retries[t.number].state == TrialState.COMPLETE
                for t in failed)
     assert sum(t.state == TrialState.COMPLETE for t in trials) >= 3, "the study still reaches n_trials"
+
+
+def test_timeout_stops_starting_trials(tmp_path: Path) -> None:
+    """hydra.sweeper.timeout, as study.optimize's: no trial starts after it; those in flight end."""
+    done = run_app(tmp_path, "hydra.sweeper.timeout=1", "hydra.sweeper.n_trials=50", "steps=1", "sleep=0.2")
+    rows = trial_files(tmp_path)
+    assert 2 <= len(rows) < 50 and "hydra.sweeper.timeout=1 s reached: no more trials started" in done.stdout
+    first_start = min(start for _, start, _ in rows)
+    assert all(start - first_start < 1.5 for _, start, _ in rows), "a trial started after the timeout"

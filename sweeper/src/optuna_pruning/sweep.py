@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -60,12 +61,13 @@ class OptunaPruningSweeperImpl:
                  custom_search_space: Optional[str] = None, heartbeat_interval: Optional[int] = None,
                  grace_period: Optional[int] = None, metric_names: Optional[Sequence[str]] = None,
                  callbacks: Optional[DictConfig] = None, enqueue: Optional[Sequence[Any]] = None,
-                 storage_timeout: Optional[float] = STORAGE_TIMEOUT) -> None:
+                 storage_timeout: Optional[float] = STORAGE_TIMEOUT, timeout: Optional[float] = None) -> None:
         if n_trials < 1 or n_jobs < 1 or not 0 <= max_failure_rate <= 1:
             raise SweeperError("hydra.sweeper: n_trials and n_jobs must be at least 1, max_failure_rate in [0, 1]")
         self.directions = directions_of(direction)
         self.sampler_node, self.pruner_node = sampler, optuna_pruner
         self.storage_url, self.study_name, self.storage_timeout = storage, study_name, storage_timeout
+        self.timeout = timeout
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
         # resolved, as upstream reads them: a range may name other config values (`${data.size}`)
         self.params = OmegaConf.to_container(params, resolve=True) if params else {}
@@ -154,6 +156,7 @@ class OptunaPruningSweeperImpl:
         running: dict[Future, optuna.Trial] = {}
         asked: dict[int, optuna.Trial] = {}  # by number, from study.ask until told: what an interrupt must close
         pool = ThreadPoolExecutor(slots, thread_name_prefix="optuna-trial") if slots > 1 else None
+        started = time.monotonic()
 
         def finish(trial: optuna.Trial, ret: JobReturn) -> None:
             asked.pop(trial.number, None)
@@ -162,6 +165,12 @@ class OptunaPruningSweeperImpl:
         try:
             while True:
                 step = next_step(study, n_trials, bool(self.heartbeat_interval))
+                if step == "run" and self.timeout is not None and time.monotonic() - started > self.timeout:
+                    if not running:
+                        log.info("hydra.sweeper.timeout=%g s reached: no more trials started (%d to go; a rerun "
+                                 "resumes)", self.timeout, trials_to_go(study, n_trials))
+                        return
+                    step = "wait"
                 if step == "run" and len(running) < slots:
                     trial, overrides = self._ask(study, space)
                     asked[trial.number] = trial

@@ -199,6 +199,8 @@ class OptunaPruningSweeperConf:
     # trials to run first, once per study (Optuna's enqueue_trial): a list of {param: value}; a
     # list of values stands for each of them (`{lr: [0.1, 1.0], remedy: none}` is two trials)
     enqueue: list[Any] = field(default_factory=list)
+    # seconds after which no new trial starts (those in flight finish), as study.optimize's timeout
+    timeout: Optional[float] = None
 
 
 _store = ConfigStore.instance()
