@@ -51,3 +51,13 @@ def test_every_local_link_of_the_readme_and_docs_exists() -> None:
                 assert (path.parent / match.group(1)).exists(), f"{path.name} links {match.group(1)}"
                 checked += 1
     assert checked >= 10
+
+
+def test_every_code_block_of_the_readme_and_docs_is_closed() -> None:
+    """A page cut short (docs/scale-out.md once ended inside its workers' command) shows the rest
+    of the page as code, or loses it."""
+    pages = list(published.quoting_files())
+    assert len(pages) >= 5
+    for path in pages:
+        fences = [line for line in path.read_text().splitlines() if line.startswith("```")]
+        assert len(fences) % 2 == 0, f"{path.name}: a ``` block is not closed"
