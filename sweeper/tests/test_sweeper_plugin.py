@@ -355,3 +355,25 @@ def test_timeout_stops_starting_trials(tmp_path: Path) -> None:
     assert 2 <= len(rows) < 50 and "hydra.sweeper.timeout=1 s reached: no more trials started" in done.stdout
     first_start = min(start for _, start, _ in rows)
     assert all(start - first_start < 1.5 for _, start, _ in rows), "a trial started after the timeout"
+
+
+def test_mlflow_tracking_is_an_optuna_callback_too(tmp_path: Path) -> None:
+    """The same callback in plain Optuna, with the shape of Optuna's callbacks (study, frozen_trial):
+    one parent run, a child per trial with its state and value, best_value by trial number."""
+    from mlflow.tracking import MlflowClient
+
+    from optuna_pruning.tracking import MlflowSweepTracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking = MlflowSweepTracking(tracking_uri=uri, experiment_name="plain")
+    study = optuna.create_study(study_name="plain", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: (t.suggest_float("x", -5, 5) - 1) ** 2, n_trials=6, callbacks=[tracking])
+    tracking.on_sweep_end(study, None)
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("plain").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = {int(r.data.tags["optuna.trial_number"]): r for r in runs if r is not parent}
+    assert parent.info.status == "FINISHED" and sorted(children) == list(range(6))
+    assert all(children[t.number].data.metrics["value"] == t.value for t in study.trials)
+    best = client.get_metric_history(parent.info.run_id, "best_value")
+    assert best[-1].value == study.best_value

@@ -44,6 +44,13 @@ class MlflowSweepTracking(SweepCallback):
         self.parent_id = run_id
         self.logged = max((m.step for m in self.client.get_metric_history(run_id, "best_value")), default=-1)
 
+    def __call__(self, study: Any, trial: Any) -> None:
+        """An Optuna callback too (`study.optimize(f, callbacks=[tracking])`, as optuna-integration's
+        MLflowCallback): the parent run opens with the first trial; on_sweep_end(study, None) ends it."""
+        if self.client is None:
+            self.on_sweep_start(study, None, None)
+        self.on_trial_end(study, trial, None)
+
     def on_trial_end(self, study: Any, trial: Any, job_return: Any) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
