@@ -72,13 +72,13 @@ class SweepTracking(SweepCallback):
             return
         if error is not None:
             if isinstance(error, KeyboardInterrupt) and not self.parent.unreachable:
-                self._record_unstarted(study)
+                self._reconcile_interrupted(study)
             end_stopped_sweep(self.parent, study, self.space, self.hint, error, self.metric)
             return
         for line in finish_sweep(self.parent, study, self.space, self.hint, metric=self.metric):
             log.info(line)
 
-    def _record_unstarted(self, study: optuna.Study) -> None:
+    def _reconcile_interrupted(self, study: optuna.Study) -> None:
         """Trials this sweep failed on Ctrl-C whose run says otherwise, so that MLflow and Optuna
         agree: a job that had not yet opened its run (the launcher was starting it) gets a KILLED
         run; a job whose run had just finished, but whose result never reached the sweep, has

@@ -15,8 +15,6 @@ import time
 import weakref
 from typing import Any, Optional
 
-from sqlalchemy import event, exc
-
 from optuna_pruning.errors import SweeperError
 from optuna_pruning.urls import mask_password
 
@@ -37,6 +35,8 @@ class StorageTimeout(SweeperError):
 
 class _Watch:
     def __init__(self, pool: Any, seconds: float, url: str) -> None:
+        from sqlalchemy import event  # here: interrupts import this module at every start, for hurry()
+
         self.seconds, self.url = seconds, mask_password(url)
         self.busy: dict[int, tuple[Any, float, int, float]] = {}  # id(connection) -> (it, since, thread, limit)
         self.cut_in: set[int] = set()  # threads whose connection was shut down
@@ -46,6 +46,8 @@ class _Watch:
 
     def errors_of(self, engine: Any) -> None:
         """A call of the engine that was cut fails with StorageTimeout, not the driver's error."""
+        from sqlalchemy import event
+
         event.listen(engine, "handle_error", self._handle_error)
 
     def _checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
@@ -62,8 +64,10 @@ class _Watch:
             finally:
                 cursor.close()
         except Exception as e:  # noqa: BLE001 - the driver's error for a connection that went away
+            from sqlalchemy.exc import DisconnectionError
+
             self.busy.pop(key, None)
-            raise exc.DisconnectionError(str(e)) from e
+            raise DisconnectionError(str(e)) from e
         self.busy[key] = (dbapi_connection, time.monotonic(), threading.get_ident(), self.seconds)
 
     def _checkin(self, dbapi_connection: Any, record: Any) -> None:
@@ -123,6 +127,8 @@ def _run() -> None:
 def watch(engine: Any, seconds: float, url: str) -> _Watch:
     """Bound every checkout of the engine's pool to `seconds`; once one was cut, every later
     connection fails at once (the process is ending: it must not wait again for each write)."""
+    from sqlalchemy import event
+
     global _thread
     watched = _Watch(engine.pool, seconds, url)
     event.listen(engine, "do_connect", watched.connecting)
