@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import damaged_stores
 import published
 import tcp_proxy
 
@@ -569,82 +570,11 @@ def typo_in_search_space(folder: Path) -> Outcome:
     return outcome
 
 
-def _first_run(folder: Path) -> Path:
-    mlruns = folder / "mlruns"
-    subprocess.run([*TRAIN, "data=digits", "num_epochs=1", f"mlruns_dir={mlruns}"], capture_output=True, env=_env(),
-                   cwd=folder, timeout=300)
-    return mlruns
-
-
-def _random_db(folder: Path) -> list[str]:
-    (folder / "mlruns").mkdir()
-    (folder / "mlruns" / "mlflow.db").write_bytes(os.urandom(100_000))
-    return [f"mlruns_dir={folder / 'mlruns'}"]
-
-
-def _truncated_db(folder: Path) -> list[str]:
-    db = _first_run(folder) / "mlflow.db"
-    os.truncate(db, db.stat().st_size // 3)
-    return [f"mlruns_dir={folder / 'mlruns'}"]
-
-
-def _random_journal(folder: Path) -> list[str]:
-    (folder / "mlruns").mkdir()
-    (folder / "mlruns" / "optuna.journal").write_bytes(os.urandom(5000))
-    return ["-m", "sweep=tune", f"mlruns_dir={folder / 'mlruns'}"]
-
-
-def _mlruns_a_file(folder: Path) -> list[str]:
-    (folder / "afile").write_text("")
-    return [f"mlruns_dir={folder / 'afile'}"]
-
-
-def _symlink_loop(folder: Path) -> list[str]:
-    (folder / "a").symlink_to(folder / "b")
-    (folder / "b").symlink_to(folder / "a")
-    return [f"mlruns_dir={folder / 'a'}"]
-
-
-def _run_dir_a_file(folder: Path) -> list[str]:
-    (folder / "afile").write_text("")
-    return [f"mlruns_dir={folder / 'mlruns'}", f"hydra.run.dir={folder / 'afile'}"]
-
-
-def _deleted_experiment(folder: Path) -> list[str]:
-    from mlflow.tracking import MlflowClient
-
-    mlruns = _first_run(folder)
-    client = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}")
-    client.delete_experiment(client.get_experiment_by_name("softmax-sweep").experiment_id)
-    return [f"mlruns_dir={mlruns}"]
-
-
-def _artifacts_a_file(folder: Path) -> list[str]:
-    import shutil
-
-    mlruns = _first_run(folder)
-    shutil.rmtree(mlruns / "artifacts")
-    (mlruns / "artifacts").write_text("")
-    return [f"mlruns_dir={mlruns}"]
-
-
-STORE_FAULTS: dict[str, Callable[[Path], list[str]]] = {
-    "mlflow.db of random bytes": _random_db,
-    "mlflow.db truncated to a third": _truncated_db,
-    "Optuna journal of random bytes": _random_journal,
-    "mlruns_dir a regular file": _mlruns_a_file,
-    "mlruns_dir a symlink loop": _symlink_loop,
-    "hydra.run.dir a regular file": _run_dir_a_file,
-    "experiment deleted in the MLflow UI": _deleted_experiment,
-    "mlruns/artifacts a file": _artifacts_a_file,
-}
-
-
 def store_fault(name: str) -> Callable[[Path], Outcome]:
     """A store or folder the program finds damaged or unusable: one line naming what to fix."""
     def probe(folder: Path) -> Outcome:
         outcome = Outcome()
-        overrides = STORE_FAULTS[name](folder)
+        overrides = damaged_stores.DAMAGED[name](folder)
         flags = [o for o in overrides if o.startswith("-")]  # Hydra's flags first
         done = outcome.command([*TRAIN, *flags, "data=digits", "num_epochs=1",
                                 *(o for o in overrides if o not in flags)], folder, timeout=300)
@@ -810,7 +740,7 @@ PROBES: dict[str, tuple[Callable[[Path], Outcome], Callable[[], str | None]]] = 
     "tracking server hangs during sweeps/tune.py --workers 2": (server_hangs("script"), lambda: None),
     "read-only mlruns/ (run and study)": (read_only_store, _mount_missing),
     "password in tracking.uri and storage": (secrets_everywhere, _postgres_missing),
-    **{f"store: {name}": (store_fault(name), lambda: None) for name in STORE_FAULTS},
+    **{f"store: {name}": (store_fault(name), lambda: None) for name in damaged_stores.DAMAGED},
     "disk fills during a run": (disk_fills(script=False), _mount_missing),
     "disk fills during a study": (disk_fills(script=True), _mount_missing),
     "Optuna storage database dropped mid-study (PostgreSQL)": (database_dropped("storage"), _postgres_missing),

@@ -14,6 +14,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from softmax_sweep.config import PROJECT_ROOT
+
+sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+import damaged_stores  # noqa: E402 - benchmarks/damaged_stores.py: the fault probes' makers
+
 from conftest import clean_env, mlflow_server, run_statuses, stop_process_group
 
 TRAIN = [sys.executable, "-m", "softmax_sweep.train"]
@@ -109,51 +114,12 @@ def test_a_read_only_store_is_one_line(tmp_path: Path, what: str) -> None:
     assert run_statuses(mlruns / "mlflow.db") == ["FINISHED"]
 
 
-def _first_run(tmp_path: Path) -> Path:
-    mlruns = tmp_path / "mlruns"
-    done = subprocess.run([*TRAIN, "data=digits", "num_epochs=1", f"mlruns_dir={mlruns}"], capture_output=True,
-                          text=True, timeout=300, env=clean_env())
-    assert done.returncode == 0, done.stderr
-    return mlruns
-
-
-def _random_db(tmp_path: Path) -> list[str]:
-    (tmp_path / "mlruns").mkdir()
-    (tmp_path / "mlruns" / "mlflow.db").write_bytes(bytes(range(256)) * 400)
-    return [f"mlruns_dir={tmp_path / 'mlruns'}"]
-
-
-def _random_journal(tmp_path: Path) -> list[str]:
-    (tmp_path / "mlruns").mkdir()
-    (tmp_path / "mlruns" / "optuna.journal").write_bytes(bytes(range(128, 256)) * 40)
-    return ["-m", "sweep=tune", f"mlruns_dir={tmp_path / 'mlruns'}"]
-
-
-def _mlruns_a_file(tmp_path: Path) -> list[str]:
-    (tmp_path / "afile").write_text("")
-    return [f"mlruns_dir={tmp_path / 'afile'}"]
-
-
-def _deleted_experiment(tmp_path: Path) -> list[str]:
-    mlruns = _first_run(tmp_path)
-    client = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}")
-    client.delete_experiment(client.get_experiment_by_name("softmax-sweep").experiment_id)
-    return [f"mlruns_dir={mlruns}"]
-
-
-def _artifacts_a_file(tmp_path: Path) -> list[str]:
-    mlruns = _first_run(tmp_path)
-    shutil.rmtree(mlruns / "artifacts")
-    (mlruns / "artifacts").write_text("")
-    return [f"mlruns_dir={mlruns}"]
-
-
 DAMAGED = {
-    "mlflow.db of random bytes": (_random_db, "the store is damaged (file is not a database)"),
-    "a journal of random bytes": (_random_journal, "is damaged (UnicodeDecodeError): move it away"),
-    "mlruns_dir a file": (_mlruns_a_file, "Not a directory (check mlruns_dir, hydra.run.dir"),
-    "experiment deleted": (_deleted_experiment, "the MLflow experiment 'softmax-sweep' was deleted"),
-    "artifacts a file": (_artifacts_a_file, "cannot write this run's artifacts"),
+    "mlflow.db of random bytes": (damaged_stores.random_db, "the store is damaged (file is not a database)"),
+    "a journal of random bytes": (damaged_stores.random_journal, "is damaged (UnicodeDecodeError): move it away"),
+    "mlruns_dir a file": (damaged_stores.mlruns_a_file, "Not a directory (check mlruns_dir, hydra.run.dir"),
+    "experiment deleted": (damaged_stores.deleted_experiment, "the MLflow experiment 'softmax-sweep' was deleted"),
+    "artifacts a file": (damaged_stores.artifacts_a_file, "cannot write this run's artifacts"),
 }
 
 
