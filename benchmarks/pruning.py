@@ -22,23 +22,21 @@ from pathlib import Path
 import optuna
 import published
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from optuna_pruning.storages import make_storage
-from softmax_sweep.config import to_settings
+from softmax_sweep.config import CONF_DIR, to_settings
 from softmax_sweep.data import load_dataset
 from softmax_sweep.experiment import train_softmax
-from softmax_sweep.sweeping.script import build_parser, compose_sweep, run_study
+from softmax_sweep.sweeping import script
 
 
 def run(mlruns: Path, pruner: str, trials: int, overrides: list[str]) -> dict:
     name, _, settings = pruner.partition(":")
     pruner_overrides = [f"hydra.sweeper.optuna_pruner.{s}" for s in settings.split(",") if s]
-    args = build_parser("tune", "").parse_intermixed_args(
-        ["--n-trials", str(trials), "--pruner", name, f"mlruns_dir={mlruns}", *overrides, *pruner_overrides])
     start = time.perf_counter()
-    run_study("tune", args)
+    script.main("tune", "", ["--n-trials", str(trials), "--workers", "1", "--pruner", name, f"mlruns_dir={mlruns}",
+                             *overrides, *pruner_overrides])
     seconds = time.perf_counter() - start
     study = optuna.load_study(study_name="tune-fashion_mnist",
                               storage=make_storage(f"journal:///{mlruns / 'optuna.journal'}"))
@@ -53,9 +51,10 @@ def run(mlruns: Path, pruner: str, trials: int, overrides: list[str]) -> dict:
 
 def finish_pruned(trials: list[optuna.trial.FrozenTrial], metric: str, overrides: list[str]) -> list[tuple[int, float]]:
     """(trial number, best value had it run to its end) of every pruned trial."""
-    args = build_parser("tune", "").parse_intermixed_args(overrides)
-    full = compose_sweep("tune", args, args.overrides)
-    settings = to_settings(OmegaConf.masked_copy(full, [k for k in full if k != "hydra"]))
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        settings = to_settings(compose(config_name="train", overrides=["sweep=tune", *overrides]))
     data = load_dataset(settings.data.name, settings.data.root, settings.data.url)
     finished = []
     for trial in trials:

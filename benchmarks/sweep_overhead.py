@@ -8,7 +8,7 @@ on Fashion-MNIST-shaped IDX files it generates (60,000 / 10,000 examples, gzip-c
 Training time is the sum over all trials of their epochs (`epoch_seconds` as logged in MLflow:
 one pass of SGD plus validation and test evaluation), the baseline of the same run.
 Overhead = wall / training - 1; target <= 25%. Each measurement runs in a fresh process:
-  study (the target): `run_study`, the body of `sweeps/tune.py`, timed from its call to its
+  study (the target): the body of `sweeps/tune.py --workers 1` (script.main), timed from its call to its
       return in a process that has imported the libraries (as any command has before it starts
       work) and whose MLflow store exists. Covers composing the config, loading the data set
       (once), opening the study and the parent run, every trial, and the sweep report.
@@ -62,16 +62,15 @@ def study_args(folder: Path, mlruns: Path, trials: int, epochs: int) -> list[str
 
 
 def measure_study(folder: Path, mlruns: Path, trials: int, epochs: int, warm: bool) -> float:
-    """In this (fresh) process: the libraries imported, the store made if warm, then run_study timed."""
+    """In this (fresh) process: the libraries imported, the store made if warm, then the study timed."""
     exec(IMPORTS)
     from softmax_sweep.experiment import open_tracker
-    from softmax_sweep.sweeping.script import build_parser, run_study
+    from softmax_sweep.sweeping import script
 
     if warm:
         open_tracker(f"sqlite:///{mlruns / 'mlflow.db'}", "softmax-sweep", str(mlruns))
-    args = build_parser("tune", "").parse_intermixed_args(study_args(folder, mlruns, trials, epochs))
     start = time.perf_counter()
-    run_study("tune", args)
+    script.main("tune", "", ["--workers", "1", *study_args(folder, mlruns, trials, epochs)])
     return time.perf_counter() - start
 
 

@@ -151,9 +151,8 @@ def test_sigkill_of_a_worker_is_recovered(postgres, tmp_path: Path) -> None:
     os.kill(pid, signal.SIGKILL)
     output, _ = coordinator.communicate(timeout=600)
     assert coordinator.returncode == 0, output[-3000:]
-    assert "1 of 2 workers exited with an error (exit codes -9)" in output
-    # whoever notices first: a heartbeat check, or the sibling that sees the process gone
-    assert re.search(rf"trial {killed_trial}: its worker (stopped sending heartbeats|\S+ died)", output), output
+    # whoever notices first: a heartbeat check, or the sweeper whose launcher lost the process
+    assert re.search(rf"trial {killed_trial}: its worker (stopped sending heartbeats|process died)", output), output
 
     study = _study(storage)
     dead = study.trials[killed_trial]
@@ -328,22 +327,16 @@ def _journal_states(journal: Path) -> list[str]:
             for t in optuna.load_study(study_name=name, storage=storage).trials]
 
 
-@pytest.mark.parametrize("entry", ["script", "multirun"])
-def test_a_sigkilled_sweep_leaves_no_worker_training_and_the_rerun_no_trial_running(tmp_path: Path,
-                                                                                   entry: str) -> None:
-    """SIGKILL of the command the user started (sweeps/tune.py --workers 2; -m sweep=tune with the
-    joblib launcher's pool) while two trials train: its workers stop within 10 s, and the next start
+def test_a_sigkilled_sweep_leaves_no_worker_training_and_the_rerun_no_trial_running(tmp_path: Path) -> None:
+    """SIGKILL of the command the user started (sweeps/tune.py: -m sweep=tune with the joblib
+    launcher's pool) while two trials train: its workers stop within 10 s, and the next start
     fails and retries what they left RUNNING, so nothing stays RUNNING in Optuna or MLflow."""
     from optuna_pruning.workers import dead_local_worker
 
     mlruns = tmp_path / "mlruns"
     journal = mlruns / "optuna.journal"
-    long, rerun = (([*TUNE, "data=digits", "num_epochs=100000", "--workers", "2", "--n-trials", "2"],
-                    [*TUNE, "data=digits", "num_epochs=2", "--n-trials", "3"]) if entry == "script" else
-                   ([sys.executable, "-m", "softmax_sweep.train", "-m", "sweep=tune", "data=digits",
-                     "num_epochs=range(100000, 100001)", "hydra.sweeper.n_trials=2"],
-                    [sys.executable, "-m", "softmax_sweep.train", "-m", "sweep=tune", "data=digits",
-                     "num_epochs=range(2, 3)", "hydra.sweeper.n_trials=3"]))
+    long = [*TUNE, "data=digits", "num_epochs=100000", "--workers", "2", "--n-trials", "2"]
+    rerun = [*TUNE, "data=digits", "num_epochs=2", "--n-trials", "3"]
     proc = subprocess.Popen([*long, f"mlruns_dir={mlruns}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=clean_env())
     deadline = time.monotonic() + 180

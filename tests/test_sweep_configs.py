@@ -11,7 +11,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from softmax_sweep.config import CONF_DIR
-from softmax_sweep.sweeping.script import build_parser, run_study
+from softmax_sweep.sweeping import script
 
 from conftest import clean_env
 
@@ -59,7 +59,8 @@ def test_exercise_1_picks_by_validation_loss_with_two_trials_in_flight() -> None
     assert tune.hydra.runtime.choices["hydra/launcher"] == "joblib" and tune.hydra.sweeper.n_jobs == 2
     pruner = tune.hydra.sweeper.optuna_pruner
     assert (pruner.n_startup_trials, pruner.n_warmup_steps) == (5, 3)
-    assert build_parser("tune", "").parse_intermixed_args([]).workers is None, "the sweep's n_jobs decides"
+    args = script.build_parser("tune", "").parse_intermixed_args([])
+    assert script.hydra_overrides("tune", args) == ["sweep=tune"], "the sweep file decides"
 
 
 @pytest.mark.parametrize("name", SWEEPS)
@@ -76,6 +77,5 @@ def test_hydra_multirun_trains_with_the_sweep_files_values(name: str, tmp_path: 
 @pytest.mark.parametrize("name", [n for n in SWEEPS if (CONF_DIR.parent / "sweeps" / f"{n}.py").exists()])
 def test_study_scripts_train_with_the_sweep_files_values(name: str, tmp_path: Path) -> None:
     mlruns = tmp_path / "mlruns"
-    run_study(name, build_parser(name, "").parse_intermixed_args(
-        ["--n-trials", "1", "--seeds", "1", "data=digits", f"mlruns_dir={mlruns}"]))
+    script.main(name, "", ["--n-trials", "1", "--seeds", "1", "data=digits", f"mlruns_dir={mlruns}"])
     assert_trained_with(mlruns, {k: v for k, v in file_values(name).items() if k != "seeds"})  # --seeds 1 here

@@ -23,8 +23,7 @@ from optuna_pruning import SweeperError
 from optuna_pruning.search_space import parse_search_space
 from optuna_pruning.storages import make_storage
 from softmax_sweep.config import CONF_DIR, PROJECT_ROOT
-from softmax_sweep.errors import SweepFailed
-from softmax_sweep.sweeping.script import build_parser, run_study
+from softmax_sweep.sweeping import script
 from softmax_sweep.sweeping.search_space import bound_warnings
 
 from conftest import clean_env, run_statuses, wait_for_count
@@ -166,7 +165,8 @@ def test_best_value_at_a_bound_suggests_a_wider_range() -> None:
 # --- study scripts (in process) --------------------------------------------------------------
 
 def _run_tune(mlruns: Path, *args: str) -> None:
-    run_study("tune", build_parser("tune", "").parse_intermixed_args(list(args)))
+    """sweeps/tune.py in this process, trials in this process too."""
+    script.main("tune", "", ["--workers", "1", *args])
 
 
 def test_n_trials_is_a_total_and_a_rerun_resumes(tmp_path: Path) -> None:
@@ -227,11 +227,15 @@ def test_a_failing_trial_does_not_stop_the_sweep(tmp_path: Path) -> None:
     assert_consistent(mlruns, study)
 
 
-def test_max_failure_rate_stops_a_sweep_where_everything_fails(tmp_path: Path) -> None:
+def test_max_failure_rate_stops_a_sweep_where_everything_fails(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
     mlruns = tmp_path / "mlruns"
-    with pytest.raises(SweepFailed, match=r"5 of 5 trials failed, more than max_failure_rate=0.5"):
+    with pytest.raises(SystemExit) as stopped:
         _run_tune(mlruns, "--n-trials", "20", "--sampler", "random",
                   *_study_args(mlruns, "num_epochs=2", "lr=interval(1e37, 1e38)"))
+    assert stopped.value.code == 1
+    assert re.search(r"^error: 5 of 5 trials failed, more than max_failure_rate=0.5: stopping the sweep \(the last: "
+                     r"TrainingDiverged: loss became (NaN|infinite) at epoch 1", capsys.readouterr().err, re.M)
     study = _study(mlruns, "tune-digits")
     assert len(study.trials) == 5
     client, runs = _runs(mlruns)
@@ -240,22 +244,37 @@ def test_max_failure_rate_stops_a_sweep_where_everything_fails(tmp_path: Path) -
     assert "RUNNING" not in {r.info.status for r in runs}
 
 
-def test_the_sweep_says_when_the_best_sits_at_a_bound(tmp_path: Path) -> None:
-    from softmax_sweep.sweeping.parent import finish_sweep, open_parent_run
-    from softmax_sweep.tracking import Tracker
+def _app_tracking(tmp_path: Path, study: optuna.Study, space, *overrides: str):
+    """The app's sweep tracking callback, started on `study` as the sweeper starts it."""
+    from hydra import compose, initialize_config_dir
 
+    from softmax_sweep.sweeping.hydra_sweep import SweepTracking
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        config = compose(config_name="train", return_hydra_config=True,
+                         overrides=["sweep=tune", "data=digits", f"mlruns_dir={tmp_path}", *overrides])
+    tracking = SweepTracking()
+    tracking.on_sweep_start(study, config, space)
+    return tracking
+
+
+def test_the_sweep_says_when_the_best_sits_at_a_bound(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     space = parse_search_space({"lr": "interval(0.01, 0.02)"})
-    study = optuna.create_study(direction="maximize", study_name="bounds")
-    for lr, value in ((0.012, 0.80), (0.0199, 0.91), (0.015, 0.85)):
+    study = optuna.create_study(direction="minimize", study_name="bounds")
+    for lr, value in ((0.012, 0.80), (0.0199, 0.41), (0.015, 0.85)):
         study.add_trial(optuna.trial.create_trial(params={"lr": lr}, distributions=space.distributions, value=value))
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "softmax-sweep", str(tmp_path))
-    parent = open_parent_run(tracker, study, "sqlite:///:memory:", space)
-    lines = finish_sweep(parent, study, space, "python sweeps/tune.py data=digits --study-name {study}")
+    tracking = _app_tracking(tmp_path, study, space)
+    with caplog.at_level("INFO", logger="softmax_sweep.sweep"):
+        tracking.on_sweep_end(study, None)
+    lines = [r.getMessage() for r in caplog.records if r.name == "softmax_sweep.sweep"]
     assert lines[-1] == ("runs table (MLflow UI): http://127.0.0.1:5000/#/experiments/1/runs?"
                          "workflowType=machine_learning&viewStateShareKey=study-bounds")
     assert lines[-2] == ("best lr=0.0199 sits at the upper bound of interval(0.01, 0.02); widen the range: "
-                         "python sweeps/tune.py data=digits --study-name bounds-wider 'lr=interval(0.01, 0.03)'")
-    assert tracker.client.get_run(parent.run_id).data.metrics["best_value"] == 0.91
+                         "python -m softmax_sweep.train -m sweep=tune data=digits mlruns_dir=" + str(tmp_path) +
+                         " hydra.sweeper.study_name=bounds-wider 'lr=interval(0.01, 0.03)'")
+    run = tracking.client.get_run(tracking.parent_id)
+    assert run.data.metrics["best_value"] == 0.41 and run.info.status == "FINISHED"
+    assert run.data.params["search.lr"] == "interval(0.01, 0.02)" and run.data.params["batch_size"] == "256"
 
 
 def test_val_curves_mark_the_best_trial_by_the_study_direction() -> None:
@@ -305,19 +324,15 @@ def test_best_so_far_with_trials_finishing_out_of_order(tmp_path: Path) -> None:
     and the plugin's own MLflow callback) has one value per finished trial from the first complete
     one on, each the best of the complete trials up to that number: never worse than the step before."""
     from optuna_pruning.tracking import MlflowSweepTracking
-    from softmax_sweep.sweeping.parent import BestSoFar, finish_sweep, open_parent_run
-    from softmax_sweep.tracking import Tracker
 
     space = parse_search_space({"lr": "interval(0.01, 1)"})
     expected = [(1, 0.7), (2, 0.3), (3, 0.3), (4, 0.3), (5, 0.2)]
 
     study = optuna.create_study(direction="minimize", study_name="app")
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "softmax-sweep", str(tmp_path))
-    parent = open_parent_run(tracker, study, "sqlite:///:memory:", space)
-    best = BestSoFar(parent)
-    _finish_out_of_order(study, space, lambda trial: best.update(study))
-    finish_sweep(parent, study, space, "python sweeps/tune.py --study-name {study}")
-    history = tracker.client.get_metric_history(parent.run_id, "best_value")
+    app = _app_tracking(tmp_path, study, space)
+    _finish_out_of_order(study, space, lambda trial: app.on_trial_end(study, trial, None))
+    app.on_sweep_end(study, None)
+    history = app.client.get_metric_history(app.parent_id, "best_value")
     assert sorted({(m.step, m.value) for m in history}) == expected
     assert len({m.step for m in history}) == len(expected)
 
@@ -411,7 +426,9 @@ def test_study_scripts_end_to_end_and_help(tmp_path: Path) -> None:
     assert "configurations.csv" in artifacts
     assert_consistent(mlruns, study)
     bad = subprocess.run([*TUNE, "--sampler", "annealing"], capture_output=True, text=True, env=clean_env())
-    assert bad.returncode == 2 and "invalid choice: 'annealing'" in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: In 'hydra/sweeper/optuna_pruning': Could not find 'hydra/sweeper/optuna_sampler/annealing'; available "
+        "options in 'hydra/sweeper/optuna_sampler': cmaes, gp, grid, motpe, nsgaii, qmc, random, tpe"]
 
 
 def test_sigint_leaves_nothing_running_and_the_rerun_resumes(tmp_path: Path) -> None:
@@ -467,8 +484,9 @@ def test_ctrl_c_while_the_report_is_written_leaves_nothing_running(tmp_path: Pat
     mlruns = tmp_path / "mlruns"
     with monkeypatch.context() as mp:
         mp.setattr(parent_module, "write_report", interrupted)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(SystemExit) as stopped:
             _run_tune(mlruns, "--n-trials", "2", "--pruner", "none", *_study_args(mlruns, "num_epochs=2"))
+        assert stopped.value.code == 130
     client, runs = _runs(mlruns)
     (parent,) = [r for r in runs if r.data.tags.get("sweep.kind") == "optuna"]
     assert parent.info.status == "KILLED"
@@ -503,17 +521,17 @@ def test_pruning_under_launchers_that_run_jobs_in_other_processes(launcher: str,
 
 def test_script_flags_mean_what_they_say(tmp_path: Path) -> None:
     """--n-trials 0 is refused (it used to mean 'not given': 30 trials); --workers is capped by the
-    trials to go and the cores instead of starting idle processes."""
+    cores instead of starting processes that only share them."""
     mlruns = tmp_path / "mlruns"
     zero = subprocess.run([*TUNE, "--n-trials", "0", *_study_args(mlruns)], capture_output=True, text=True,
                           timeout=300, env=clean_env())
-    assert zero.returncode == 2 and zero.stderr.strip().splitlines() == [
-        "error: --n-trials, --workers and --seeds must be at least 1, got 0, 2 and 1"]
+    assert zero.returncode == 2 and zero.stderr.strip().splitlines()[-1] == (
+        "sweeps/tune.py: error: argument --n-trials: must be at least 1, got 0")
     many = subprocess.run([*TUNE, "--n-trials", "2", "--workers", "8", "--pruner", "none",
                            *_study_args(mlruns, "num_epochs=2")], capture_output=True, text=True, timeout=300,
                           env=clean_env())
     assert many.returncode == 0, many.stderr[-2000:]
-    assert f"--workers 8 capped at {min(2, os.cpu_count())} (2 trials to go" in many.stderr
+    assert f"--workers 8 capped at {os.cpu_count()} ({os.cpu_count()} cores)" in many.stderr
     assert len(_study(mlruns, "tune-digits").trials) == 2
 
 
@@ -535,7 +553,7 @@ def test_sigkill_leaves_nothing_running_once_the_store_is_used_again(tmp_path: P
                             *_study_args(mlruns, "num_epochs=2")],
                            capture_output=True, text=True, timeout=600, env=clean_env())
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "marked FAIL and queued again" in again.stderr
+    assert "marked FAIL and queued again" in again.stdout + again.stderr
     study = _study(mlruns, "tune-digits")
     first = study.trials[0]
     assert first.state == TrialState.FAIL and first.user_attrs["fail_reason"].startswith("its worker ")
@@ -592,7 +610,7 @@ def test_a_complete_study_says_so_in_one_line(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr[-2000:]
     lines = [line for line in (again.stdout + again.stderr).splitlines() if "already has" in line]
     assert len(lines) == 1 and "study tune-digits already has its 2 trials" in lines[0], again.stderr
-    assert "More trials: --n-trials 4; a new study: --study-name NAME" in lines[0]
+    assert "More trials: hydra.sweeper.n_trials=4; a new study: hydra.sweeper.study_name=NAME" in lines[0]
     assert len(_study(mlruns, "tune-digits").trials) == 2
     client, runs = _runs(mlruns)
     assert {r.info.status for r in runs} == {"FINISHED"}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -68,6 +69,8 @@ def run_job(cfg: DictConfig) -> Optional[float]:
                             f"set it with {deleted[0]}=VALUE")
         settings = to_settings(cfg)  # bad values fail here, before MXNet and MLflow are imported
         if trial is not None:
+            if os.environ.get("MXNET_ENGINE_TYPE") and "mxnet" not in sys.modules:
+                _start_engine_quietly()  # a launcher's worker process
             from softmax_sweep.trial_runs import run_trial
 
             parent = trial.study.user_attrs.get(PARENT_ATTR)  # the sweep's MLflow parent run, if it has one
@@ -97,6 +100,22 @@ def run_job(cfg: DictConfig) -> Optional[float]:
         else:
             defer(e)
         return None
+
+
+def _start_engine_quietly() -> None:
+    """MXNet announces any engine but its default on stderr from C++ ("MXNet start using engine:
+    NaiveEngine"), which no log level silences: start it with stderr closed for that moment."""
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    sys.stderr.flush()
+    os.dup2(devnull, 2)
+    try:
+        import mxnet
+
+        mxnet.nd.zeros(1).wait_to_read()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _record_failed_job(cfg: DictConfig, reason: str) -> None:

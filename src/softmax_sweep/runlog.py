@@ -84,6 +84,11 @@ class RunLogger:
         self.set_tags(tags or {})
         self._flush_if_due()
 
+    def log_batch(self, metrics: list[Metric]) -> None:
+        """Queue MLflow Metric objects (their own steps and timestamps)."""
+        self._metrics.extend(metrics)
+        self._flush_if_due()
+
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         self._queue(metrics, epoch)
         self._flush_if_due()

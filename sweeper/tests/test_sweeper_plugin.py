@@ -5,8 +5,11 @@ beside it."""
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -377,3 +380,19 @@ def test_mlflow_tracking_is_an_optuna_callback_too(tmp_path: Path) -> None:
     assert all(children[t.number].data.metrics["value"] == t.value for t in study.trials)
     best = client.get_metric_history(parent.info.run_id, "best_value")
     assert best[-1].value == study.best_value
+
+
+def test_a_job_that_starts_after_its_sweep_died_stops(tmp_path: Path) -> None:
+    """A pool worker handed its job just before the sweep was SIGKILLed starts it as an orphan:
+    watching its parent would see init, alive for ever, and it trained on (a 100000-epoch trial,
+    5 minutes until killed by hand). It watches the sweep's own process instead."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    sweeper = f"{socket.gethostname()}:{dead.stdout.strip()}"
+    code = ("import sys, time; from optuna_pruning.workers import end_with_parent; "
+            "end_with_parent(sys.argv[1], grace_seconds=0.5, poll_seconds=0.1); time.sleep(60)")
+    started = time.monotonic()
+    job = subprocess.run([sys.executable, "-c", code, sweeper], capture_output=True, text=True, timeout=60)
+    assert job.returncode in (-signal.SIGTERM, 143), job.stderr
+    assert time.monotonic() - started < 10
+    with pytest.raises(subprocess.TimeoutExpired):  # its sweep (this process) alive: it goes on
+        subprocess.run([sys.executable, "-c", code, f"{socket.gethostname()}:{os.getpid()}"], timeout=5)

@@ -1,6 +1,8 @@
-"""This app's follower of `hydra -m` sweeps run by the optuna_pruning sweeper (a callback listed in
-conf/hydra/sweeper/tracked.yaml): one MLflow parent run per study, the best value after every
-trial, the sweep report at the end; a sweep stops when the tracking server stops answering."""
+"""This app's MLflow tracking of sweeps run by the optuna_pruning sweeper (a callback listed in
+conf/hydra/sweeper/tracked.yaml), extending the library's MlflowSweepTracking: the parent run holds
+the fixed settings and the search space as params, each trial's job opens its own run (with its
+curves, trial_runs.py), the sweep report ends it; a sweep stops when the tracking server stops
+answering."""
 from __future__ import annotations
 
 import logging
@@ -10,30 +12,39 @@ from typing import Any, Optional
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from optuna_pruning import SweepCallback, job_error
+from optuna_pruning import job_error
+from optuna_pruning.tracking import MlflowSweepTracking
 from optuna_pruning.urls import mask_password
-from softmax_sweep import interrupts
+from softmax_sweep import interrupts, views
 from softmax_sweep.config import to_settings
 from softmax_sweep.data import load_dataset
 from softmax_sweep.errors import StoreUnreachable
 from softmax_sweep.heap import freeze_setup
-from softmax_sweep.sweeping.parent import (
-    BestSoFar,
-    check_sweep,
-    end_stopped_sweep,
-    finish_sweep,
-    fixed_params,
-    open_parent_run,
-)
+from softmax_sweep.sweeping.parent import check_sweep, end_stopped_sweep, finish_sweep, fixed_params
 from softmax_sweep.sweeping.recovery import close_stale_run
 
 log = logging.getLogger("softmax_sweep.sweep")
 
 
-class SweepTracking(SweepCallback):
+class SweepTracking(MlflowSweepTracking):
+    child_runs = False  # a trial's job opens its own run, nested under the parent
+
     def __init__(self) -> None:
-        self.parent = self.best = None
-        self.client = None
+        super().__init__()
+        self.parent = None
+        self.trials_ended = 0
+
+    def connect(self, config: DictConfig) -> tuple[Any, str]:
+        return self.tracker.client, self.tracker.experiment_id
+
+    def parent_tags(self, study: optuna.Study) -> dict[str, str]:
+        return {**super().parent_tags(study), "optuna.storage": mask_password(self.storage_url), "sweep.kind": "optuna"}
+
+    def create_parent(self, study: optuna.Study, tags: dict[str, str]) -> str:
+        return self.tracker.start_run(run_name=f"study-{study.study_name}", tags=tags).run_id
+
+    def write_metrics(self, metrics: list[Any]) -> None:
+        self.parent.log_batch(metrics)
 
     def on_sweep_start(self, study: optuna.Study, config: DictConfig, search_space: Any) -> None:
         from softmax_sweep.experiment import tracker_for
@@ -44,27 +55,37 @@ class SweepTracking(SweepCallback):
         check_sweep(settings, [d.name.lower() for d in study.directions])
         # a data set that cannot be loaded fails the sweep now, not every trial; in-process jobs reuse it
         load_dataset(settings.data.name, settings.data.root, settings.data.url)
-        tracker = self.tracker = tracker_for(settings)
-        self.client, self.space, self.metric = tracker.client, search_space, settings.optimized_metric
-        self.parent = open_parent_run(tracker, study, config.hydra.sweeper.storage or "memory", search_space,
-                                      settings.seeds, self.metric, fixed_params(app_cfg))
-        self.best = BestSoFar(self.parent)
+        self.tracker = tracker_for(settings)
+        self.storage_url = config.hydra.sweeper.storage or "memory"
+        self.space, self.metric = search_space, settings.optimized_metric
+        state = views.study_view_state(study.study_name, self.metric, list(search_space.distributions), settings.seeds)
+        view_url = self.tracker.save_view(views.study_view_key(study.study_name), state)
+        super().on_sweep_start(study, config, search_space)
+        self.parent = self.tracker.logger(self.parent_id)
+        self.parent.view_url = view_url
+        if self.created_parent:
+            sweep = {"sweep.sampler": type(study.sampler).__name__, "sweep.pruner": type(study.pruner).__name__,
+                     "sweep.direction": study.direction.name.lower(), "sweep.metric": self.metric,
+                     "seeds": settings.seeds, **{f"search.{k}": v for k, v in search_space.describe().items()}}
+            fixed = {k: v for k, v in fixed_params(app_cfg).items() if k not in search_space.distributions}
+            self.parent.log_params({**fixed, **sweep})
+            self.parent.flush()
         overrides = [*config.hydra.overrides.hydra, *config.hydra.overrides.task]
         kept = [mask_password(o) for o in overrides
                 if not o.startswith(("hydra.sweeper.study_name=", "hydra.mode=", "hydra.runtime"))]
         self.hint = " ".join(["python -m softmax_sweep.train -m", *(shlex.quote(o) for o in kept),
                               "hydra.sweeper.study_name={study}"])
-        log.info("MLflow parent run %s of study %s", self.parent.run_id, study.study_name)
+        log.info("MLflow parent run %s of study %s", self.parent_id, study.study_name)
 
     def on_trial_stale(self, study: optuna.Study, trial: Any, reason: str) -> None:
         if self.client is not None:
             close_stale_run(self.client, trial, reason)
 
     def on_trial_end(self, study: optuna.Study, trial: Any, job_return: Any) -> None:
-        self.best.update(study)
-        error = job_error(job_return)
-        if isinstance(error, StoreUnreachable):  # every later trial would fail the same way
-            raise error
+        self.trials_ended += 1
+        super().on_trial_end(study, trial, job_return)
+        if isinstance(job_error(job_return), StoreUnreachable):  # every later trial would fail the same way
+            raise job_error(job_return)
         interrupts.check()
 
     def on_sweep_end(self, study: optuna.Study, error: Optional[BaseException]) -> None:
@@ -73,9 +94,14 @@ class SweepTracking(SweepCallback):
         if error is not None:
             if isinstance(error, KeyboardInterrupt) and not self.parent.unreachable:
                 self._reconcile_interrupted(study)
-            end_stopped_sweep(self.parent, study, self.space, self.hint, error, self.metric)
+            end_stopped_sweep(self.parent, study, self.space, self.hint, error, self.metric,
+                              lambda: self.log_best_so_far(study, final=True))
             return
-        for line in finish_sweep(self.parent, study, self.space, self.hint, metric=self.metric):
+        if self.reopened_status == "FINISHED" and not self.trials_ended:  # a complete study run again
+            self.parent.end("FINISHED")
+            return
+        for line in finish_sweep(self.parent, study, self.space, self.hint, metric=self.metric,
+                                 log_best=lambda: self.log_best_so_far(study, final=True)):
             log.info(line)
 
     def _reconcile_interrupted(self, study: optuna.Study) -> None:
@@ -102,7 +128,7 @@ class SweepTracking(SweepCallback):
             if trial.user_attrs.get("worker") != me:  # a job elsewhere that never opened its run
                 continue
             tags = {"optuna.study_name": study.study_name, "optuna.trial_number": str(trial.number),
-                    "optuna.state": "FAIL", "mlflow.parentRunId": self.parent.run_id}
+                    "optuna.state": "FAIL", "mlflow.parentRunId": self.parent_id}
             try:
                 run = self.tracker.start_run(trial_run_name(trial.number, trial.params), tags)
                 run.log_params(trial.params)

@@ -10,7 +10,7 @@ from typing import Any, Optional
 def job_error(job_return: Any) -> Optional[BaseException]:
     """The exception a failed job raised, None for a job that returned (Hydra's JobReturn raises
     it again from return_value; this hands it over instead)."""
-    if getattr(job_return.status, "name", None) != "FAILED":
+    if job_return is None or getattr(job_return.status, "name", None) != "FAILED":
         return None
     try:
         job_return.return_value  # noqa: B018 - raises the job's exception

@@ -112,6 +112,11 @@ class OptunaPruningSweeperImpl:
             callback.on_sweep_start(study, self.config, space)
         reap_dead_local_trials(study, stale)
         drop_queued_outside(study, space.distributions)
+        if next_step(study, n_trials, bool(self.heartbeat_interval)) == "done":
+            log.info("study %s already has its %d trials: nothing to run. More trials: hydra.sweeper.n_trials=%d; "
+                     "a new study: hydra.sweeper.study_name=NAME", study.study_name, n_trials, 2 * n_trials)
+            self._end(study, None)
+            return
         slots = 1 if in_process else self.n_jobs
         log.info("study %s in %s: %d trials to go of %d (%s, %s, %d in flight)", study.study_name,
                  mask_password(self.storage_url or "memory"), trials_to_go(study, n_trials), n_trials,

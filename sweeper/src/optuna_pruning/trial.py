@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 # the study's name.
 TRIAL_ENV = "OPTUNA_PRUNING_TRIAL_ID"
 STUDY_ENV = "OPTUNA_PRUNING_STUDY"
+SWEEPER_ENV = "OPTUNA_PRUNING_SWEEPER"  # the sweep's process, host:pid
 # Trials of a sweep in this process, by id: jobs of the basic launcher use them directly.
 _LIVE: dict[int, Any] = {}
 _FOUND: dict[int, Any] = {}  # the trial a job of another process loaded from the storage
@@ -46,7 +47,7 @@ def current_trial() -> Optional[optuna.Trial]:
         _FOUND.clear()
         _FOUND[trial_id] = trial
         trial.set_user_attr("worker", worker_name())  # so a later start can tell this process died
-        end_with_parent()  # a pool worker outlives a SIGKILLed sweep otherwise
+        end_with_parent(os.environ.get(SWEEPER_ENV))  # a pool worker outlives a SIGKILLed sweep otherwise
     return trial
 
 
@@ -66,7 +67,8 @@ def report(value: float, step: int) -> None:
 def job_overrides(trial: optuna.Trial) -> list[str]:
     """The Hydra overrides that tell a job which trial it runs as."""
     quoted = trial.study.study_name.replace("'", "\\'")
-    return [f"++hydra.job.env_set.{TRIAL_ENV}={trial_id(trial)}", f"++hydra.job.env_set.{STUDY_ENV}='{quoted}'"]
+    return [f"++hydra.job.env_set.{TRIAL_ENV}={trial_id(trial)}", f"++hydra.job.env_set.{STUDY_ENV}='{quoted}'",
+            f"++hydra.job.env_set.{SWEEPER_ENV}='{worker_name()}'"]
 
 
 def _load(trial_id: int) -> Optional[optuna.Trial]:

@@ -8,6 +8,7 @@ import signal
 import socket
 import threading
 import time
+from typing import Optional
 
 log = logging.getLogger("optuna_pruning")
 
@@ -49,22 +50,28 @@ def _zombie(pid: int) -> bool:
 _watched: list[int] = []
 
 
-def end_with_parent(grace_seconds: float = 5.0, poll_seconds: float = 1.0) -> None:
+def end_with_parent(sweeper: Optional[str] = None, grace_seconds: float = 5.0, poll_seconds: float = 1.0) -> None:
     """End this process (a job of a launcher's worker pool, a study's worker) soon after the
-    process that started it dies: a SIGKILLed sweep leaves no worker training on for nobody.
+    sweep that started it dies: a SIGKILLed sweep leaves no worker training on for nobody.
 
-    This process gets SIGTERM (its handler may mark its trial and run), and is ended outright
-    grace_seconds later if it is still there (a pool worker whose job caught the signal goes on
-    waiting for the next job). Once per process."""
+    sweeper: the sweep's process as host:pid; on this machine it is watched itself (a pool worker
+    that got its job after the sweep died has been handed to init already, and its parent would
+    look alive), elsewhere this process's parent is. This process gets SIGTERM (its handler may
+    mark its trial and run), and is ended outright grace_seconds later if it is still there (a
+    pool worker whose job caught the signal goes on waiting for the next job). Once per process."""
     if _watched:
         return
     parent = os.getppid()
     _watched.append(parent)
+    local = sweeper is not None and sweeper.rpartition(":")[0] == socket.gethostname()
+
+    def gone() -> bool:
+        return dead_local_worker(sweeper) if local else os.getppid() != parent
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while not gone():
             time.sleep(poll_seconds)
-        log.warning("the process that started this one (pid %d) is gone: stopping", parent)
+        log.warning("the sweep that started this process (%s) is gone: stopping", sweeper if local else parent)
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(grace_seconds)
         os._exit(143)
