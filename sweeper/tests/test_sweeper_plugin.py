@@ -396,3 +396,23 @@ def test_a_job_that_starts_after_its_sweep_died_stops(tmp_path: Path) -> None:
     assert time.monotonic() - started < 10
     with pytest.raises(subprocess.TimeoutExpired):  # its sweep (this process) alive: it goes on
         subprocess.run([sys.executable, "-c", code, f"{socket.gethostname()}:{os.getpid()}"], timeout=5)
+
+
+def test_a_resumed_seeded_study_draws_new_trials(tmp_path: Path) -> None:
+    """n_trials is the study's total: a rerun tops it up. With the sampler's seed as it was, the
+    rerun drew the very trials of the first run again (random sampler, seed 0: trials 2-3 equal to
+    0-1); the seed now moves on by the trials the study has."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    common = ["hydra/sweeper/optuna_sampler=random", "hydra.sweeper.sampler.seed=0", f"hydra.sweeper.storage={storage}",
+              "x=interval(-5.0, 5.0)", "y=interval(-5.0, 5.0)",
+              "hydra.sweeper.study_name=resumed"]
+    run_app(tmp_path, *common, "hydra.sweeper.n_trials=2")
+    run_app(tmp_path, *common, "hydra.sweeper.n_trials=4")
+    trials = optuna.load_study(study_name="resumed", storage=storage).trials
+    assert len(trials) == 4
+    first, again = [t.params for t in trials[:2]], [t.params for t in trials[2:]]
+    assert not [p for p in again if p in first], (first, again)
+    (tmp_path / "fresh").mkdir()
+    run_app(tmp_path / "fresh", *[c.replace("study.db", "fresh.db") for c in common], "hydra.sweeper.n_trials=2")
+    fresh = optuna.load_study(study_name="resumed", storage=storage.replace("study.db", "fresh.db")).trials
+    assert [t.params for t in fresh] == first, "a new study with the seed still draws what it drew"

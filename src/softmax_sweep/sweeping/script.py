@@ -31,6 +31,31 @@ def _positive(text: str) -> float:
     return value
 
 
+# flag, the override it stands for, its type, metavar and help (`{sweep}`: the script's sweep)
+FLAGS = (
+    ("--n-trials", "hydra.sweeper.n_trials", _at_least_one, "N",
+     "total trials of the study: a rerun with the same storage and study name tops it up to N, it never "
+     "starts over"),
+    ("--storage", "hydra.sweeper.storage", str, "URL",
+     "Optuna storage: journal:///path/file (default: journal:///mlruns/optuna.journal, safe for several "
+     "local workers), sqlite:///file.db, postgresql://user@host/db, mysql://user@host/db, grpc://host:port"),
+    ("--study-name", "hydra.sweeper.study_name", str, "NAME",
+     "study to create or resume (default: {sweep}-<data set>)"),
+    ("--sampler", "hydra/sweeper/optuna_sampler", str, "NAME",
+     "search algorithm: tpe, random, grid, cmaes, qmc, gp, nsgaii, ..."),
+    ("--pruner", "hydra/sweeper/optuna_pruner", str, "NAME",
+     "stop unpromising trials after an epoch: median_warmup, median, hyperband, none, ..."),
+    ("--seeds", "seeds", _at_least_one, "K",
+     "train each configuration with K seeds (seed, seed + 1, ...) and optimize their mean; the report gives "
+     "each configuration's 95%% confidence interval and tests the best against the runner-up"),
+    ("--timeout", "hydra.sweeper.timeout", _positive, "SECONDS",
+     "start no trial after this many seconds; those in flight finish, a rerun resumes"),
+    ("--heartbeat-interval", "hydra.sweeper.heartbeat_interval", _at_least_one, "SECONDS",
+     "trials send a heartbeat this often (database storages only); a trial whose worker died is failed and "
+     "retried by any live or later worker once its heartbeat is older than the grace period (2 intervals)"),
+)
+
+
 def build_parser(sweep: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"sweeps/{sweep}.py", description=description,
@@ -39,37 +64,12 @@ def build_parser(sweep: str, description: str) -> argparse.ArgumentParser:
                f"flag stands for (shown in brackets); defaults come from conf/sweep/{sweep}.yaml. Results: one "
                f"MLflow parent run per study with one child run per trial; `mlflow ui --backend-store-uri "
                f"sqlite:///mlruns/mlflow.db` and `optuna-dashboard mlruns/optuna.journal` show them.")
-    parser.add_argument("--n-trials", type=_at_least_one, metavar="N",
-                        help="total trials of the study: a rerun with the same storage and study name "
-                             "tops it up to N, it never starts over [hydra.sweeper.n_trials=N]")
-    parser.add_argument("--storage", metavar="URL",
-                        help="Optuna storage: journal:///path/file (default: journal:///mlruns/optuna.journal, "
-                             "safe for several local workers), sqlite:///file.db, postgresql://user@host/db, "
-                             "mysql://user@host/db, grpc://host:port [hydra.sweeper.storage=URL]")
-    parser.add_argument("--study-name", metavar="NAME",
-                        help=f"study to create or resume (default: {sweep}-<data set>) [hydra.sweeper.study_name=NAME]")
-    parser.add_argument("--sampler", metavar="NAME",
-                        help="search algorithm: tpe, random, grid, cmaes, qmc, gp, nsgaii, ... "
-                             "[hydra/sweeper/optuna_sampler=NAME]")
-    parser.add_argument("--pruner", metavar="NAME",
-                        help="stop unpromising trials after an epoch: median_warmup, median, hyperband, none, ... "
-                             "[hydra/sweeper/optuna_pruner=NAME]")
-    parser.add_argument("--seeds", type=_at_least_one, metavar="K",
-                        help="train each configuration with K seeds (seed, seed + 1, ...) and optimize their mean; "
-                             "the report gives each configuration's 95%% confidence interval and tests the best "
-                             "against the runner-up [seeds=K]")
-    parser.add_argument("--timeout", type=_positive, metavar="SECONDS",
-                        help="start no trial after this many seconds; those in flight finish, a rerun resumes "
-                             "[hydra.sweeper.timeout=SECONDS]")
+    for flag, key, kind, metavar, text in FLAGS:
+        parser.add_argument(flag, type=kind, metavar=metavar, help=f"{text.format(sweep=sweep)} [{key}={metavar}]")
     parser.add_argument("--workers", type=_at_least_one, metavar="K",
                         help="K trials in flight, each in its own worker process (at most one per core); the same "
                              "command on another machine with the same --storage and --study-name adds workers "
                              "there [hydra.sweeper.n_jobs=K hydra/launcher=joblib; K=1: in this process]")
-    parser.add_argument("--heartbeat-interval", type=_at_least_one, metavar="SECONDS",
-                        help="trials send a heartbeat this often (database storages only); a trial whose "
-                             "worker died is failed and retried by any live or later worker once its "
-                             "heartbeat is older than the grace period (2 intervals) "
-                             "[hydra.sweeper.heartbeat_interval=SECONDS]")
     parser.add_argument("overrides", nargs="*", metavar="OVERRIDE",
                         help="Hydra overrides: plain values fix a key for every trial (data=digits lr=0.1); "
                              "sweep values replace its range ('lr=tag(log, interval(0.001, 1))'); any "
@@ -79,11 +79,10 @@ def build_parser(sweep: str, description: str) -> argparse.ArgumentParser:
 
 def hydra_overrides(sweep: str, args: argparse.Namespace) -> list[str]:
     """The overrides of `python -m softmax_sweep.train -m` that the script's flags stand for."""
-    flags = {"hydra.sweeper.n_trials": args.n_trials, "hydra.sweeper.storage": args.storage,
-             "hydra.sweeper.study_name": args.study_name, "hydra/sweeper/optuna_sampler": args.sampler,
-             "hydra/sweeper/optuna_pruner": args.pruner, "seeds": args.seeds, "hydra.sweeper.timeout": args.timeout,
-             "hydra.sweeper.heartbeat_interval": args.heartbeat_interval}
-    overrides = [f"sweep={sweep}", *(f"{key}={value}" for key, value in flags.items() if value is not None)]
+    overrides = [f"sweep={sweep}"]
+    for flag, key, *_ in FLAGS:
+        if (value := getattr(args, flag[2:].replace("-", "_"))) is not None:
+            overrides.append(f"{key}={value}")
     if args.workers is not None:
         workers = min(args.workers, os.cpu_count() or 1)
         if workers < args.workers:  # more would only share the cores (and memory) to no avail

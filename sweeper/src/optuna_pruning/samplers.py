@@ -11,13 +11,16 @@ from optuna_pruning.errors import SweeperError
 from optuna_pruning.search_space import SearchSpace
 
 
-def make_sampler(sampler: Any, space: SearchSpace) -> optuna.samplers.BaseSampler:
+def make_sampler(sampler: Any, space: SearchSpace, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
     """A sampler from its config node (hydra/sweeper/optuna_sampler, or any `_target_` with its
-    constructor's settings); settings left null take Optuna's default; grid gets the search space."""
+    constructor's settings); settings left null take Optuna's default; grid gets the search space.
+    seed_offset is added to a seed the node sets."""
     if sampler is None:
         return optuna.samplers.TPESampler()
     _check_node("sampler", "optuna_sampler", sampler)
     node = _settings(sampler)
+    if seed_offset and node.get("seed") is not None:
+        node["seed"] += seed_offset
     try:
         factory = instantiate(node, _partial_=True)
     except Exception as e:  # noqa: BLE001 - a bad class name or setting: Hydra's InstantiationException

@@ -105,6 +105,8 @@ class OptunaPruningSweeperImpl:
                                self.storage_timeout)
         study = open_study(storage, self.study_name, self.directions, make_sampler(self.sampler_node, space), pruner,
                            self.metric_names, self.enqueue, space.distributions)
+        if study.trials:  # resumed: a seeded sampler would draw the trials it drew the first time again
+            study.sampler = make_sampler(self.sampler_node, space, seed_offset=len(study.trials))
         n_trials = self.n_trials
         if isinstance(study.sampler, optuna.samplers.GridSampler):
             n_trials = min(n_trials, space.grid_size())
