@@ -65,7 +65,8 @@ def training_pass_seconds(folder: Path, batch_size: int, repeats: int = 2) -> tu
             train_iter = DataIter(data.X_train, data.y_train, rows, batch_size, shuffle=True)
             start = time.perf_counter()
             if kind == "fused":
-                loss, _ = SoftmaxSGD(net, 0.1, batch_size).epoch(data.X_train, data.y_train, train_iter.epoch_order())
+                updater = SoftmaxSGD.single(net, 0.1, batch_size)
+                loss, _ = updater.epoch(data.X_train, data.y_train, train_iter.epoch_order())
             else:
                 step, loss = build_step(net), mx.nd.zeros(1)
                 trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1}, kvstore=None)

@@ -9,9 +9,8 @@ from mxnet import autograd, gluon
 from softmax_sweep.data import DataIter, fixed_batches, load_dataset, split_indices
 from softmax_sweep.errors import TrainingDiverged
 from softmax_sweep.experiment import train_softmax
-from softmax_sweep.model import build_net, build_step
+from softmax_sweep.model import build_net, build_step, evaluate
 from softmax_sweep.sgd import SoftmaxSGD
-from softmax_sweep.training import evaluate
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +25,7 @@ def test_loss_decreases_and_digits_reach_93_percent(digits) -> None:
     assert losses[-1] < 0.5 * losses[0]
     assert result.best["test_acc"] >= 0.93, result.best
     # the returned net holds the best epoch's parameters
-    test_loss, test_acc = evaluate(build_step(net), fixed_batches(digits.X_test, digits.y_test))
+    (test_loss,), (test_acc,) = evaluate([net], fixed_batches(digits.X_test, digits.y_test))
     assert test_acc == pytest.approx(result.best["test_acc"])
 
 
@@ -63,13 +62,13 @@ def test_fused_sgd_steps_like_autograd_and_gluon_trainer(digits, batch_size, wd,
     reference, expected = _autograd_epochs(digits, rows, batch_size, lr, wd, scheduler(), epochs)
     mx.random.seed(3)
     net = build_net(10, digits.X_train.shape[1])
-    updater = SoftmaxSGD(net, lr, batch_size, wd, scheduler())
+    updater = SoftmaxSGD.single(net, lr, batch_size, wd, scheduler())
     measured = []
     for epoch in range(epochs):
         order = DataIter(digits.X_train, digits.y_train, rows, batch_size, shuffle=True,
                          rng=np.random.RandomState(epoch)).epoch_order()
         loss, correct = updater.epoch(digits.X_train, digits.y_train, order)
-        measured.append((loss.asscalar(), correct.asscalar()))
+        measured.append((loss.asnumpy()[0], correct.asnumpy()[0]))
     assert updater.num_update == steps
     for ours, theirs in zip(net.collect_params().values(), reference.collect_params().values()):
         np.testing.assert_allclose(ours.data().asnumpy(), theirs.data().asnumpy(), rtol=1e-4, atol=1e-5)
@@ -108,7 +107,7 @@ def test_early_stopping_keeps_the_best_epoch(digits) -> None:
     val_accs = [m["val_acc"] for m in result.history]
     assert result.best["val_acc"] == max(val_accs)
     _, val_idx = split_indices(digits.num_train, 300, seed=0)
-    _, val_acc = evaluate(build_step(net), fixed_batches(digits.X_train, digits.y_train, val_idx))
+    _, (val_acc,) = evaluate([net], fixed_batches(digits.X_train, digits.y_train, val_idx))
     assert val_acc == pytest.approx(max(val_accs))
 
 

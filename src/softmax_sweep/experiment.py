@@ -23,9 +23,8 @@ from softmax_sweep.curves import log_curves
 from softmax_sweep.data import DataIter, Dataset, check_val_size, fixed_batches, load_dataset, split_indices
 from softmax_sweep.heap import freeze_before_first_run
 from softmax_sweep.interrupts import InterruptCheck
-from softmax_sweep.model import build_net, build_step
+from softmax_sweep.model import build_net
 from softmax_sweep.runlog import RunEndHook, RunLogger
-from softmax_sweep.sgd import SoftmaxSGD
 from softmax_sweep.stores import resolve_tracking_uri
 from softmax_sweep.tracking import Tracker
 from softmax_sweep.training import GAP, METRICS, TRAIN_EVAL_METRICS, Callback, FitResult, fit
@@ -61,14 +60,12 @@ def train_softmax(dataset: Dataset, *, lr: float, batch_size: int, num_epochs: i
     val_iter = dataset.val_batches(val_idx) if len(val_idx) else None
     test_iter = dataset.test_batches()
     net = build_net(dataset.num_classes, dataset.X_train.shape[1])
-    step = build_step(net)
     # updates count from 1 and the schedule reaches 0 at its max_update: one more than the run has,
     # so the last update still trains (a run of a single update would otherwise train at lr 0)
     scheduler = mx.lr_scheduler.CosineScheduler(num_epochs * len(train_iter) + 1, base_lr=lr) \
         if lr_schedule == "cosine" else None
-    updater = SoftmaxSGD(net, lr, batch_size, weight_decay, scheduler)
     train_eval_iter = fixed_batches(dataset.X_train, dataset.y_train, train_idx) if eval_train else None
-    result = fit(net, step, train_iter, val_iter, test_iter, updater, num_epochs,
+    result = fit(net, train_iter, val_iter, test_iter, lr, num_epochs, wd=weight_decay, lr_scheduler=scheduler,
                  patience=patience, monitor=monitor, callbacks=callbacks, train_eval_iter=train_eval_iter)
     return net, result
 

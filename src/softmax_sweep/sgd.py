@@ -1,4 +1,5 @@
-"""Minibatch SGD for the softmax regression net, eight steps per call of one MXNet graph.
+"""Minibatch SGD for softmax regression nets, eight steps per call of one MXNet graph, for one
+model or for K models stacked in the same graph.
 
 It computes what `autograd.record()` + `loss.backward()` + `gluon.Trainer(..., "sgd").step(batch_size)`
 compute for Dense(k) under SoftmaxCrossEntropyLoss on logits (tests/test_training.py checks it
@@ -7,23 +8,34 @@ against exactly that), but a training pass at batch 16 takes 0.28 s instead of 1
 is ~250k multiply-adds, and the time went to the ~0.5 ms that Python, autograd and the Trainer add
 to every step. The gradient is written out: for softmax cross-entropy on logits it is
 softmax(logits) - one_hot(y) per example.
+
+K models that take the same minibatches (same data, training rows, batch size and shuffle) are
+one Dense(K * k) in the graph: one pass over each batch's rows serves them all, each with its own
+learning rate, weight decay and schedule. Each model's weights are what training it alone gives
+(tests/test_stacked.py: within 1e-5 after epochs of SGD, weight decay and a cosine schedule).
 """
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Optional
 
 import mxnet as mx
 from mxnet import gluon, nd, sym
 
+from softmax_sweep.model import dense_of
+
 STEPS_PER_CALL = 8  # 32 steps per graph measured no faster at batch 16
 
 
-@functools.lru_cache(maxsize=64)
-def _steps_graph(sizes: tuple[int, ...], num_outputs: int, decay: bool) -> tuple[mx.nd.CachedOp, list[str]]:
-    """One graph for SGD steps on batches of `sizes` rows taken in turn from `order`:
-    inputs X, y, order, lrs (per step: lr / batch_size), [decays (per step: lr * wd)], weight, bias;
-    outputs the new weight and bias, the summed loss and the number of correct predictions.
+@functools.lru_cache(maxsize=128)
+def _steps_graph(sizes: tuple[int, ...], models: int, num_outputs: int, decay: bool
+                 ) -> tuple[mx.nd.CachedOp, list[str]]:
+    """One graph for SGD steps of `models` stacked models on batches of `sizes` rows taken in turn
+    from `order`: inputs X, y, order, lrs and decays (per step and model: lr / batch_size, lr * wd),
+    weight (models * num_outputs, inputs), bias; outputs the new weight and bias, and per model the
+    summed loss and the number of correct predictions.
 
     MXNet's sgd_update: weight <- (1 - lr * wd) * weight - lr * rescale_grad * grad."""
     X, y, order, lrs, decays, weight, bias = (sym.var(n) for n in
@@ -33,69 +45,109 @@ def _steps_graph(sizes: tuple[int, ...], num_outputs: int, decay: bool) -> tuple
         rows = sym.slice_axis(order, axis=0, begin=start, end=start + size)
         start += size
         Xb, yb = sym.take(X, rows), sym.take(y, rows)
-        logits = sym.FullyConnected(Xb, weight, bias, num_hidden=num_outputs)
-        losses.append(sym.softmax_cross_entropy(logits, yb))
-        corrects.append(sym.sum(sym.argmax(logits, axis=1) == yb))
-        lr = sym.slice_axis(lrs, axis=0, begin=k, end=k + 1)
-        grad = sym.broadcast_mul(sym.softmax(logits, axis=-1) - sym.one_hot(yb, num_outputs), lr)
-        if decay:
-            keep = 1 - sym.slice_axis(decays, axis=0, begin=k, end=k + 1)
-            weight, bias = sym.broadcast_mul(weight, keep), sym.broadcast_mul(bias, keep)
+        logits = sym.reshape(sym.FullyConnected(Xb, weight, bias, num_hidden=models * num_outputs),
+                             shape=(0, models, num_outputs))
+        labels = sym.broadcast_to(sym.expand_dims(yb, axis=1), shape=(size, models))
+        losses.append(-sym.sum(sym.pick(sym.log_softmax(logits, axis=-1), labels, axis=-1), axis=0))
+        corrects.append(sym.sum(sym.argmax(logits, axis=-1) == labels, axis=0))
+        lr = sym.reshape(sym.slice_axis(lrs, axis=0, begin=k, end=k + 1), shape=(1, models, 1))
+        grad = sym.broadcast_mul(sym.broadcast_sub(sym.softmax(logits, axis=-1),
+                                                   sym.expand_dims(sym.one_hot(yb, num_outputs), axis=1)), lr)
+        grad = sym.reshape(grad, shape=(0, -1))
+        if decay:  # each model's factor on its num_outputs rows
+            keep = sym.repeat(1 - sym.reshape(sym.slice_axis(decays, axis=0, begin=k, end=k + 1), shape=(-1,)),
+                              repeats=num_outputs)
+            weight, bias = sym.broadcast_mul(weight, sym.expand_dims(keep, axis=1)), bias * keep
         weight = weight - sym.dot(grad, Xb, transpose_a=True)
         bias = bias - sym.sum(grad, axis=0)
     out = sym.Group([weight, bias, sym.add_n(*losses), sym.add_n(*corrects)])
     return mx.nd.CachedOp(out, flags=[("static_alloc", "true"), ("static_shape", "true")]), out.list_inputs()
 
 
-class SoftmaxSGD:
-    """The updater of `net` (a Dense layer, alone in a Sequential or bare): plain SGD at lr with
-    weight decay wd, every step's summed gradient divided by batch_size (also on the epoch's last,
-    smaller batch, as the chapter's train_ch3 does), lr per update from an MXNet lr_scheduler."""
+@dataclass
+class Member:
+    """One model of a stack: its net (a Dense layer, alone in a Sequential or bare) and its SGD settings."""
+    net: gluon.Block
+    lr: float
+    wd: float = 0.0
+    lr_scheduler: Optional[mx.lr_scheduler.LRScheduler] = None
 
-    def __init__(self, net: gluon.Block, lr: float, batch_size: int, wd: float = 0.0,
-                 lr_scheduler: Optional[mx.lr_scheduler.LRScheduler] = None) -> None:
-        dense = net[0] if isinstance(net, (gluon.nn.Sequential, gluon.nn.HybridSequential)) else net
-        self.weight, self.bias = dense.weight, dense.bias
-        self.num_outputs = self.weight.shape[0]
-        self.lr, self.batch_size, self.wd, self.lr_scheduler = lr, batch_size, wd, lr_scheduler
+    @property
+    def dense(self) -> gluon.nn.Dense:
+        return dense_of(self.net)
+
+    def rate(self, update: int) -> float:
+        return self.lr_scheduler(update) if self.lr_scheduler else self.lr
+
+
+class SoftmaxSGD:
+    """The updater of K models trained together on the same minibatches (K = 1: one model): plain
+    SGD, each model at its lr with its weight decay, every step's summed gradient divided by
+    batch_size (also on the epoch's last, smaller batch, as the chapter's train_ch3 does), lr per
+    update from each model's MXNet lr_scheduler. A model can leave the stack (remove) between epochs."""
+
+    def __init__(self, members: Sequence[Member], batch_size: int) -> None:
+        self.members = list(members)
+        self.num_outputs = self.members[0].dense.weight.shape[0]
+        self.batch_size = batch_size
         self.num_update = 0
-        self._constant: dict[int, tuple[nd.NDArray, nd.NDArray]] = {}
+        self._constant: dict[tuple[int, tuple[int, ...]], tuple[nd.NDArray, nd.NDArray]] = {}
+
+    @classmethod
+    def single(cls, net: gluon.Block, lr: float, batch_size: int, wd: float = 0.0,
+               lr_scheduler: Optional[mx.lr_scheduler.LRScheduler] = None) -> SoftmaxSGD:
+        return cls([Member(net, lr, wd, lr_scheduler)], batch_size)
 
     @property
     def learning_rate(self) -> float:
-        return self.lr_scheduler(self.num_update) if self.lr_scheduler else self.lr
+        """The first model's lr at the current update."""
+        return self.members[0].rate(self.num_update)
+
+    def learning_rates(self) -> list[float]:
+        return [m.rate(self.num_update) for m in self.members]
+
+    def remove(self, member: Member) -> None:
+        self.members.remove(member)
 
     def _rates(self, steps: int) -> tuple[nd.NDArray, nd.NDArray]:
-        """Per step: lr / batch_size and lr * wd (the step numbers count from 1, as MXNet's optimizer's do)."""
-        if self.lr_scheduler is None:
-            if steps not in self._constant:
-                self._constant[steps] = (nd.full((steps,), self.lr / self.batch_size),
-                                         nd.full((steps,), self.lr * self.wd))
-            return self._constant[steps]
-        lrs = [self.lr_scheduler(self.num_update + k + 1) for k in range(steps)]
-        return nd.array([lr / self.batch_size for lr in lrs]), nd.array([lr * self.wd for lr in lrs])
+        """Per step and model: lr / batch_size and lr * wd (the step numbers count from 1, as MXNet's
+        optimizer's do)."""
+        if not any(m.lr_scheduler for m in self.members):
+            key = (steps, tuple(id(m) for m in self.members))
+            if key not in self._constant:
+                self._constant[key] = (nd.array([[m.lr / self.batch_size for m in self.members]] * steps),
+                                       nd.array([[m.lr * m.wd for m in self.members]] * steps))
+            return self._constant[key]
+        lrs = [[m.rate(self.num_update + k + 1) for m in self.members] for k in range(steps)]
+        return (nd.array([[lr / self.batch_size for lr in row] for row in lrs]),
+                nd.array([[lr * m.wd for lr, m in zip(row, self.members)] for row in lrs]))
 
     def epoch(self, X: nd.NDArray, y: nd.NDArray, order: nd.NDArray) -> tuple[nd.NDArray, nd.NDArray]:
-        """One pass over rows `order` of (X, y) in minibatches; returns the summed loss and the number
-        of correct predictions, each measured on a batch before its step (as NDArrays: no sync)."""
-        n, bs = order.shape[0], self.batch_size
+        """One pass over rows `order` of (X, y) in minibatches; returns per model the summed loss and
+        the number of correct predictions, each measured on a batch before its step (as NDArrays: no sync)."""
+        n, bs, models = order.shape[0], self.batch_size, len(self.members)
         chunk = bs * STEPS_PER_CALL
         full_calls = n // chunk
         rest = n - full_calls * chunk
         rest_sizes = (bs,) * (rest // bs) + ((rest % bs,) if rest % bs else ())
-        weight, bias = self.weight.data(), self.bias.data()
-        loss, correct = nd.zeros((1,)), nd.zeros((1,))
+        denses = [m.dense for m in self.members]
+        weight = nd.concat(*(d.weight.data() for d in denses), dim=0) if models > 1 else denses[0].weight.data()
+        bias = nd.concat(*(d.bias.data() for d in denses), dim=0) if models > 1 else denses[0].bias.data()
+        loss, correct = nd.zeros((models,)), nd.zeros((models,))
         calls = [((bs,) * STEPS_PER_CALL, order[c * chunk:(c + 1) * chunk]) for c in range(full_calls)]
         if rest_sizes:
             calls.append((rest_sizes, order[full_calls * chunk:]))
+        decay = any(m.wd for m in self.members)
         for sizes, rows in calls:
-            graph, inputs = _steps_graph(sizes, self.num_outputs, self.wd != 0)
+            graph, inputs = _steps_graph(sizes, models, self.num_outputs, decay)
             lrs, decays = self._rates(len(sizes))
             feed = {"X": X, "y": y, "order": rows, "lrs": lrs, "decays": decays, "weight": weight, "bias": bias}
             weight, bias, batch_loss, batch_correct = graph(*(feed[name] for name in inputs))
             loss += batch_loss
             correct += batch_correct
             self.num_update += len(sizes)
-        self.weight.set_data(weight)
-        self.bias.set_data(bias)
+        k = self.num_outputs
+        for i, dense in enumerate(denses):
+            dense.weight.set_data(weight[i * k:(i + 1) * k] if models > 1 else weight)
+            dense.bias.set_data(bias[i * k:(i + 1) * k] if models > 1 else bias)
         return loss, correct

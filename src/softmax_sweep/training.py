@@ -1,4 +1,5 @@
-"""The training loop: epochs of minibatch SGD, evaluation, early stopping. No I/O here."""
+"""The training loop: epochs of minibatch SGD, evaluation, early stopping, for one model or for
+K models stacked in one graph (softmax_sweep.sgd). No I/O here."""
 from __future__ import annotations
 
 import math
@@ -12,8 +13,8 @@ from mxnet import gluon, nd
 
 from softmax_sweep.data import DataIter
 from softmax_sweep.errors import TrainingDiverged
-from softmax_sweep.model import LossAndCorrect
-from softmax_sweep.sgd import SoftmaxSGD
+from softmax_sweep.model import evaluate
+from softmax_sweep.sgd import Member, SoftmaxSGD
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 # the model at the epoch's end on the training set (train_acc is the running average over the epoch)
@@ -40,75 +41,113 @@ class FitResult:
         return self.history[self.best_epoch - 1]
 
 
+@dataclass
+class Model:
+    """One model of a fit: its net and SGD settings, how long it trains, who hears of its epochs;
+    after the fit its result, and the error that took it out of the stack early (it diverged, a
+    callback raised: a pruned trial), if any."""
+    member: Member
+    num_epochs: int
+    patience: Optional[int] = None
+    callbacks: Sequence[Callback] = ()
+    result: FitResult = field(default_factory=FitResult)
+    error: Optional[BaseException] = None
+    _best: Optional[float] = None
+    _since_best: int = 0
 
-def train_epoch(updater: SoftmaxSGD, train_iter: DataIter) -> tuple[float, float]:
-    """One pass over train_iter; returns (mean loss, accuracy) over the epoch's minibatches."""
-    order = train_iter.epoch_order()
-    loss_sum, correct = updater.epoch(train_iter.X, train_iter.y, order)
-    n = order.shape[0]
-    return loss_sum.asscalar() / n, correct.asscalar() / n
-
-
-def evaluate(step: LossAndCorrect, data_iter: Iterable) -> tuple[float, float]:
-    """(mean loss, accuracy) of the model on data_iter."""
-    loss_sum, correct, n = nd.zeros(1), nd.zeros(1), 0
-    for X, y in data_iter:
-        batch_loss, batch_correct = step(X, y)
-        loss_sum += batch_loss
-        correct += batch_correct
-        n += X.shape[0]
-    return loss_sum.asscalar() / n, correct.asscalar() / n
+    @property
+    def net(self) -> gluon.Block:
+        return self.member.net
 
 
 def _improved(value: float, best: Optional[float], maximize: bool) -> bool:
     return best is None or (value > best if maximize else value < best)
 
 
-def fit(net: gluon.Block, step: LossAndCorrect, train_iter: DataIter, val_iter: Optional[Iterable],
-        test_iter: Iterable, updater: SoftmaxSGD, num_epochs: int, *,
-        patience: Optional[int] = None, monitor: str = "val_acc",
-        callbacks: Sequence[Callback] = (), train_eval_iter: Optional[Iterable] = None) -> FitResult:
-    """Train for num_epochs (fewer with early stopping on `monitor`, validation only).
+def fit(net: gluon.Block, train_iter: DataIter, val_iter: Optional[Iterable], test_iter: Iterable,
+        lr: float, num_epochs: int, *, wd: float = 0.0, lr_scheduler=None, patience: Optional[int] = None,
+        monitor: str = "val_acc", callbacks: Sequence[Callback] = (),
+        train_eval_iter: Optional[Iterable] = None) -> FitResult:
+    """Train one model for num_epochs (fewer with early stopping on `monitor`, validation only).
 
     The best epoch's parameters are kept in FitResult.best_params and loaded back into net.
     Without val_iter (no validation set, the chapter's setup) the last epoch counts as the best.
     With train_eval_iter, the model at each epoch's end is also measured on it (train_eval_*).
-    Raises TrainingDiverged after the epoch whose training loss is not finite.
-    """
+    Raises TrainingDiverged after the epoch whose training loss is not finite, and what a
+    callback raised."""
+    model = Model(Member(net, lr, wd, lr_scheduler), num_epochs, patience, callbacks)
+    fit_stacked([model], train_iter, val_iter, test_iter, monitor=monitor, train_eval_iter=train_eval_iter)
+    if model.error is not None:
+        raise model.error
+    return model.result
+
+
+def fit_stacked(models: Sequence[Model], train_iter: DataIter, val_iter: Optional[Iterable], test_iter: Iterable,
+                *, monitor: str = "val_acc", train_eval_iter: Optional[Iterable] = None) -> None:
+    """Train the models together on the same minibatches (one graph), each as fit would train it
+    alone. A model leaves the stack after its num_epochs, when early stopping ends it, when it
+    diverges (model.error: TrainingDiverged) or when one of its callbacks raises (model.error);
+    the others go on. An interrupt (KeyboardInterrupt) stops them all. Each model's net ends with
+    its best epoch's parameters; its epoch_seconds is its share of the stack's epoch."""
     maximize = monitor.endswith("acc")
-    result, best_value, since_best = FitResult(), None, 0
-    for epoch in range(1, num_epochs + 1):
+    updater = SoftmaxSGD([m.member for m in models], train_iter.batch_size)
+    active = list(models)
+    epoch = 0
+    while active:
+        epoch += 1
         start = time.perf_counter()
-        train_loss, train_acc = train_epoch(updater, train_iter)
-        test_loss, test_acc = evaluate(step, test_iter)
-        metrics = dict(zip(METRICS, (train_loss, train_acc, nan, nan, test_loss, test_acc)))
-        if val_iter is None:
-            del metrics["val_loss"], metrics["val_acc"]
-        else:
-            metrics["val_loss"], metrics["val_acc"] = evaluate(step, val_iter)
+        order = train_iter.epoch_order()
+        loss_sums, corrects = updater.epoch(train_iter.X, train_iter.y, order)
+        n = order.shape[0]
+        nets = [m.net for m in active]
+        columns = {"train_loss": loss_sums.asnumpy() / n, "train_acc": corrects.asnumpy() / n}
+        columns["test_loss"], columns["test_acc"] = evaluate(nets, test_iter)
+        if val_iter is not None:
+            columns["val_loss"], columns["val_acc"] = evaluate(nets, val_iter)
         if train_eval_iter is not None:
-            metrics["train_eval_loss"], metrics["train_eval_acc"] = evaluate(step, train_eval_iter)
-        if "val_acc" in metrics:
-            metrics[GAP] = metrics.get("train_eval_acc", train_acc) - metrics["val_acc"]
-        metrics["epoch_seconds"] = time.perf_counter() - start
-        result.history.append(metrics)
-        # a finite training loss can hide a model whose validation loss overflowed already
-        bad_loss = next((metrics[k] for k in ("train_loss", "val_loss", "test_loss")
-                         if k in metrics and not math.isfinite(metrics[k])), None)
-        diverged = bad_loss is not None
-        value = metrics.get(monitor, nan)
-        if not diverged and (val_iter is None or _improved(value, best_value, maximize)):
-            best_value, since_best, result.best_epoch = value, 0, epoch
-            result.best_params = {name: p.data().copy() for name, p in net.collect_params().items()}
-        else:
-            since_best += 1
-        for callback in callbacks:
+            columns["train_eval_loss"], columns["train_eval_acc"] = evaluate(nets, train_eval_iter)
+        share = (time.perf_counter() - start) / len(active)
+        rates = updater.learning_rates()
+        for i, model in enumerate(list(active)):
+            if not _epoch_end(model, epoch, {k: float(v[i]) for k, v in columns.items()}, share, rates[i],
+                              val_iter is not None, monitor, maximize):
+                active.remove(model)
+                updater.remove(model.member)
+    for model in models:
+        if model.result.best_params:
+            for name, p in model.net.collect_params().items():
+                p.set_data(model.result.best_params[name])
+
+
+def _epoch_end(model: Model, epoch: int, values: dict[str, float], seconds: float, lr: float,
+               validated: bool, monitor: str, maximize: bool) -> bool:
+    """Record one model's epoch and tell its callbacks; False when it leaves the stack."""
+    metrics = {k: values.get(k, nan) for k in METRICS if validated or not k.startswith("val_")}
+    metrics.update({k: values[k] for k in TRAIN_EVAL_METRICS if k in values})
+    if "val_acc" in metrics:
+        metrics[GAP] = metrics.get("train_eval_acc", metrics["train_acc"]) - metrics["val_acc"]
+    metrics["epoch_seconds"] = seconds
+    result = model.result
+    result.history.append(metrics)
+    # a finite training loss can hide a model whose validation loss overflowed already
+    bad_loss = next((metrics[k] for k in ("train_loss", "val_loss", "test_loss")
+                     if k in metrics and not math.isfinite(metrics[k])), None)
+    value = metrics.get(monitor, nan)
+    if bad_loss is None and (not validated or _improved(value, model._best, maximize)):
+        model._best, model._since_best, result.best_epoch = value, 0, epoch
+        result.best_params = {name: p.data().copy() for name, p in model.net.collect_params().items()}
+    else:
+        model._since_best += 1
+    try:
+        for callback in model.callbacks:
             callback.on_epoch_end(epoch, metrics)
-        if diverged:
-            raise TrainingDiverged(epoch, bad_loss, updater.learning_rate)
-        if patience is not None and since_best >= patience:
-            result.stopped_early = True
-            break
-    for name, p in net.collect_params().items():
-        p.set_data(result.best_params[name])
-    return result
+    except Exception as e:  # noqa: BLE001 - this model's own end (a pruned trial, its store failing)
+        model.error = e
+        return False
+    if bad_loss is not None:
+        model.error = TrainingDiverged(epoch, bad_loss, lr)
+        return False
+    if model.patience is not None and model._since_best >= model.patience:
+        result.stopped_early = True
+        return False
+    return epoch < model.num_epochs
