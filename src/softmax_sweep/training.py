@@ -64,24 +64,6 @@ def _improved(value: float, best: Optional[float], maximize: bool) -> bool:
     return best is None or (value > best if maximize else value < best)
 
 
-def fit(net: gluon.Block, train_iter: DataIter, val_iter: Optional[Iterable], test_iter: Iterable,
-        lr: float, num_epochs: int, *, wd: float = 0.0, lr_scheduler=None, patience: Optional[int] = None,
-        monitor: str = "val_acc", callbacks: Sequence[Callback] = (),
-        train_eval_iter: Optional[Iterable] = None) -> FitResult:
-    """Train one model for num_epochs (fewer with early stopping on `monitor`, validation only).
-
-    The best epoch's parameters are kept in FitResult.best_params and loaded back into net.
-    Without val_iter (no validation set, the chapter's setup) the last epoch counts as the best.
-    With train_eval_iter, the model at each epoch's end is also measured on it (train_eval_*).
-    Raises TrainingDiverged after the epoch whose training loss is not finite, and what a
-    callback raised."""
-    model = Model(Member(net, lr, wd, lr_scheduler), num_epochs, patience, callbacks)
-    fit_stacked([model], train_iter, val_iter, test_iter, monitor=monitor, train_eval_iter=train_eval_iter)
-    if model.error is not None:
-        raise model.error
-    return model.result
-
-
 def fit_stacked(models: Sequence[Model], train_iter: DataIter, val_iter: Optional[Iterable], test_iter: Iterable,
                 *, monitor: str = "val_acc", train_eval_iter: Optional[Iterable] = None) -> None:
     """Train the models together on the same minibatches (one graph), each as fit would train it
