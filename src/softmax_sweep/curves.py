@@ -2,16 +2,15 @@
 Model metrics tab draws each metric on a chart of its own; the page a click in the runs table
 opens shows the description).
 
-A study's worker draws them in a background thread while its next trial trains: training runs in
+A process that trains a sweep's trials draws them in a background thread while its next trial trains: training runs in
 MXNet, mostly outside Python's GIL, and drawing in line cost a 20-trial study of 5-epoch trials 18
 points of overhead (`benchmarks/sweep_overhead.py`: 36.5% against 18.7% without curves)."""
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
@@ -29,24 +28,27 @@ def note(run_id: str) -> str:
             f"in Artifacts):\n\n![accuracy and loss by epoch](get-artifact?path=curves.png&run_uuid={run_id})\n")
 
 
-@contextlib.contextmanager
-def drawn_in_background() -> Iterator[None]:
-    """Within the block, runs hand their curves to one background thread; on leaving it, wait
-    for those still being drawn."""
+def draw_in_background() -> None:
+    """From now on, this process's runs hand their curves to one background thread (a process that
+    trains a sweep's trials one after the other); finish_drawing() waits for those still being
+    drawn, as the interpreter's exit does."""
     global _background
-    _background = ThreadPoolExecutor(1, thread_name_prefix="curves")
-    try:
-        yield
-    finally:
-        pool, _background = _background, None
+    if _background is None:
+        _background = ThreadPoolExecutor(1, thread_name_prefix="curves")
+
+
+def finish_drawing() -> None:
+    global _background
+    pool, _background = _background, None
+    if pool is not None:
         pool.shutdown(wait=True)
 
 
 def log_curves(run: RunLogger, history: Sequence[dict[str, float]], title: str, best_epoch: int = 0,
                folder: Optional[Path] = None) -> None:
     """Draw the run's curves.png and show it in its description: into folder, which the caller
-    uploads with the run's other files; else uploaded on its own, in the background within
-    drawn_in_background()."""
+    uploads with the run's other files; else uploaded on its own, in the background after
+    draw_in_background()."""
     if not history:
         return
     if folder is not None and _background is None:

@@ -71,7 +71,10 @@ def run_job(cfg: DictConfig) -> Optional[float]:
         if trial is not None:
             if os.environ.get("MXNET_ENGINE_TYPE") and "mxnet" not in sys.modules:
                 _start_engine_quietly()  # a launcher's worker process
+            from softmax_sweep.curves import draw_in_background
             from softmax_sweep.trial_runs import run_trial
+
+            draw_in_background()  # while the next trial of this process trains
 
             parent = trial.study.user_attrs.get(PARENT_ATTR)  # the sweep's MLflow parent run, if it has one
             return run_trial(cfg, trial, trial.study.study_name, parent, settings.seeds)

@@ -89,6 +89,9 @@ class SweepTracking(MlflowSweepTracking):
         interrupts.check()
 
     def on_sweep_end(self, study: optuna.Study, error: Optional[BaseException]) -> None:
+        from softmax_sweep.curves import finish_drawing
+
+        finish_drawing()  # the curves of trials trained in this process
         if self.parent is None:
             return
         if error is not None:
