@@ -1,0 +1,119 @@
+"""Stacked training against one model at a time, on real Fashion-MNIST, timed in the same run.
+
+    python benchmarks/stacked.py [--models 16] [--epochs 10] [--torch-python PATH]
+
+(a) a --models-value lr grid (log-spaced 0.01 to 1) at batch 256, --epochs epochs, validation and
+    test measured every epoch: each value trained alone (train_softmax, one after the other)
+    against all in one stack (train_stacked); target: the stack in at most 2x the time of one
+    run. The largest difference between a stacked model's weights and the same model's alone is
+    printed too (the tests hold it under 1e-5).
+(d) seconds per model of one training pass over the 55,000 training images at batch 16 and 256:
+    one model alone, --models models stacked (the stack's pass / models), and a careful
+    single-model PyTorch CPU loop (benchmarks/torch_loop.py: in-memory tensors, index-shuffled
+    batches), run by --torch-python, an interpreter with torch (skipped, saying so, without one).
+Peak RSS of this process at the end. The sweeps do not train their trials in stacks yet, so
+issue 22's (b) exercise 2 and (c) exercise 1 are not measured here.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import published
+
+from softmax_sweep.data import DataIter, load_dataset
+from softmax_sweep.experiment import ModelSettings, train_softmax, train_stacked
+from softmax_sweep.model import build_net
+from softmax_sweep.sgd import Member, SoftmaxSGD
+
+SHARED = dict(batch_size=256, val_size=5000, seed=0)
+
+
+def grid(data, lrs: list[float], epochs: int) -> None:
+    start = time.perf_counter()
+    alone = [train_softmax(data, lr=lr, num_epochs=epochs, **SHARED) for lr in lrs]
+    one_at_a_time = time.perf_counter() - start
+    start = time.perf_counter()
+    stack = train_stacked(data, [ModelSettings(lr, epochs) for lr in lrs], **SHARED)
+    stacked = time.perf_counter() - start
+    one_run = one_at_a_time / len(lrs)
+    diffs = [(max(float(np.abs(a.data().asnumpy() - b.data().asnumpy()).max())
+                  for a, b in zip(net.collect_params().values(), model.net.collect_params().values())),
+              lr, max(m["train_loss"] for m in result.history))
+             for lr, (net, result), model in zip(lrs, alone, stack)]
+    steady = [d for d, _, loss in diffs if loss < np.log(10)]  # never above the untrained model's loss
+    best = max(stack, key=lambda m: m.result.best["val_acc"])
+    print(f"(a) {len(lrs)}-value lr grid, batch 256, {epochs} epochs: one at a time {one_at_a_time:.1f} s "
+          f"(one run {one_run:.2f} s); stacked {stacked:.1f} s = {stacked / one_run:.2f}x one run (target <= 2x), "
+          f"{one_at_a_time / stacked:.1f}x faster than one at a time")
+    worst = max(diffs)
+    print(f"    largest weight difference stacked vs alone: {max(steady, default=float('nan')):.1e} over the "
+          f"{len(steady)} models whose training loss stayed below ln(10); {worst[0]:.1e} at lr {worst[1]:.3g} "
+          f"(training loss up to {worst[2]:.2f}: unsteady SGD grows rounding differences)")
+    print(f"    best lr {best.member.lr:.3g}: val_acc {best.result.best['val_acc']:.4f}, test_acc there "
+          f"{best.result.best['test_acc']:.4f}")
+
+
+def pass_seconds(data, batch_size: int, models: int, repeats: int = 2) -> float:
+    """Best seconds of one training pass of `models` stacked models (1: a model alone)."""
+    rows = np.arange(5000, data.num_train)
+    best = float("inf")
+    for repeat in range(repeats):
+        updater = SoftmaxSGD([Member(build_net(10, 784), lr) for lr in np.geomspace(0.01, 1, models)], batch_size)
+        order = DataIter(data.X_train, data.y_train, rows, batch_size, shuffle=True,
+                         rng=np.random.RandomState(repeat)).epoch_order()
+        start = time.perf_counter()
+        loss, _ = updater.epoch(data.X_train, data.y_train, order)
+        loss.asnumpy()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def torch_seconds(torch_python: str, data, batch_size: int, folder: Path) -> tuple[float, str]:
+    """(seconds, threads) of the PyTorch loop's best pass, with one thread and with torch's default."""
+    arrays = folder / "train.npz"
+    if not arrays.exists():
+        np.savez(arrays, X=data.X_train[5000:].asnumpy(), y=data.y_train[5000:].asnumpy().astype(np.int64))
+    found = []
+    for threads in ("1", "default"):
+        command = [torch_python, str(Path(__file__).with_name("torch_loop.py")), str(arrays), str(batch_size)]
+        done = subprocess.run(command + (["--threads", threads] if threads != "default" else []),
+                              capture_output=True, text=True, check=True)
+        found.append((float(done.stdout.strip().splitlines()[-1]), threads))
+    return min(found)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--torch-python", help="an interpreter with torch installed, for (d)'s PyTorch loop")
+    args = parser.parse_args()
+    data = load_dataset("fashion_mnist")
+    print(f"real Fashion-MNIST ({data.place}): {data.num_train} training images, 5000 of them for validation")
+    grid(data, list(np.geomspace(0.01, 1, args.models)), args.epochs)
+    torch_python = args.torch_python or shutil.which("python3-torch")
+    with tempfile.TemporaryDirectory() as tmp:
+        for batch_size in (16, 256):
+            alone = pass_seconds(data, batch_size, 1)
+            stacked = pass_seconds(data, batch_size, args.models)
+            line = (f"(d) batch {batch_size:3d}, s per model per training pass: alone {alone:.3f}, "
+                    f"{args.models} stacked {stacked / args.models:.3f} ({alone * args.models / stacked:.1f}x alone)")
+            if torch_python:
+                torch, threads = torch_seconds(torch_python, data, batch_size, Path(tmp))
+                line += (f", PyTorch loop {torch:.3f} ({threads} thread{'s' if threads != '1' else ''}; stacked "
+                         f"{torch * args.models / stacked:.1f}x PyTorch)")
+            else:
+                line += ", PyTorch loop: skipped (no --torch-python interpreter with torch given)"
+            print(line, flush=True)
+    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    published.run(main)
