@@ -1,6 +1,7 @@
 """Stacked training: K models in one MXNet graph, each ending where training it alone ends
-(within 1e-5; most float for float, measured at most 6e-7 apart), each leaving the stack on its own (its epochs, early stopping, divergence, a
-pruned trial's exception) while the others go on. Real MXNet on scikit-learn's digits."""
+(within 1e-5; most float for float, measured at most 6e-7 apart), each leaving the stack on its
+own (its epochs, early stopping, divergence, a pruned trial's exception) while the others go on.
+Real MXNet on scikit-learn's digits."""
 from __future__ import annotations
 
 import numpy as np
@@ -69,7 +70,8 @@ def _assert_as_alone(digits, settings: list[dict], stacked) -> None:
             for key in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"):
                 assert ours[key] == pytest.approx(theirs[key], rel=1e-6), (s, key)
         for ours, theirs in zip(model.net.collect_params().values(), net.collect_params().values()):
-            np.testing.assert_allclose(ours.data().asnumpy(), theirs.data().asnumpy(), rtol=0, atol=1e-5, err_msg=str(s))
+            np.testing.assert_allclose(ours.data().asnumpy(), theirs.data().asnumpy(), rtol=0, atol=1e-5,
+                                       err_msg=str(s))
 
 
 def test_stacked_models_end_where_training_each_alone_ends(digits) -> None:
