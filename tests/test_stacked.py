@@ -4,12 +4,21 @@ own (its epochs, early stopping, divergence, a pruned trial's exception) while t
 Real MXNet on scikit-learn's digits."""
 from __future__ import annotations
 
+import functools
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 
 from softmax_sweep.data import load_dataset
 from softmax_sweep.errors import TrainingDiverged
 from softmax_sweep.experiment import ModelSettings, train_softmax, train_stacked
+
+from conftest import clean_env, run_statuses, wait_for_count
 
 
 class Pruned(Exception):
@@ -90,3 +99,70 @@ def test_a_stack_of_constant_rates(digits) -> None:
     """No schedule in the stack: the per-step rates are built once and kept."""
     settings = [dict(lr=0.05), dict(lr=0.2, weight_decay=1e-2), dict(lr=0.6, num_epochs=3)]
     _assert_as_alone(digits, settings, train_stacked(digits, [_settings(s) for s in settings], **SHARED))
+
+
+# --- a grid multirun: the stacked launcher (the default) against hydra/launcher=basic ------------
+
+def _grid(mlruns: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "softmax_sweep.train", "-m", "lr=0.05,1e38,0.3,1", "data=digits",
+                           "num_epochs=4", "eval_train=true", "early_stopping_patience=1", f"mlruns_dir={mlruns}",
+                           *extra],
+                          capture_output=True, text=True, timeout=600, env=clean_env())
+
+
+def _store(mlruns: Path) -> dict:
+    """Every run of the store as what it records: name, status, params, tags that are not ids,
+    times or places, metric histories (epoch_seconds aside) and artifact names."""
+    client = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("softmax-sweep")
+    skip = ("mlflow.parentRunId", "worker", "hydra.output_dir", "hydra.sweep_dir", "mlflow.note.content",
+            "mlflow.runName", "mlflow.source", "mlflow.user", "mlflow.log-model.history")
+    found = {}
+    for run in client.search_runs([experiment.experiment_id]):
+        metrics = {key: [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, key),
+                                                         key=lambda m: m.step)]
+                   for key in run.data.metrics if key != "epoch_seconds"}
+        here = {str(mlruns): "MLRUNS", " hydra/launcher=basic": ""}  # the places and the switch that differ
+        name = "multirun" if run.info.run_name.startswith("multirun-") else run.info.run_name
+        found[name] = {
+            "status": run.info.status, "params": {k: v for k, v in run.data.params.items() if k != "mlruns_dir"},
+            "tags": {k: functools.reduce(lambda text, pair: text.replace(*pair), here.items(), v)
+                     for k, v in run.data.tags.items() if not k.startswith(skip)},
+            "metrics": metrics, "artifacts": sorted(a.path for a in client.list_artifacts(run.info.run_id))}
+    return found
+
+
+def test_a_stacked_grid_records_what_one_at_a_time_records(tmp_path: Path) -> None:
+    stacked, alone = _grid(tmp_path / "stacked"), _grid(tmp_path / "alone", "hydra/launcher=basic")
+    for done in (stacked, alone):
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert done.stderr.strip().splitlines()[-1] == \
+            "error: 1 of 4 jobs failed (their reasons are in the table above)"
+    assert "trained together where they can share minibatches" in stacked.stdout + stacked.stderr
+    ours, theirs = _store(tmp_path / "stacked"), _store(tmp_path / "alone")
+    assert sorted(ours) == sorted(theirs) and len(ours) == 5, "four jobs and the grid's parent run"
+    for name in ours:
+        a, b = ours[name], theirs[name]
+        assert {k: a[k] for k in ("status", "params", "tags", "artifacts")} == \
+            {k: b[k] for k in ("status", "params", "tags", "artifacts")}, name
+        assert a["metrics"].keys() == b["metrics"].keys(), name
+        for key, history in a["metrics"].items():
+            assert [s for s, _ in history] == [s for s, _ in b["metrics"][key]], (name, key)
+            assert [v for _, v in history] == pytest.approx([v for _, v in b["metrics"][key]], rel=1e-5, abs=1e-6,
+                                                            nan_ok=True), (name, key)
+    statuses = sorted(r["status"] for r in ours.values())
+    assert statuses == ["FAILED", "FINISHED", "FINISHED", "FINISHED", "FINISHED"]
+    assert any(len(r["metrics"].get("val_acc", [])) < 4 for r in ours.values()), "early stopping ended one early"
+
+
+def test_ctrl_c_of_a_stacked_grid_leaves_nothing_running(tmp_path: Path) -> None:
+    mlruns = tmp_path / "mlruns"
+    proc = subprocess.Popen([sys.executable, "-m", "softmax_sweep.train", "-m", "lr=0.05,0.3", "data=digits",
+                             "num_epochs=100000", f"mlruns_dir={mlruns}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env())
+    wait_for_count(mlruns / "mlflow.db", proc, "SELECT count(*) FROM metrics WHERE key = 'val_acc'", 6,
+                   "epochs of both jobs")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert sorted(run_statuses(mlruns / "mlflow.db")) == ["KILLED", "KILLED", "KILLED"], "both jobs and the parent"

@@ -19,6 +19,7 @@ from mxnet import gluon
 from omegaconf import DictConfig, OmegaConf
 
 from optuna_pruning.urls import mask_password
+from softmax_sweep import stacking
 from softmax_sweep.config import PROJECT_ROOT, TrainConfig, to_settings
 from softmax_sweep.curves import log_curves
 from softmax_sweep.data import DataIter, Dataset, check_val_size, fixed_batches, load_dataset, split_indices
@@ -37,14 +38,16 @@ log = logging.getLogger("softmax_sweep")
 class EpochLogger:
     """Progress: one line per epoch with its metrics (at DEBUG level when quiet, as in sweeps)."""
 
-    def __init__(self, num_epochs: int, quiet: bool = False) -> None:
+    def __init__(self, num_epochs: int, quiet: bool = False, label: str = "") -> None:
         self.num_epochs = num_epochs
         self.level = logging.DEBUG if quiet else logging.INFO
+        self.label = f"{label}: " if label else ""  # which of the runs trained together
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         shown = "  ".join(f"{k} {metrics[k]:.4f}" for k in ("train_loss", "train_acc", "val_acc", "test_acc")
                           if k in metrics)
-        log.log(self.level, "epoch %d/%d  %s  (%.2fs)", epoch, self.num_epochs, shown, metrics["epoch_seconds"])
+        log.log(self.level, "%sepoch %d/%d  %s  (%.2fs)", self.label, epoch, self.num_epochs, shown,
+                metrics["epoch_seconds"])
 
 
 def train_softmax(dataset: Dataset, *, lr: float, batch_size: int, num_epochs: int, val_size: int,
@@ -55,9 +58,12 @@ def train_softmax(dataset: Dataset, *, lr: float, batch_size: int, num_epochs: i
 
     lr_schedule "cosine" decays lr toward 0 over the num_epochs (MXNet's CosineScheduler, per update);
     eval_train measures the model on its training examples after every epoch."""
-    (model,) = train_stacked(dataset, [ModelSettings(lr, num_epochs, weight_decay, lr_schedule, patience, callbacks)],
-                             batch_size=batch_size, val_size=val_size, seed=seed, train_size=train_size,
-                             monitor=monitor, eval_train=eval_train)
+    settings = ModelSettings(lr, num_epochs, weight_decay, lr_schedule, patience, callbacks)
+    shared = dict(batch_size=batch_size, val_size=val_size, seed=seed, train_size=train_size, monitor=monitor,
+                  eval_train=eval_train)
+    stack = stacking.current()  # a job of a stacked launch: trained with the launch's other jobs
+    (model,) = [stack.request(stacking.Request(dataset, settings, shared))] if stack else \
+        train_stacked(dataset, [settings], **shared)
     if model.error is not None:
         raise model.error
     return model.net, model.result
@@ -278,8 +284,8 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
                 train_size=data_cfg.train_size, patience=settings.early_stopping_patience,
                 monitor=settings.optimized_metric, lr_schedule=settings.lr_schedule,
                 eval_train=settings.eval_train,
-                callbacks=[history, EpochLogger(settings.num_epochs, quiet=in_sweep), run, *callbacks,
-                           InterruptCheck()],
+                callbacks=[history, EpochLogger(settings.num_epochs, in_sweep, run_name if stacking.current() else ""),
+                           run, *callbacks, InterruptCheck()],
             )
         except BaseException:
             with contextlib.suppress(Exception):  # keep the curves so far; the original error wins

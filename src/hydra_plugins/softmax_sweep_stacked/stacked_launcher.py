@@ -1,0 +1,64 @@
+"""`hydra/launcher=stacked`: softmax-sweep's launcher for a multirun's jobs in this process that
+trains the jobs which can share minibatches in one graph (softmax_sweep.stacking), each still its
+own job: its folder, config, MLflow run and return value."""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StackedLauncherConf:
+    _target_: str = "hydra_plugins.softmax_sweep_stacked.stacked_launcher.StackedLauncher"
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="stacked", node=StackedLauncherConf,
+                             provider="softmax_sweep")
+
+
+class StackedLauncher(Launcher):
+    in_process = True  # the optuna_pruning sweeper reaches a job's trial in this process
+
+    def __init__(self) -> None:
+        self.config: Optional[DictConfig] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.task_function: Optional[TaskFunction] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from softmax_sweep.stacking import Job, Stack
+
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        if len(job_overrides) > 1:
+            log.info("Launching %d jobs locally, trained together where they can share minibatches",
+                     len(job_overrides))
+        jobs = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(config):
+                config.hydra.job.id = idx
+                config.hydra.job.num = idx
+            jobs.append(Job(body=lambda config=config: run_job(
+                hydra_context=self.hydra_context, task_function=self.task_function, config=config,
+                job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"),
+                before_each_step=lambda config=config: HydraConfig.instance().set_config(config)))
+        try:
+            return Stack().run(jobs)
+        finally:
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
