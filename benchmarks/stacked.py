@@ -28,9 +28,10 @@ import numpy as np
 import published
 
 from softmax_sweep.data import DataIter, load_dataset
-from softmax_sweep.experiment import ModelSettings, train_softmax, train_stacked
+from softmax_sweep.experiment import train_softmax
 from softmax_sweep.model import build_net
 from softmax_sweep.sgd import Member, SoftmaxSGD
+from softmax_sweep.stacking import ModelSettings, train_stacked
 
 SHARED = dict(batch_size=256, val_size=5000, seed=0)
 

@@ -16,7 +16,8 @@ from mlflow.tracking import MlflowClient
 
 from softmax_sweep.data import load_dataset
 from softmax_sweep.errors import TrainingDiverged
-from softmax_sweep.experiment import ModelSettings, train_softmax, train_stacked
+from softmax_sweep.experiment import train_softmax
+from softmax_sweep.stacking import ModelSettings, train_stacked
 
 from conftest import clean_env, run_statuses, wait_for_count
 

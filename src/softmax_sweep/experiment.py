@@ -9,12 +9,9 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import mxnet as mx
-import numpy as np
 from mxnet import gluon
 from omegaconf import DictConfig, OmegaConf
 
@@ -22,15 +19,13 @@ from optuna_pruning.urls import mask_password
 from softmax_sweep import stacking
 from softmax_sweep.config import PROJECT_ROOT, TrainConfig, to_settings
 from softmax_sweep.curves import log_curves
-from softmax_sweep.data import DataIter, Dataset, check_val_size, fixed_batches, load_dataset, split_indices
+from softmax_sweep.data import Dataset, check_val_size, load_dataset, split_indices
 from softmax_sweep.heap import freeze_before_first_run
 from softmax_sweep.interrupts import InterruptCheck
-from softmax_sweep.model import build_net
 from softmax_sweep.runlog import RunEndHook, RunLogger
-from softmax_sweep.sgd import Member
 from softmax_sweep.stores import resolve_tracking_uri
 from softmax_sweep.tracking import Tracker
-from softmax_sweep.training import GAP, METRICS, TRAIN_EVAL_METRICS, Callback, FitResult, Model, fit_stacked
+from softmax_sweep.training import GAP, METRICS, TRAIN_EVAL_METRICS, Callback, FitResult
 
 log = logging.getLogger("softmax_sweep")
 
@@ -58,49 +53,15 @@ def train_softmax(dataset: Dataset, *, lr: float, batch_size: int, num_epochs: i
 
     lr_schedule "cosine" decays lr toward 0 over the num_epochs (MXNet's CosineScheduler, per update);
     eval_train measures the model on its training examples after every epoch."""
-    settings = ModelSettings(lr, num_epochs, weight_decay, lr_schedule, patience, callbacks)
+    settings = stacking.ModelSettings(lr, num_epochs, weight_decay, lr_schedule, patience, callbacks)
     shared = dict(batch_size=batch_size, val_size=val_size, seed=seed, train_size=train_size, monitor=monitor,
                   eval_train=eval_train)
     stack = stacking.current()  # a job of a stacked launch: trained with the launch's other jobs
     (model,) = [stack.request(stacking.Request(dataset, settings, shared))] if stack else \
-        train_stacked(dataset, [settings], **shared)
+        stacking.train_stacked(dataset, [settings], **shared)
     if model.error is not None:
         raise model.error
     return model.net, model.result
-
-
-@dataclass
-class ModelSettings:
-    """What may differ between the models of one stack."""
-    lr: float
-    num_epochs: int
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"
-    patience: Optional[int] = None
-    callbacks: Sequence[Callback] = ()
-
-
-def train_stacked(dataset: Dataset, models: Sequence[ModelSettings], *, batch_size: int, val_size: int,
-                  seed: int = 0, train_size: Optional[int] = None, monitor: str = "val_acc",
-                  eval_train: bool = False) -> list[Model]:
-    """Train models that share the data, split, batch size and seed (so their minibatches) in one
-    graph; each ends as train_softmax would end it alone (its model.error: why it left early)."""
-    train_idx, val_idx = split_indices(dataset.num_train, val_size, seed, train_size)
-    train_iter = DataIter(dataset.X_train, dataset.y_train, train_idx, batch_size, shuffle=True,
-                          rng=np.random.RandomState(seed))
-    val_iter = dataset.val_batches(val_idx) if len(val_idx) else None
-    stack = []
-    for m in models:
-        mx.random.seed(seed)  # every model starts from the weights it would start from alone
-        net = build_net(dataset.num_classes, dataset.X_train.shape[1])
-        # updates count from 1 and the schedule reaches 0 at its max_update: one more than the run has,
-        # so the last update still trains (a run of a single update would otherwise train at lr 0)
-        scheduler = mx.lr_scheduler.CosineScheduler(m.num_epochs * len(train_iter) + 1, base_lr=m.lr) \
-            if m.lr_schedule == "cosine" else None
-        stack.append(Model(Member(net, m.lr, m.weight_decay, scheduler), m.num_epochs, m.patience, m.callbacks))
-    train_eval_iter = fixed_batches(dataset.X_train, dataset.y_train, train_idx) if eval_train else None
-    fit_stacked(stack, train_iter, val_iter, dataset.test_batches(), monitor=monitor, train_eval_iter=train_eval_iter)
-    return stack
 
 
 def summarize(result: FitResult) -> dict[str, float]:

@@ -1,14 +1,23 @@
-"""Jobs of one launch trained together: each job runs in a thread of its own up to the point where
-it would train; there it hands its model's settings to the Stack and waits. The launcher then
-trains the requests that can share minibatches (same data set, training rows, batch size and
-seed) in one graph each (experiment.train_stacked) and lets the jobs go on, one at a time, each
-with its own model: its MLflow run, curves and return value are what training it alone gives."""
+"""Models trained together: train_stacked trains models that share minibatches in one graph; a
+Stack lets the jobs of one launch do so. Each job runs in a thread of its own up to the point
+where it would train; there it hands its model's settings to the Stack and waits. The launcher
+then trains the requests that can share minibatches (same data set, training rows, batch size
+and seed) together and lets the jobs go on, one at a time, each with its own model: its MLflow
+run, curves and return value are what training it alone gives."""
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
+
+import mxnet as mx
+import numpy as np
+
+from softmax_sweep.data import DataIter, Dataset, fixed_batches, split_indices
+from softmax_sweep.model import build_net
+from softmax_sweep.sgd import Member
+from softmax_sweep.training import Callback, Model, fit_stacked
 
 _local = threading.local()
 
@@ -59,8 +68,6 @@ class Stack:
         return [job.result for job in jobs]
 
     def _train(self, requests: Sequence[Request]) -> None:
-        from softmax_sweep.experiment import train_stacked
-
         groups: dict[tuple, list[Request]] = {}
         for request in requests:
             key = (id(request.dataset), *sorted(request.shared.items()))
@@ -106,6 +113,40 @@ class Stack:
         if request.error is not None:
             raise request.error
         return request.model
+
+
+@dataclass
+class ModelSettings:
+    """What may differ between the models of one stack."""
+    lr: float
+    num_epochs: int
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    patience: Optional[int] = None
+    callbacks: Sequence[Callback] = ()
+
+
+def train_stacked(dataset: Dataset, models: Sequence[ModelSettings], *, batch_size: int, val_size: int,
+                  seed: int = 0, train_size: Optional[int] = None, monitor: str = "val_acc",
+                  eval_train: bool = False) -> list[Model]:
+    """Train models that share the data, split, batch size and seed (so their minibatches) in one
+    graph; each ends as train_softmax would end it alone (its model.error: why it left early)."""
+    train_idx, val_idx = split_indices(dataset.num_train, val_size, seed, train_size)
+    train_iter = DataIter(dataset.X_train, dataset.y_train, train_idx, batch_size, shuffle=True,
+                          rng=np.random.RandomState(seed))
+    val_iter = dataset.val_batches(val_idx) if len(val_idx) else None
+    stack = []
+    for m in models:
+        mx.random.seed(seed)  # every model starts from the weights it would start from alone
+        net = build_net(dataset.num_classes, dataset.X_train.shape[1])
+        # updates count from 1 and the schedule reaches 0 at its max_update: one more than the run has,
+        # so the last update still trains (a run of a single update would otherwise train at lr 0)
+        scheduler = mx.lr_scheduler.CosineScheduler(m.num_epochs * len(train_iter) + 1, base_lr=m.lr) \
+            if m.lr_schedule == "cosine" else None
+        stack.append(Model(Member(net, m.lr, m.weight_decay, scheduler), m.num_epochs, m.patience, m.callbacks))
+    train_eval_iter = fixed_batches(dataset.X_train, dataset.y_train, train_idx) if eval_train else None
+    fit_stacked(stack, train_iter, val_iter, dataset.test_batches(), monitor=monitor, train_eval_iter=train_eval_iter)
+    return stack
 
 
 def current() -> Optional[Stack]:

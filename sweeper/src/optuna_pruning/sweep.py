@@ -94,7 +94,6 @@ class OptunaPruningSweeperImpl:
         if pruning and len(self.directions) > 1:
             raise SweeperError("Optuna prunes single-objective studies only: use hydra/sweeper/optuna_pruner=none "
                                "with several directions")
-        # Hydra's basic launcher, or any that says it runs jobs in this process
         in_process = type(self.launcher).__name__ == "BasicLauncher" or getattr(self.launcher, "in_process", False)
         if pruning and not self.storage_url and not in_process:
             raise SweeperError(f"trials of the {type(self.launcher).__name__} run in other processes, which reach "
