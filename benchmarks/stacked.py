@@ -2,11 +2,18 @@
 
     python benchmarks/stacked.py [--models 16] [--epochs 10] [--torch-python PATH]
 
+    (--torch-python: e.g. python3 -m venv .venv-torch && .venv-torch/bin/pip install torch, then
+    --torch-python .venv-torch/bin/python)
+
 (a) a --models-value lr grid (log-spaced 0.01 to 1) at batch 256, --epochs epochs, validation and
     test measured every epoch: each value trained alone (train_softmax, one after the other)
     against all in one stack (train_stacked); target: the stack in at most 2x the time of one
     run. The largest difference between a stacked model's weights and the same model's alone is
     printed too (the tests hold it under 1e-5).
+    The same grid as the command a user types, `python -m softmax_sweep.train -m lr=...
+    num_epochs=E` (MLflow runs, curves, the grid's parent run and table): stacked (the default)
+    against hydra/launcher=basic (one at a time) and against one run's command, each timed
+    from the outside.
 (d) seconds per model of one training pass over the 55,000 training images at batch 16 and 256:
     one model alone, --models models stacked (the stack's pass / models), and a careful
     single-model PyTorch CPU loop (benchmarks/torch_loop.py: in-memory tensors, index-shuffled
@@ -18,8 +25,8 @@ from __future__ import annotations
 
 import argparse
 import resource
-import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -61,6 +68,22 @@ def grid(data, lrs: list[float], epochs: int) -> None:
           f"{best.result.best['test_acc']:.4f}")
 
 
+def commands(lrs: list[float], epochs: int, folder: Path) -> None:
+    def wall(*args: str) -> float:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "softmax_sweep.train", *args, f"num_epochs={epochs}",
+                        f"mlruns_dir={folder / str(len(list(folder.iterdir())))}"],
+                       check=True, capture_output=True, cwd=folder)
+        return time.perf_counter() - start
+
+    grid = "lr=" + ",".join(f"{lr:.4g}" for lr in lrs)
+    one = wall(f"lr={lrs[len(lrs) // 2]:.4g}")
+    stacked = wall("-m", grid)
+    alone = wall("-m", grid, "hydra/launcher=basic")
+    print(f"    as commands (MLflow runs and all): one run {one:.1f} s; the grid stacked {stacked:.1f} s = "
+          f"{stacked / one:.2f}x one run; one at a time (hydra/launcher=basic) {alone:.1f} s = {alone / one:.2f}x")
+
+
 def pass_seconds(data, batch_size: int, models: int, repeats: int = 2) -> float:
     """Best seconds of one training pass of `models` stacked models (1: a model alone)."""
     rows = np.arange(5000, data.num_train)
@@ -98,9 +121,11 @@ def main() -> None:
     args = parser.parse_args()
     data = load_dataset("fashion_mnist")
     print(f"real Fashion-MNIST ({data.place}): {data.num_train} training images, 5000 of them for validation")
-    grid(data, list(np.geomspace(0.01, 1, args.models)), args.epochs)
-    torch_python = args.torch_python or shutil.which("python3-torch")
+    lrs = list(np.geomspace(0.01, 1, args.models))
+    grid(data, lrs, args.epochs)
+    torch_python = args.torch_python
     with tempfile.TemporaryDirectory() as tmp:
+        commands(lrs, args.epochs, Path(tmp))
         for batch_size in (16, 256):
             alone = pass_seconds(data, batch_size, 1)
             stacked = pass_seconds(data, batch_size, args.models)
