@@ -28,7 +28,8 @@ ConfigStore.instance().store(group="hydra/launcher", name="stacked", node=Stacke
 
 
 class StackedLauncher(Launcher):
-    in_process = True  # the optuna_pruning sweeper reaches a job's trial in this process
+    in_process = True  # the optuna_pruning sweeper reaches a job's trial in this process,
+    launches_together = True  # and hands it n_jobs trials per launch to train together
 
     def __init__(self) -> None:
         self.config: Optional[DictConfig] = None

@@ -70,6 +70,9 @@ def build_parser(sweep: str, description: str) -> argparse.ArgumentParser:
                         help="K trials in flight, each in its own worker process (at most one per core); the same "
                              "command on another machine with the same --storage and --study-name adds workers "
                              "there [hydra.sweeper.n_jobs=K hydra/launcher=joblib; K=1: in this process]")
+    parser.add_argument("--no-stack", action="store_true",
+                        help="train the trials one at a time, not those that share minibatches together in one "
+                             "graph [hydra/launcher=basic hydra.sweeper.n_jobs=1]")
     parser.add_argument("overrides", nargs="*", metavar="OVERRIDE",
                         help="Hydra overrides: plain values fix a key for every trial (data=digits lr=0.1); "
                              "sweep values replace its range ('lr=tag(log, interval(0.001, 1))'); any "
@@ -90,6 +93,8 @@ def hydra_overrides(sweep: str, args: argparse.Namespace) -> list[str]:
         overrides += [f"hydra.sweeper.n_jobs={workers}", f"hydra/launcher={'joblib' if workers > 1 else 'basic'}"]
         if workers > 1:
             overrides.append(f"hydra.launcher.n_jobs={workers}")
+    if args.no_stack:
+        overrides += ["hydra/launcher=basic", "hydra.sweeper.n_jobs=1"]
     return [*overrides, *args.overrides]
 
 

@@ -2,7 +2,9 @@
 
 With n_jobs K and a launcher that runs jobs concurrently (joblib, submitit, ...), K trials are in
 flight: each is launched on its own as soon as a slot frees up, so no worker waits for the
-slowest trial of a batch. Hydra's basic launcher runs jobs in this process, one at a time."""
+slowest trial of a batch. Hydra's basic launcher runs jobs in this process, one at a time; a
+launcher that trains a launch's jobs together (`launches_together = True`) gets n_jobs trials per
+launch. Long because the loop, its batches and what an interrupt must close belong together."""
 from __future__ import annotations
 
 import contextlib
@@ -119,7 +121,9 @@ class OptunaPruningSweeperImpl:
                      "a new study: hydra.sweeper.study_name=NAME", study.study_name, n_trials, 2 * n_trials)
             self._end(study, None)
             return
-        slots = 1 if in_process else self.n_jobs
+        # a launcher that trains the jobs of one launch together gets n_jobs trials per launch
+        self.together = getattr(self.launcher, "launches_together", False)
+        slots = 1 if in_process and not self.together else self.n_jobs
         log.info("study %s in %s: %d trials to go of %d (%s, %s, %d in flight)", study.study_name,
                  mask_password(self.storage_url or "memory"), trials_to_go(study, n_trials), n_trials,
                  type(study.sampler).__name__, type(study.pruner).__name__, slots)
@@ -162,7 +166,7 @@ class OptunaPruningSweeperImpl:
         heartbeats = Heartbeats(storage_of(study), self.heartbeat_interval)
         running: dict[Future, optuna.Trial] = {}
         asked: dict[int, optuna.Trial] = {}  # by number, from study.ask until told: what an interrupt must close
-        pool = ThreadPoolExecutor(slots, thread_name_prefix="optuna-trial") if slots > 1 else None
+        pool = ThreadPoolExecutor(slots, thread_name_prefix="optuna-trial") if slots > 1 and not self.together else None
         started = time.monotonic()
 
         def finish(trial: optuna.Trial, ret: JobReturn) -> None:
@@ -179,15 +183,19 @@ class OptunaPruningSweeperImpl:
                         return
                     step = "wait"
                 if step == "run" and len(running) < slots:
-                    trial, overrides = self._ask(study, space)
-                    asked[trial.number] = trial
-                    heartbeats.add(trial_id(trial))
-                    idx, self.job_idx = self.job_idx, self.job_idx + 1
+                    batch = [self._ask(study, space) for _ in range(max(1, min(slots, trials_to_go(study, n_trials)))
+                                                                   if self.together else 1)]
+                    for trial, _ in batch:
+                        asked[trial.number] = trial
+                        heartbeats.add(trial_id(trial))
+                    idx, self.job_idx = self.job_idx, self.job_idx + len(batch)
                     if pool is None:
-                        finish(trial, self._launch(trial, overrides, idx))
+                        for (trial, _), ret in zip(batch, self._launch(batch, idx)):
+                            finish(trial, ret)
                     else:
+                        (trial, overrides), = batch
                         self.config_loader.prepare(self.config, overrides)
-                        running[pool.submit(self._launch, trial, overrides, idx)] = trial
+                        running[pool.submit(lambda *a: self._launch(*a)[0], batch, idx)] = trial
                     continue
                 if not running:
                     if step == "done":
@@ -227,11 +235,12 @@ class OptunaPruningSweeperImpl:
         door._LIVE[trial_id(trial)] = trial
         return trial, overrides
 
-    def _launch(self, trial: optuna.Trial, overrides: list[str], idx: int) -> JobReturn:
+    def _launch(self, batch: list[tuple[optuna.Trial, list[str]]], idx: int) -> Sequence[JobReturn]:
         try:
-            return self.launcher.launch([overrides], initial_job_idx=idx)[0]
+            return self.launcher.launch([overrides for _, overrides in batch], initial_job_idx=idx)
         finally:
-            door._LIVE.pop(trial_id(trial), None)
+            for trial, _ in batch:
+                door._LIVE.pop(trial_id(trial), None)
 
     def _finish(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn, n_trials: int,
                 heartbeats: Heartbeats) -> None:
