@@ -14,16 +14,21 @@
     num_epochs=E` (MLflow runs, curves, the grid's parent run and table): stacked (the default)
     against hydra/launcher=basic (one at a time) and against one run's command, each timed
     from the outside.
+(b) exercise 2's whole study, `sweeps/overfit.py` (26 queued trials x 10 seeds x 60 epochs, all
+    trials in one launch, each seed's models that share minibatches in one graph) against
+    `sweeps/overfit.py --no-stack` (one trial at a time): wall time, peak RSS of each command, and
+    whether both studies got the same trial values (target: stacked <= 60 s, under 3 GiB).
 (d) seconds per model of one training pass over the 55,000 training images at batch 16 and 256:
     one model alone, --models models stacked (the stack's pass / models), and a careful
     single-model PyTorch CPU loop (benchmarks/torch_loop.py: in-memory tensors, index-shuffled
     batches), run by --torch-python, an interpreter with torch (skipped, saying so, without one).
-Peak RSS of this process at the end. The sweeps do not train their trials in stacks yet, so
-issue 22's (b) exercise 2 and (c) exercise 1 are not measured here.
+Peak RSS of this process at the end. Exercise 1 (sweep=tune) does not stack its trials
+yet, so issue 22's (c) is not measured here.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import subprocess
 import sys
@@ -84,6 +89,30 @@ def commands(lrs: list[float], epochs: int, folder: Path) -> None:
           f"{stacked / one:.2f}x one run; one at a time (hydra/launcher=basic) {alone:.1f} s = {alone / one:.2f}x")
 
 
+def exercise2(folder: Path) -> None:
+    import optuna
+
+    from optuna_pruning.storages import make_storage
+
+    found = {}
+    for label, extra in (("stacked", []), ("one at a time", ["--no-stack"])):
+        mlruns = folder / label.replace(" ", "-")
+        start = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).parents[1] / "sweeps" / "overfit.py"), *extra,
+                                 f"mlruns_dir={mlruns}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                cwd=folder)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        trials = optuna.load_study(study_name="overfit-fashion_mnist",
+                                   storage=make_storage(f"journal:///{mlruns / 'optuna.journal'}")).trials
+        found[label] = [t.value for t in trials]
+        print(f"(b) exercise 2, sweeps/overfit.py {' '.join(extra)}: {wall:.0f} s, peak RSS "
+              f"{usage.ru_maxrss / 1024:.0f} MB, {len(trials)} trials, exit {os.waitstatus_to_exitcode(status)}",
+              flush=True)
+    diff = max((abs(a - b) for a, b in zip(found["stacked"], found["one at a time"])), default=float("nan"))
+    print(f"    the two studies' trial values differ by at most {diff:.1e} (targets: stacked <= 60 s, < 3 GiB)")
+
+
 def pass_seconds(data, batch_size: int, models: int, repeats: int = 2) -> float:
     """Best seconds of one training pass of `models` stacked models (1: a model alone)."""
     rows = np.arange(5000, data.num_train)
@@ -118,6 +147,7 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--torch-python", help="an interpreter with torch installed, for (d)'s PyTorch loop")
+    parser.add_argument("--skip-exercise2", action="store_true", help="leave out (b), 6-8 minutes")
     args = parser.parse_args()
     data = load_dataset("fashion_mnist")
     print(f"real Fashion-MNIST ({data.place}): {data.num_train} training images, 5000 of them for validation")
@@ -126,6 +156,8 @@ def main() -> None:
     torch_python = args.torch_python
     with tempfile.TemporaryDirectory() as tmp:
         commands(lrs, args.epochs, Path(tmp))
+        if not args.skip_exercise2:
+            exercise2(Path(tmp))
         for batch_size in (16, 256):
             alone = pass_seconds(data, batch_size, 1)
             stacked = pass_seconds(data, batch_size, args.models)
