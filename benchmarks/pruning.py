@@ -36,6 +36,7 @@ def run(mlruns: Path, pruner: str, trials: int, overrides: list[str]) -> dict:
     pruner_overrides = [f"hydra.sweeper.optuna_pruner.{s}" for s in settings.split(",") if s]
     start = time.perf_counter()
     script.main("tune", "", ["--n-trials", str(trials), "--workers", "1", "--pruner", name, f"mlruns_dir={mlruns}",
+                             "hydra/job_logging=disabled", "hydra/hydra_logging=disabled",  # its lines: not results
                              *overrides, *pruner_overrides])
     seconds = time.perf_counter() - start
     study = optuna.load_study(study_name="tune-fashion_mnist",
