@@ -15,7 +15,7 @@ from softmax_sweep.sweeping import script
 
 from conftest import clean_env
 
-SWEEPS = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
+SWEEPS = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml") if p.stem != "none")  # none: no search space
 
 
 def file_values(name: str) -> dict:
