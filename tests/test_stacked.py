@@ -167,3 +167,22 @@ def test_ctrl_c_of_a_stacked_grid_leaves_nothing_running(tmp_path: Path) -> None
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
     assert sorted(run_statuses(mlruns / "mlflow.db")) == ["KILLED", "KILLED", "KILLED"], "both jobs and the parent"
+
+
+def test_an_optuna_sweep_stacks_its_trials_and_prunes_them_one_by_one(tmp_path: Path) -> None:
+    """Four trials per launch on the stacked launcher, a pruner from the first epoch on: pruned
+    trials leave their stack, PRUNED in Optuna and in MLflow; Optuna and MLflow agree."""
+    from test_sweeps import _study, assert_consistent
+
+    mlruns = tmp_path / "mlruns"
+    done = subprocess.run([sys.executable, "-m", "softmax_sweep.train", "-m", "sweep=tune", "data=digits",
+                           "hydra/launcher=stacked", "hydra.sweeper.n_jobs=4", "hydra.sweeper.n_trials=12",
+                           "hydra/sweeper/optuna_pruner=median_early", "batch_size=choice(64)",
+                           "num_epochs=range(4, 7)", "lr=tag(log, interval(0.001, 1.0))", f"mlruns_dir={mlruns}"],
+                          capture_output=True, text=True, timeout=600, env=clean_env())
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "Launching 4 jobs locally, trained together" in done.stdout + done.stderr
+    study = _study(mlruns, "tune-digits")
+    states = [t.state.name for t in study.trials]
+    assert len(states) == 12 and "PRUNED" in states and states.count("COMPLETE") >= 4, states
+    assert_consistent(mlruns, study)
