@@ -15,6 +15,8 @@ from typing import Any, Optional
 from mxnet import gluon
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.softmax_sweep_stacked.stack import Request
+from hydra_plugins.softmax_sweep_stacked.stack import current as current_stack
 from optuna_pruning.urls import mask_password
 from softmax_sweep import stacking
 from softmax_sweep.config import PROJECT_ROOT, TrainConfig, to_settings
@@ -56,8 +58,9 @@ def train_softmax(dataset: Dataset, *, lr: float, batch_size: int, num_epochs: i
     settings = stacking.ModelSettings(lr, num_epochs, weight_decay, lr_schedule, patience, callbacks)
     shared = dict(batch_size=batch_size, val_size=val_size, seed=seed, train_size=train_size, monitor=monitor,
                   eval_train=eval_train)
-    stack = stacking.current()  # a job of a stacked launch: trained with the launch's other jobs
-    (model,) = [stack.request(stacking.Request(dataset, settings, shared))] if stack else \
+    stack = current_stack()  # a job of a stacked launch: trained with the launch's other jobs
+    (model,) = [stack.request(Request(stacking.group_key(dataset, shared), stacking.train_together,
+                                      (dataset, settings, shared)))] if stack else \
         stacking.train_stacked(dataset, [settings], **shared)
     if model.error is not None:
         raise model.error
@@ -245,7 +248,7 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
                 train_size=data_cfg.train_size, patience=settings.early_stopping_patience,
                 monitor=settings.optimized_metric, lr_schedule=settings.lr_schedule,
                 eval_train=settings.eval_train,
-                callbacks=[history, EpochLogger(settings.num_epochs, in_sweep, run_name if stacking.current() else ""),
+                callbacks=[history, EpochLogger(settings.num_epochs, in_sweep, run_name if current_stack() else ""),
                            run, *callbacks, InterruptCheck()],
             )
         except BaseException:
