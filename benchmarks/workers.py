@@ -17,7 +17,11 @@ parameters than a single worker, since each worker's sampler gets its own seed, 
 happens to draw more epochs or smaller batches looks slower: --own-trials measures that way.)
 
 Throughput counts trials from the first trial's start to the last trial's end as Optuna
-recorded them (process start-up excluded); the wall time of the whole command is printed too.
+recorded them, process start-up excluded: the launcher's worker processes start with the first
+launch, inside its trials, so every run begins with WARM_UP queued warm-up trials (one per
+worker) and counts from the end of the last of them (a trial that started before counts with
+the share of its time after). The wall time of the whole command, start-ups and warm-ups
+included, is printed too.
 Each setting runs --repeats times, alternating; the median counts. Targets on this 2-core
 machine: 2 workers >= 1.6x the trials per minute of 1; n_jobs 2 >= 1.5x n_jobs 1 under joblib.
 """
@@ -29,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -39,6 +44,7 @@ from optuna_pruning.storages import make_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "tune-digits"
+WARM_UP = [{"lr": 0.1, "batch_size": 256, "num_epochs": 5}] * 2
 
 
 def storage(mlruns: Path):
@@ -54,19 +60,23 @@ def command(entry: str, k: int, trials: int, mlruns: Path) -> list[str]:
             "--pruner", "none", "data=digits", f"mlruns_dir={mlruns}"]
 
 
-def run(entry: str, workers: int, trials: int, mlruns: Path, queued: Optional[list[dict]]) -> tuple[float, float]:
-    """(trials per minute, wall seconds of the command)."""
-    if queued:
-        study = optuna.create_study(study_name=STUDY, storage=storage(mlruns), direction="minimize")  # val_loss
-        for params in queued:
-            study.enqueue_trial(params)
+def run(entry: str, workers: int, trials: int, mlruns: Path, queued: Optional[list[dict]],
+        warm_up: Sequence[dict] = WARM_UP) -> tuple[float, float]:
+    """(trials per minute after the warm-up trials, wall seconds of the command)."""
+    study = optuna.create_study(study_name=STUDY, storage=storage(mlruns), direction="minimize")  # val_loss
+    for params in [*warm_up, *(queued or [])]:
+        study.enqueue_trial(params)
     start = time.perf_counter()
-    subprocess.run(command(entry, workers, trials, mlruns), check=True, capture_output=True)
+    subprocess.run(command(entry, workers, trials + len(warm_up), mlruns), check=True, capture_output=True)
     wall = time.perf_counter() - start
-    done = optuna.load_study(study_name=STUDY, storage=storage(mlruns)).trials
-    first = min(t.datetime_start for t in done)
-    last = max(t.datetime_complete for t in done)
-    return len(done) / (last - first).total_seconds() * 60, wall
+    trials = optuna.load_study(study_name=STUDY, storage=storage(mlruns)).trials
+    # from the moment every worker has finished its warm-up; a trial that started before counts
+    # with the share of its time that falls after
+    first = max((t.datetime_complete for t in trials[:len(warm_up)]), default=trials[0].datetime_start)
+    last = max(t.datetime_complete for t in trials)
+    counted = sum(min(1.0, (t.datetime_complete - first) / (t.datetime_complete - t.datetime_start))
+                  for t in trials[len(warm_up):])
+    return counted / (last - first).total_seconds() * 60, wall
 
 
 def main() -> None:
@@ -83,9 +93,10 @@ def main() -> None:
         queued = None
         if not args.own_trials:
             reference = Path(tmp) / "reference"
-            run(args.entry, 1, args.trials, reference, None)
+            run(args.entry, 1, args.trials, reference, None, warm_up=())
             queued = [t.params for t in optuna.load_study(study_name=STUDY, storage=storage(reference)).trials]
-            print(f"queued in every run: the {len(queued)} trials of a reference run of sweep=tune (TPE, seed 0)")
+            print(f"queued in every run: {len(WARM_UP)} warm-up trials (not counted), then the {len(queued)} trials "
+                  f"of a reference run of sweep=tune (TPE, seed 0)")
         for repeat in range(args.repeats):
             for k in (1, 2):
                 results[k].append(run(args.entry, k, args.trials, Path(tmp) / f"{k}-{repeat}", queued))
