@@ -186,3 +186,40 @@ def test_an_optuna_sweep_stacks_its_trials_and_prunes_them_one_by_one(tmp_path: 
     states = [t.state.name for t in study.trials]
     assert len(states) == 12 and "PRUNED" in states and states.count("COMPLETE") >= 4, states
     assert_consistent(mlruns, study)
+
+
+def test_a_sigkilled_stacked_sweep_is_reaped_and_retried_by_the_next_start(tmp_path: Path) -> None:
+    """SIGKILL of a stacked Optuna sweep while its three trials train together leaves what a
+    one-at-a-time sweep leaves: the trials RUNNING until the next start on the store, which marks
+    them FAIL, queues them again and ends their MLflow runs; nothing stays RUNNING."""
+    from test_sweeps import _runs, _study, assert_consistent
+
+    mlruns = tmp_path / "mlruns"
+    command = [sys.executable, "-m", "softmax_sweep.train", "-m", "sweep=tune", "data=digits",
+               "hydra/launcher=stacked", "hydra.sweeper.n_jobs=3", "hydra.sweeper.n_trials=3",
+               "hydra/sweeper/optuna_pruner=none", "batch_size=choice(64)", "~hydra.sweeper.params.num_epochs",
+               "lr=tag(log, interval(0.01, 1.0))",
+               f"mlruns_dir={mlruns}"]
+    proc = subprocess.Popen([*command, "num_epochs=100000"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=clean_env())
+    wait_for_count(mlruns / "mlflow.db", proc, "SELECT count(*) FROM metrics WHERE key = 'val_acc'", 6,
+                   "epochs of the three trials")
+    proc.kill()
+    proc.wait(timeout=60)
+    killed = _study(mlruns, "tune-digits").trials
+    assert [t.state.name for t in killed] == ["RUNNING"] * 3
+    assert run_statuses(mlruns / "mlflow.db").count("RUNNING") == 4, "three trials and the parent"
+
+    again = subprocess.run([*command, "num_epochs=2"], capture_output=True, text=True, timeout=600,
+                           env=clean_env())
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr[-2000:]
+    assert "marked FAIL and queued again" in again.stdout + again.stderr
+    study = _study(mlruns, "tune-digits")
+    assert [t.state.name for t in study.trials[:3]] == ["FAIL"] * 3
+    retried = [t for t in study.trials if "failed_trial" in t.system_attrs]
+    assert sorted(t.system_attrs["failed_trial"] for t in retried) == [0, 1, 2]
+    assert all(t.state.name == "COMPLETE" for t in retried)
+    assert "RUNNING" not in run_statuses(mlruns / "mlflow.db")
+    client, _ = _runs(mlruns)
+    assert {client.get_run(t.user_attrs["mlflow_run_id"]).info.status for t in killed} <= {"KILLED", "FAILED"}
+    assert_consistent(mlruns, study)

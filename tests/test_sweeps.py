@@ -563,6 +563,7 @@ def test_sigkill_leaves_nothing_running_once_the_store_is_used_again(tmp_path: P
     assert "RUNNING" not in run_statuses(mlruns / "mlflow.db")
     client, _ = _runs(mlruns)
     assert client.get_run(first.user_attrs["mlflow_run_id"]).info.status in ("KILLED", "FAILED")
+    assert_consistent(mlruns, study)  # the killed trial's run says FAIL, as Optuna does
 
 
 def test_sweeps_started_together_on_a_new_study_share_one_parent(tmp_path: Path) -> None:

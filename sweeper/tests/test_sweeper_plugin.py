@@ -417,3 +417,17 @@ def test_a_resumed_seeded_study_draws_new_trials(tmp_path: Path) -> None:
     run_app(tmp_path / "fresh", *[c.replace("study.db", "fresh.db") for c in common], "hydra.sweeper.n_trials=2")
     fresh = optuna.load_study(study_name="resumed", storage=storage.replace("study.db", "fresh.db")).trials
     assert [t.params for t in fresh] == first, "a new study with the seed still draws what it drew"
+
+
+def test_changed_choices_of_a_resumed_study_are_one_line(tmp_path: Path) -> None:
+    """Optuna keeps a parameter's choices for the life of a study: a rerun with other choices
+    raised ValueError in the middle of its first trial (a traceback, that trial left RUNNING)."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    common = [f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=resumed", "x=interval(-5.0, 5.0)"]
+    run_app(tmp_path, *common, "hydra.sweeper.n_trials=2", "y=choice(1, 2)")
+    done = run_app(tmp_path, *common, "hydra.sweeper.n_trials=4", "y=choice(1, 3)", ok=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert ("hydra.sweeper.params.y: study resumed has it as choice(1, 2), which cannot become choice(1, 3) "
+            "(Optuna keeps a study's choices; a new study: hydra.sweeper.study_name=NAME)") in done.stderr
+    assert [t.state for t in optuna.load_study(study_name="resumed", storage=storage).trials] == \
+        [TrialState.COMPLETE] * 2

@@ -22,5 +22,7 @@ def close_stale_run(client: MlflowClient, trial: FrozenTrial, why: str) -> None:
             client.set_tag(run_id, "optuna.state", "FAIL")
             client.set_tag(run_id, "failure_reason", f"{why}{told}; trial retried")
             client.set_terminated(run_id, status="FAILED")
+        elif status == "KILLED":  # the next start on the store ended the dead process's run first
+            client.set_tag(run_id, "optuna.state", "FAIL")
     except MlflowException as e:
         log.warning("trial %d: could not close its MLflow run %s: %s", trial.number, run_id, e)

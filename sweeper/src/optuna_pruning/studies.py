@@ -82,6 +82,23 @@ def expand_enqueued(entries: Sequence[Mapping[str, Any]], distributions: Mapping
     return trials
 
 
+def check_choices_unchanged(study: optuna.Study, distributions: Mapping[str, Any]) -> None:
+    """Optuna keeps a parameter's distribution kind and, for choice(), its choices for the life of a
+    study; a start that changes them fails one line here, before a trial is asked (Optuna would
+    raise in the middle of the first trial's suggestions)."""
+    seen: dict[str, Any] = {}
+    for trial in study.get_trials(deepcopy=False):
+        seen.update({k: v for k, v in trial.distributions.items() if k in distributions and k not in seen})
+    for name, old in seen.items():
+        try:
+            optuna.distributions.check_distribution_compatibility(old, distributions[name])
+        except ValueError:
+            raise SweeperError(f"hydra.sweeper.params.{name}: study {study.study_name} has it as "
+                               f"{describe_distribution(old)}, which cannot become "
+                               f"{describe_distribution(distributions[name])} (Optuna keeps a study's choices; "
+                               f"a new study: hydra.sweeper.study_name=NAME)") from None
+
+
 def drop_queued_outside(study: optuna.Study, distributions: Mapping[str, Any]) -> None:
     """Queued trials (retries of failed or dead ones) whose parameters this start's search space
     no longer holds (a typo fixed, a range changed) are failed, not run: one line says so."""

@@ -38,6 +38,7 @@ from optuna_pruning.search_space import SearchSpace, parse_search_space
 from optuna_pruning.stale import StaleTrials, reap_dead_local_trials
 from optuna_pruning.storages import STORAGE_TIMEOUT, make_storage
 from optuna_pruning.studies import (
+    check_choices_unchanged,
     directions_of,
     drop_queued_outside,
     next_step,
@@ -112,6 +113,7 @@ class OptunaPruningSweeperImpl:
         n_trials = self.n_trials
         if isinstance(study.sampler, optuna.samplers.GridSampler):
             n_trials = min(n_trials, space.grid_size())
+        check_choices_unchanged(study, space.distributions)
         for callback in self.callbacks:
             callback.on_sweep_start(study, self.config, space)
         reap_dead_local_trials(study, stale)
