@@ -8,8 +8,9 @@
 (a) a --models-value lr grid (log-spaced 0.01 to 1) at batch 256, --epochs epochs, validation and
     test measured every epoch: each value trained alone (train_softmax, one after the other)
     against all in one stack (train_stacked); target: the stack in at most 2x the time of one
-    run. The largest difference between a stacked model's weights and the same model's alone is
-    printed too (the tests hold it under 1e-5).
+    run. Beside it the floor: the two matrix products of every stacked step, timed alone. The
+    largest difference between a stacked model's weights and the same model's alone is printed
+    too (the tests hold it under 1e-5).
     The same grid as the command a user types, `python -m softmax_sweep.train -m lr=...
     num_epochs=E` (MLflow runs, curves, the grid's parent run and table): stacked (the default)
     against hydra/launcher=basic (one at a time) and against one run's command, each timed
@@ -22,8 +23,11 @@
     one model alone, --models models stacked (the stack's pass / models), and a careful
     single-model PyTorch CPU loop (benchmarks/torch_loop.py: in-memory tensors, index-shuffled
     batches), run by --torch-python, an interpreter with torch (skipped, saying so, without one).
-Peak RSS of this process at the end. Exercise 1 (sweep=tune) does not stack its trials
-yet, so issue 22's (c) is not measured here.
+(c) exercise 1, `sweeps/tune.py` (25 trials), per sampler seed: as it runs by default (two
+    trials in flight in joblib worker processes) against its trials asked five at a time, TPE with
+    constant_liar, those that share a batch size trained together on the stacked launcher
+    (target: at most half the wall time, test accuracy at the best trial's best epoch >= 0.843).
+Peak RSS of this process at the end.
 """
 from __future__ import annotations
 
@@ -71,6 +75,28 @@ def grid(data, lrs: list[float], epochs: int) -> None:
           f"(training loss up to {worst[2]:.2f}: unsteady SGD grows rounding differences)")
     print(f"    best lr {best.member.lr:.3g}: val_acc {best.result.best['val_acc']:.4f}, test_acc there "
           f"{best.result.best['test_acc']:.4f}")
+    floor = products_seconds(len(lrs), SHARED["batch_size"], epochs * -(-(data.num_train - 5000) // 256))
+    print(f"    the stack's two matrix products per step alone (MXNet's FullyConnected, nothing else): {floor:.1f} s "
+          f"= {floor / one_run:.2f}x one run: the floor under the stacked time on this CPU")
+
+
+def products_seconds(models: int, batch_size: int, steps: int) -> float:
+    """Seconds of the two products a stacked SGD step cannot do without, `steps` times: logits
+    (batch x 784 by 784 x models*10) and the weight gradient (models*10 x batch by batch x 784)."""
+    from mxnet import nd
+
+    rng = np.random.RandomState(0)
+    Xb = nd.array(rng.rand(batch_size, 784).astype(np.float32))
+    weight = nd.array(rng.rand(models * 10, 784).astype(np.float32))
+    grad_t, Xb_t = nd.array(rng.rand(models * 10, batch_size).astype(np.float32)), Xb.T.copy()
+    nd.FullyConnected(Xb, weight, no_bias=True, num_hidden=models * 10).wait_to_read()
+    start = time.perf_counter()
+    for _ in range(steps):
+        logits = nd.FullyConnected(Xb, weight, no_bias=True, num_hidden=models * 10)
+        update = nd.FullyConnected(grad_t, Xb_t, no_bias=True, num_hidden=784)
+    logits.wait_to_read()
+    update.wait_to_read()
+    return time.perf_counter() - start
 
 
 def commands(lrs: list[float], epochs: int, folder: Path) -> None:
@@ -113,6 +139,29 @@ def exercise2(folder: Path) -> None:
     print(f"    the two studies' trial values differ by at most {diff:.1e} (targets: stacked <= 60 s, < 3 GiB)")
 
 
+STACKED_TUNE = ["hydra/launcher=stacked", "hydra.sweeper.n_jobs=5", "hydra.sweeper.sampler.constant_liar=true",
+                "~hydra.job.env_set.MXNET_ENGINE_TYPE"]
+
+
+def exercise1(seeds: list[int]) -> None:
+    """sweeps/tune.py as it runs (two trials in flight in joblib workers) against its trials asked
+    five at a time and those that share a batch size trained together (the stacked launcher, TPE
+    with constant_liar), each on a new store, per sampler seed."""
+    import exercise1 as ex1
+
+    walls: dict[str, list[float]] = {"today": [], "stacked": []}
+    for seed in seeds:
+        for label, extra in (("today", []), ("stacked", STACKED_TUNE)):
+            with tempfile.TemporaryDirectory() as tmp:
+                wall, best, test_acc, states = ex1.run("script", seed, Path(tmp), extra)
+            walls[label].append(wall)
+            print(f"(c) exercise 1, sweeps/tune.py, sampler seed {seed}, {label:7s}: {wall:5.1f} s, test_acc at the "
+                  f"best trial's best epoch {test_acc:.4f}, {states}", flush=True)
+    ratio = sum(walls["stacked"]) / sum(walls["today"])
+    print(f"    stacked / today: {ratio:.2f} of the wall time (target <= 0.5, test_acc >= 0.843 for every seed)"
+          f"; stacked: {' '.join(STACKED_TUNE)}")
+
+
 def pass_seconds(data, batch_size: int, models: int, repeats: int = 2) -> float:
     """Best seconds of one training pass of `models` stacked models (1: a model alone)."""
     rows = np.arange(5000, data.num_train)
@@ -148,6 +197,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--torch-python", help="an interpreter with torch installed, for (d)'s PyTorch loop")
     parser.add_argument("--skip-exercise2", action="store_true", help="leave out (b), 6-8 minutes")
+    parser.add_argument("--exercise1-seeds", type=int, nargs="*", default=[0, 1, 2],
+                        help="sampler seeds for (c), about 2 minutes each; none: leave (c) out")
     args = parser.parse_args()
     data = load_dataset("fashion_mnist")
     print(f"real Fashion-MNIST ({data.place}): {data.num_train} training images, 5000 of them for validation")
@@ -158,6 +209,8 @@ def main() -> None:
         commands(lrs, args.epochs, Path(tmp))
         if not args.skip_exercise2:
             exercise2(Path(tmp))
+        if args.exercise1_seeds:
+            exercise1(args.exercise1_seeds)
         for batch_size in (16, 256):
             alone = pass_seconds(data, batch_size, 1)
             stacked = pass_seconds(data, batch_size, args.models)

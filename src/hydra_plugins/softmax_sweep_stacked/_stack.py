@@ -1,0 +1,105 @@
+"""A launch whose jobs meet where they train: each job runs in a thread of its own up to the point
+where it hands a Request to the Stack and waits; the launcher then calls each group's train
+function once for the requests of that group (same group key) and lets the jobs go on, one at a
+time. The app decides what a request holds and how a group trains; this module knows neither."""
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+_local = threading.local()
+
+
+@dataclass
+class Request:
+    key: Any  # requests with equal keys train together
+    train: Callable[[list["Request"]], None]  # trains a group of requests, setting each one's result
+    payload: Any = None
+    result: Any = None
+    error: Optional[BaseException] = None
+
+
+@dataclass
+class Job:
+    body: Callable[[], Any]
+    before_each_step: Callable[[], None] = lambda: None  # e.g. set the job's HydraConfig again
+    state: str = "new"  # new, running, parked (a request waits), done
+    request: Optional[Request] = None
+    result: Any = None
+    error: Optional[BaseException] = None  # what the body raised (Hydra's run_job keeps a job's Exception itself)
+    thread: Optional[threading.Thread] = field(default=None, repr=False)
+
+
+class Stack:
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+
+    def run(self, jobs: Sequence[Job]) -> list[Any]:
+        """Run the jobs' bodies; returns what each returned. Every job goes on alone until it asks
+        to train or ends; the requests then train together; the jobs go on; and so on."""
+        try:
+            for job in jobs:
+                self._step(job)
+            while parked := [job for job in jobs if job.state == "parked"]:
+                self._train([job.request for job in parked])
+                for job in parked:
+                    self._step(job)
+        except BaseException as error:  # Ctrl-C, SIGTERM: every job ends its run as interrupted
+            for job in jobs:
+                while job.state in ("running", "parked"):
+                    if job.state == "parked":
+                        job.request.error = error
+                    self._step(job)
+            raise
+        if failed := next((job.error for job in jobs if job.error is not None), None):
+            raise failed
+        return [job.result for job in jobs]
+
+    def _train(self, requests: Sequence[Request]) -> None:
+        groups: dict[Any, list[Request]] = {}
+        for request in requests:
+            groups.setdefault(request.key, []).append(request)
+        for group in groups.values():
+            group[0].train(group)
+
+    def _step(self, job: Job) -> None:
+        """Let the job run until it parks at its next request or ends."""
+        job.before_each_step()
+        with self._changed:
+            if job.thread is None:
+                job.thread = threading.Thread(target=self._body, args=(job,), name="stacked-job", daemon=True)
+                job.state = "running"
+                job.thread.start()
+            else:
+                job.state = "running"
+                self._changed.notify_all()
+            while job.state == "running":
+                self._changed.wait()
+
+    def _body(self, job: Job) -> None:
+        _local.job, _local.stack = job, self
+        try:
+            job.result = job.body()
+        except BaseException as e:  # noqa: BLE001 - handed to the launcher's thread, raised there
+            job.error = e
+        finally:
+            with self._changed:
+                job.state = "done"
+                self._changed.notify_all()
+
+    def request(self, request: Request) -> Any:
+        """In a job's thread: wait for the request's result (what its group's train function set)."""
+        job = _local.job
+        with self._changed:
+            job.request, job.state = request, "parked"
+            self._changed.notify_all()
+            while job.state == "parked":
+                self._changed.wait()
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+
+def current() -> Optional[Stack]:
+    """The Stack this thread's job belongs to, None outside a stacked launch."""
+    return getattr(_local, "stack", None)
