@@ -371,8 +371,8 @@ def server_dies(interrupt: bool, sweep: str = "") -> Callable[[Path], Outcome]:
             command = [c for c in command if not c.startswith("num_epochs=")]
             command += ["num_epochs=range(5000, 5001)", f"hydra.sweep.dir={folder / 'run'}",
                         "hydra.sweep.subdir=."]
-        elif sweep == "script":
-            command = [*TUNE, *command[len(TRAIN):], f"hydra.run.dir={folder / 'run'}"]
+        elif sweep == "script":  # a study script runs the sweep: its trials' folders are the sweep's
+            command = [*TUNE, *command[len(TRAIN):], f"hydra.sweep.dir={folder / 'run'}", "hydra.sweep.subdir=."]
         else:
             command.append(f"hydra.run.dir={folder / 'run'}")
         with _mlflow_server(folder, port) as server:
@@ -594,7 +594,9 @@ def disk_fills(script: bool) -> Callable[[Path], Outcome]:
         outcome = Outcome()
         disk = folder / "disk"
         disk.mkdir()
-        base = ["data=digits", f"mlruns_dir={disk / 'mlruns'}", f"hydra.run.dir={folder / 'out'}"]
+        # a study script runs a multirun: its trials' folders are under hydra.sweep.dir
+        base = ["data=digits", f"mlruns_dir={disk / 'mlruns'}",
+                f"hydra.sweep.dir={folder / 'out'}" if script else f"hydra.run.dir={folder / 'out'}"]
         first = [*TUNE, "--n-trials", "1", *base, "num_epochs=1"] if script else [*TRAIN, *base, "num_epochs=1"]
         long = [*TUNE, "--n-trials", "2", *base, "num_epochs=100000"] if script else [*TRAIN, *base,
                                                                                       "num_epochs=100000"]

@@ -431,3 +431,26 @@ def test_a_multirun_on_postgresql_keeps_few_connections(postgres, tmp_path: Path
     assert sweep.returncode == 0, output[-3000:]
     assert len(_study(f"{PG}/{name}").trials) == 24
     assert 2 <= most <= 8, f"{most} connections at once"
+
+
+def test_a_rerun_right_after_a_sigkill_waits_for_the_dying_workers_and_retries(tmp_path: Path) -> None:
+    """The rerun started the moment its sweep was SIGKILLed, while the pool's workers were still
+    ending their jobs: it used to find the study's trials all started and exit 0, leaving them
+    RUNNING. It now waits for those workers to go, fails their trials and runs them again."""
+    mlruns = tmp_path / "mlruns"
+    journal = mlruns / "optuna.journal"
+    args = ["data=digits", "--workers", "2", "--n-trials", "2", f"mlruns_dir={mlruns}"]
+    proc = subprocess.Popen([*TUNE, *args, "num_epochs=100000"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=clean_env())
+    deadline = time.monotonic() + 180
+    while not (journal.exists() and _journal_states(journal).count("RUNNING") == 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.5)
+    time.sleep(2)
+    proc.kill()
+    proc.communicate()
+    done = subprocess.run([*TUNE, *args, "num_epochs=2"], capture_output=True, text=True, timeout=600,
+                          env=clean_env())
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    states = _journal_states(journal)
+    assert "RUNNING" not in states and states.count("FAIL") == 2 and states.count("COMPLETE") == 2, states

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import sys
@@ -15,7 +16,14 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from optuna_pruning import SweeperError
 from optuna_pruning.urls import mask_password
 from softmax_sweep import interrupts
-from softmax_sweep.errors import StoreUnreachable, Terminated, TrainingDiverged, UserError, lost_connection
+from softmax_sweep.errors import (
+    DISK_FULL,
+    StoreUnreachable,
+    Terminated,
+    TrainingDiverged,
+    UserError,
+    lost_connection,
+)
 
 T = TypeVar("T")
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
@@ -65,7 +73,7 @@ def _machine_fault(exc: BaseException) -> Optional[tuple[str, int]]:
             return (f"cannot use {where}: {error.strerror} (check mlruns_dir, hydra.run.dir, data.root and the "
                     "free space there)", 1 if error.errno == errno.ENOSPC else 2)
         text = str(error)
-        if "database or disk is full" in text or "No space left on device" in text:
+        if any(m in text for m in DISK_FULL):
             return ("the disk is full: the epochs logged before it filled are kept; free space and run again "
                     "(a sweep resumes)", 1)
         if type(error).__module__.startswith("sqlalchemy") and any(m in text for m in _DAMAGED_SQLITE):
@@ -177,6 +185,7 @@ def run_cli(body: Callable[[], T]) -> T:
     full_error = user_full_error()
     os.environ[_USER_FULL_ERROR] = "1" if full_error else "0"  # for the processes it starts
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra raise, so the errors can be printed here
+    logging.raiseExceptions = False  # a log file on a full disk: the error says so once, without tracebacks
     interrupts.install()
     try:
         result = body()

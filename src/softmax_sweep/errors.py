@@ -1,4 +1,5 @@
 """Exceptions that end a run with a one-line message instead of a traceback."""
+import errno
 
 
 class UserError(Exception):
@@ -46,3 +47,18 @@ def lost_connection(error: BaseException) -> bool:
     cause = error.__cause__ or error.__context__  # MLflow raises while handling requests' error
     return isinstance(cause, requests.exceptions.RequestException) and not isinstance(
         cause, requests.exceptions.HTTPError)
+
+
+DISK_FULL = ("database or disk is full", "No space left on device")
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether the error, or one it was raised from, says the disk is full (an error pickled in a
+    launcher's worker process keeps only its text)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC or any(m in str(error) for m in DISK_FULL):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False

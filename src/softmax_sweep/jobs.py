@@ -60,6 +60,7 @@ def run_job(cfg: DictConfig) -> Optional[float]:
     the optuna_pruning sweeper raises instead, so the sweeper records FAIL or PRUNED."""
     trial, training = None, False
     interrupts.install()  # a job in a launcher's worker process: Ctrl-C and SIGTERM as in a run
+    logging.raiseExceptions = False  # and a log file on a full disk as in a run (cli.run_cli)
     try:
         trial = current_trial()  # in another process than the sweeper: from the study's storage
         _scrub_saved_configs()

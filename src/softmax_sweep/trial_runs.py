@@ -28,6 +28,12 @@ class EpochPruned(optuna.TrialPruned):
         return type(self), (self.epoch, self.value)
 
 
+class EndedBySweep(UserError):
+    """The sweep finished this trial while its job still trained (the sweep was interrupted, or
+    killed and its worker stopped): the job's run ends KILLED, as the sweep's own run does."""
+    mlflow_status = "KILLED"
+
+
 class PruningReporter:
     """Training callback: report the monitored metric to the trial each epoch; prune if told."""
 
@@ -49,7 +55,7 @@ class PruningReporter:
             except RuntimeError as e:  # a job of a pool whose sweep was interrupted and failed the trial
                 if "has already finished" not in str(e):
                     raise
-                raise UserError("the sweep ended this trial before its job did (interrupted or stopped)") from None
+                raise EndedBySweep("the sweep ended this trial before its job did (interrupted or stopped)") from None
             prune = self.trial.should_prune()
         if prune:
             raise EpochPruned(epoch, value)

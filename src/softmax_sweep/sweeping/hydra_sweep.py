@@ -18,7 +18,7 @@ from optuna_pruning.urls import mask_password
 from softmax_sweep import interrupts, views
 from softmax_sweep.config import to_settings
 from softmax_sweep.data import load_dataset
-from softmax_sweep.errors import StoreUnreachable
+from softmax_sweep.errors import StoreUnreachable, disk_full
 from softmax_sweep.heap import freeze_setup
 from softmax_sweep.sweeping.parent import check_sweep, end_stopped_sweep, finish_sweep, fixed_params
 from softmax_sweep.sweeping.recovery import close_stale_run
@@ -84,8 +84,9 @@ class SweepTracking(MlflowSweepTracking):
     def on_trial_end(self, study: optuna.Study, trial: Any, job_return: Any) -> None:
         self.trials_ended += 1
         super().on_trial_end(study, trial, job_return)
-        if isinstance(job_error(job_return), StoreUnreachable):  # every later trial would fail the same way
-            raise job_error(job_return)
+        error = job_error(job_return)
+        if isinstance(error, StoreUnreachable) or (error is not None and disk_full(error)):
+            raise error  # every later trial would fail the same way
         interrupts.check()
 
     def on_sweep_end(self, study: optuna.Study, error: Optional[BaseException]) -> None:

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Optional
+from typing import NoReturn, Optional
 
 log = logging.getLogger("softmax_sweep.sweep")
 
@@ -56,8 +56,14 @@ FLAGS = (
 )
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """A bad flag is one line, as every other user error (argparse adds its usage first)."""
+        self.exit(2, f"error: {message} (sweeps/{self.prog.rpartition('/')[2]} --help lists the flags)\n")
+
+
 def build_parser(sweep: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog=f"sweeps/{sweep}.py", description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"The same as `python -m softmax_sweep.train -m sweep={sweep} OVERRIDE...` with the overrides each "

@@ -118,7 +118,9 @@ class OptunaPruningSweeperImpl:
             callback.on_sweep_start(study, self.config, space)
         reap_dead_local_trials(study, stale)
         drop_queued_outside(study, space.distributions)
-        if next_step(study, n_trials, bool(self.heartbeat_interval)) == "done":
+        # a trial of a local worker process that is still ending (its sweep was SIGKILLed moments
+        # ago) is waited for and then retried, not left RUNNING as if the study were complete
+        if next_step(study, n_trials, bool(self.heartbeat_interval), stale) == "done":
             log.info("study %s already has its %d trials: nothing to run. More trials: hydra.sweeper.n_trials=%d; "
                      "a new study: hydra.sweeper.study_name=NAME", study.study_name, n_trials, 2 * n_trials)
             self._end(study, None)
@@ -177,7 +179,7 @@ class OptunaPruningSweeperImpl:
 
         try:
             while True:
-                step = next_step(study, n_trials, bool(self.heartbeat_interval))
+                step = next_step(study, n_trials, bool(self.heartbeat_interval), self.stale)
                 if step == "run" and self.timeout is not None and time.monotonic() - started > self.timeout:
                     if not running:
                         log.info("hydra.sweeper.timeout=%g s reached: no more trials started (%d to go; a rerun "
@@ -202,7 +204,8 @@ class OptunaPruningSweeperImpl:
                 if not running:
                     if step == "done":
                         return
-                    threading.Event().wait(self.heartbeat_interval / 2)  # others' trials: finish or go stale
+                    # others' trials: finish, go stale or lose their local worker
+                    threading.Event().wait(self.heartbeat_interval / 2 if self.heartbeat_interval else 1.0)
                     continue
                 done, _ = wait(running, timeout=self.heartbeat_interval, return_when=FIRST_COMPLETED)
                 for future in done:
