@@ -174,12 +174,14 @@ class OptunaPruningSweeperImpl:
         started = time.monotonic()
 
         def finish(trial: optuna.Trial, ret: JobReturn) -> None:
-            asked.pop(trial.number, None)
             self._finish(study, trial, ret, n_trials, heartbeats)
+            asked.pop(trial.number, None)  # after: an interrupt before the tell still fails it
 
         try:
             while True:
-                step = next_step(study, n_trials, bool(self.heartbeat_interval), self.stale)
+                # dead local workers' trials are reaped while none of this sweep's own is in flight: a job
+                # process of a launcher (submitit's) is gone before the sweep has told its trial's result
+                step = next_step(study, n_trials, bool(self.heartbeat_interval), None if asked else self.stale)
                 if step == "run" and self.timeout is not None and time.monotonic() - started > self.timeout:
                     if not running:
                         log.info("hydra.sweeper.timeout=%g s reached: no more trials started (%d to go; a rerun "
@@ -187,10 +189,11 @@ class OptunaPruningSweeperImpl:
                         return
                     step = "wait"
                 if step == "run" and len(running) < slots:
-                    batch = [self._ask(study, space) for _ in range(max(1, min(slots, trials_to_go(study, n_trials)))
-                                                                   if self.together else 1)]
-                    for trial, _ in batch:
-                        asked[trial.number] = trial
+                    batch = []
+                    for _ in range(max(1, min(slots, trials_to_go(study, n_trials))) if self.together else 1):
+                        trial, overrides = self._ask(study, space)
+                        asked[trial.number] = trial  # at once: an interrupt from here on fails it
+                        batch.append((trial, overrides))
                         heartbeats.add(trial_id(trial))
                     idx, self.job_idx = self.job_idx, self.job_idx + len(batch)
                     if pool is None:
@@ -228,6 +231,13 @@ class OptunaPruningSweeperImpl:
 
     def _ask(self, study: optuna.Study, space: SearchSpace) -> tuple[optuna.Trial, list[str]]:
         trial = study.ask(space.distributions)
+        try:
+            return self._prepare(study, space, trial)
+        except BaseException:  # SIGTERM while the trial was being set up: not left RUNNING
+            _fail_unfinished(study, [trial])
+            raise
+
+    def _prepare(self, study: optuna.Study, space: SearchSpace, trial: optuna.Trial) -> tuple[optuna.Trial, list[str]]:
         trial.set_user_attr("worker", worker_name())  # a job in another process sets its own
         for name, value in space.fixed.items():  # as hydra-optuna-sweeper records them, passwords masked
             trial.set_user_attr(name, mask_password(value))
