@@ -12,8 +12,8 @@ softmax(logits) - one_hot(y) per example.
 K models that take the same minibatches (same data, training rows, batch size and shuffle) are
 one Dense(K * k) in the graph: one pass over each batch's rows serves them all, each with its own
 learning rate, weight decay and schedule. Each model's weights are what training it alone gives
-(tests/test_stacked.py: within 1e-5 after epochs of SGD, weight decay and a cosine schedule; most
-float for float, the rest a rounding apart where BLAS blocks a stack's rows otherwise).
+(tests/test_stacked.py: within 1e-5 after epochs of SGD, weight decay and a cosine schedule; float
+for float or a rounding apart, depending on how the CPU's oneDNN kernels block a stack's rows).
 """
 from __future__ import annotations
 
@@ -64,8 +64,9 @@ def _steps_graph(sizes: tuple[int, ...], models: int, num_outputs: int, num_inpu
             keep = sym.repeat(keep, repeats=num_outputs)  # each model's factor on its num_outputs rows
         if decay:
             weight, bias = sym.broadcast_mul(weight, sym.expand_dims(keep, axis=1)), sym.broadcast_mul(bias, keep)
-        # grad^T Xb as a FullyConnected of grad^T with Xb^T: each row the same whatever the rows beside it
-        # (dot(grad, Xb, transpose_a=True) rounds a model's rows differently in a stack than alone)
+        # grad^T Xb as a FullyConnected of grad^T with Xb^T: oneDNN's product, faster here than dot's BLAS.
+        # A model's rows round as alone on some CPUs; on others (AVX-512) a rounding apart (1e-7
+        # relative), which SGD at a large lr amplifies over epochs (benchmarks/stacked.py, (a))
         weight = weight - sym.FullyConnected(sym.transpose(grad), sym.transpose(Xb), no_bias=True,
                                              num_hidden=num_inputs)
         bias = bias - sym.sum(grad, axis=0)
