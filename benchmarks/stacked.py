@@ -75,7 +75,8 @@ def grid(data, lrs: list[float], epochs: int) -> None:
           f"(training loss up to {worst[2]:.2f}: unsteady SGD grows rounding differences)")
     print(f"    best lr {best.member.lr:.3g}: val_acc {best.result.best['val_acc']:.4f}, test_acc there "
           f"{best.result.best['test_acc']:.4f}")
-    floor = products_seconds(len(lrs), SHARED["batch_size"], epochs * -(-(data.num_train - 5000) // 256))
+    steps_per_epoch = -(-(data.num_train - SHARED["val_size"]) // SHARED["batch_size"])
+    floor = products_seconds(len(lrs), SHARED["batch_size"], epochs * steps_per_epoch)
     print(f"    the stack's two matrix products per step alone (MXNet's FullyConnected, nothing else): {floor:.1f} s "
           f"= {floor / one_run:.2f}x one run: the floor under the stacked time on this CPU")
 

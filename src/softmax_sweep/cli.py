@@ -6,7 +6,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Optional, TypeVar
 from urllib.parse import urlsplit
 
@@ -17,12 +17,13 @@ from optuna_pruning import SweeperError
 from optuna_pruning.urls import mask_password
 from softmax_sweep import interrupts
 from softmax_sweep.errors import (
-    DISK_FULL,
     StoreUnreachable,
     Terminated,
     TrainingDiverged,
     UserError,
+    causes,
     lost_connection,
+    says_disk_full,
 )
 
 T = TypeVar("T")
@@ -31,28 +32,19 @@ _API_REQUEST = re.compile(r"API request to (\S+) failed")
 _DETAIL_LINE = re.compile(r"^\s*(full_key|object_type|reference_type|Set the environment)")
 
 
-def _causes(exc: Optional[BaseException]) -> Iterator[BaseException]:
-    """exc, then what it was raised from or while handling, and so on (each once)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        yield exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-
-
 def _omegaconf_cause(exc: BaseException) -> Optional[OmegaConfBaseException]:
-    return next((e for e in _causes(exc) if isinstance(e, OmegaConfBaseException)), None)
+    return next((e for e in causes(exc) if isinstance(e, OmegaConfBaseException)), None)
 
 
 def _user_error_cause(exc: BaseException) -> Optional[BaseException]:
     """The UserError behind exc, also when Hydra wrapped it (instantiating the sweeper)."""
     one_line = (UserError, SweeperError, TrainingDiverged, StoreUnreachable)
-    return next((e for e in _causes(exc) if isinstance(e, one_line)), None)
+    return next((e for e in causes(exc) if isinstance(e, one_line)), None)
 
 
 def _unreachable_server(exc: BaseException) -> Optional[str]:
     """The server of an MLflow request that gave up on connecting (after its bounded retries)."""
-    for error in _causes(exc):
+    for error in causes(exc):
         found = _API_REQUEST.search(str(error)) if lost_connection(error) else None
         if found:
             parts = urlsplit(found.group(1))
@@ -67,13 +59,13 @@ def _machine_fault(exc: BaseException) -> Optional[tuple[str, int]]:
     """One line for a fault of the machine around the program (a folder that cannot be made or
     written, a full disk, a damaged store) and the exit code: 2 for what was wrong before the
     work began, 1 for a fault during it. The user fixes the machine, not the code."""
-    for error in _causes(exc):
+    for error in causes(exc):
         if isinstance(error, OSError) and error.filename is not None and error.strerror:
             where = error.filename if error.filename2 is None else f"{error.filename} -> {error.filename2}"
             return (f"cannot use {where}: {error.strerror} (check mlruns_dir, hydra.run.dir, data.root and the "
                     "free space there)", 1 if error.errno == errno.ENOSPC else 2)
         text = str(error)
-        if any(m in text for m in DISK_FULL):
+        if says_disk_full(error):
             return ("the disk is full: the epochs logged before it filled are kept; free space and run again "
                     "(a sweep resumes)", 1)
         if type(error).__module__.startswith("sqlalchemy") and any(m in text for m in _DAMAGED_SQLITE):

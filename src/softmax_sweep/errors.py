@@ -1,5 +1,7 @@
 """Exceptions that end a run with a one-line message instead of a traceback."""
 import errno
+from collections.abc import Iterator
+from typing import Optional
 
 
 class UserError(Exception):
@@ -49,16 +51,22 @@ def lost_connection(error: BaseException) -> bool:
         cause, requests.exceptions.HTTPError)
 
 
-DISK_FULL = ("database or disk is full", "No space left on device")
+def causes(exc: Optional[BaseException]) -> Iterator[BaseException]:
+    """exc, then what it was raised from or while handling, and so on (each once)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        yield exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+
+
+def says_disk_full(error: BaseException) -> bool:
+    """This error itself says the disk is full (one pickled in a launcher's worker process keeps
+    only its text)."""
+    return (isinstance(error, OSError) and error.errno == errno.ENOSPC
+            or any(m in str(error) for m in ("database or disk is full", "No space left on device")))
 
 
 def disk_full(error: BaseException) -> bool:
-    """Whether the error, or one it was raised from, says the disk is full (an error pickled in a
-    launcher's worker process keeps only its text)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC or any(m in str(error) for m in DISK_FULL):
-            return True
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return False
+    """The error, or one it was raised from, says the disk is full."""
+    return any(says_disk_full(e) for e in causes(error))

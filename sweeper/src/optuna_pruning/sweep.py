@@ -233,7 +233,7 @@ class OptunaPruningSweeperImpl:
         trial = study.ask(space.distributions)
         try:
             return self._prepare(study, space, trial)
-        except BaseException:  # SIGTERM while the trial was being set up: not left RUNNING
+        except BaseException:  # SIGTERM or a bad custom search space while it was set up: not left RUNNING
             _fail_unfinished(study, [trial])
             raise
 
@@ -243,8 +243,7 @@ class OptunaPruningSweeperImpl:
             trial.set_user_attr(name, mask_password(value))
         if self.extend_space is not None:
             self.extend_space(self.config, trial)
-            if overlap := sorted(set(trial.params) & set(space.fixed)):
-                _fail_unfinished(study, [trial])
+            if overlap := sorted(set(trial.params) & set(space.fixed)):  # _ask fails the trial
                 raise SweeperError(f"custom_search_space suggests {overlap}, which the sweep also fixes")
         overrides = [*space.overrides(trial.params), *door.job_overrides(trial)]
         door._LIVE[trial_id(trial)] = trial
