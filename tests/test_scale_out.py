@@ -122,7 +122,9 @@ def test_two_workers_on_postgres_and_a_tracking_server(postgres, tracking_server
 
 
 def _running_trial(storage: str, client: MlflowClient, coordinator: subprocess.Popen, timeout: float = 180):
-    """Wait for a running trial whose MLflow run has logged epochs; return (trial number, worker pid)."""
+    """Wait for a running trial whose MLflow run has logged epochs; return (trial number, worker pid).
+    The client must be made after the sweep built its store: MlflowClient opens a SQLite store at
+    once and builds a missing schema in place, racing the sweep's own build."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert coordinator.poll() is None, coordinator.communicate()
@@ -146,6 +148,8 @@ def test_sigkill_of_a_worker_is_recovered(postgres, tmp_path: Path) -> None:
         [*TUNE, "--workers", "2", "--n-trials", "3", "--pruner", "none", "--heartbeat-interval", "1",
          "--storage", storage, "data=digits", "num_epochs=300", "batch_size=64", f"mlruns_dir={mlruns}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env())
+    while not (mlruns / "mlflow.db").exists() and coordinator.poll() is None:
+        time.sleep(0.2)
     client = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}")
     killed_trial, pid = _running_trial(storage, client, coordinator)
     os.kill(pid, signal.SIGKILL)
