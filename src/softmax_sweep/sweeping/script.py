@@ -12,7 +12,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from importlib import resources
 from typing import NoReturn, Optional
+
+import yaml
 
 log = logging.getLogger("softmax_sweep.sweep")
 
@@ -31,29 +34,10 @@ def _positive(text: str) -> float:
     return value
 
 
-# flag, the override it stands for, its type, metavar and help (`{sweep}`: the script's sweep)
-FLAGS = (
-    ("--n-trials", "hydra.sweeper.n_trials", _at_least_one, "N",
-     "total trials of the study: a rerun with the same storage and study name tops it up to N, it never "
-     "starts over"),
-    ("--storage", "hydra.sweeper.storage", str, "URL",
-     "Optuna storage: journal:///path/file (default: journal:///mlruns/optuna.journal, safe for several "
-     "local workers), sqlite:///file.db, postgresql://user@host/db, mysql://user@host/db, grpc://host:port"),
-    ("--study-name", "hydra.sweeper.study_name", str, "NAME",
-     "study to create or resume (default: {sweep}-<data set>)"),
-    ("--sampler", "hydra/sweeper/optuna_sampler", str, "NAME",
-     "search algorithm: tpe, random, grid, cmaes, qmc, gp, nsgaii, ..."),
-    ("--pruner", "hydra/sweeper/optuna_pruner", str, "NAME",
-     "stop unpromising trials after an epoch: median_warmup, median, hyperband, none, ..."),
-    ("--seeds", "seeds", _at_least_one, "K",
-     "train each configuration with K seeds (seed, seed + 1, ...) and optimize their mean; the report gives "
-     "each configuration's 95%% confidence interval and tests the best against the runner-up"),
-    ("--timeout", "hydra.sweeper.timeout", _positive, "SECONDS",
-     "start no trial after this many seconds; those in flight finish, a rerun resumes"),
-    ("--heartbeat-interval", "hydra.sweeper.heartbeat_interval", _at_least_one, "SECONDS",
-     "trials send a heartbeat this often (database storages only); a trial whose worker died is failed and "
-     "retried by any live or later worker once its heartbeat is older than the grace period (2 intervals)"),
-)
+TYPES = {"str": str, "at_least_one": _at_least_one, "positive": _positive}
+# flag, the override it stands for, its type, metavar and help, as flags.yaml gives them
+FLAGS = tuple((f["flag"], f["override"], TYPES[f["type"]], f["metavar"], f["help"])
+              for f in yaml.safe_load(resources.files(__package__).joinpath("flags.yaml").read_text()))
 
 
 class _OneLineParser(argparse.ArgumentParser):
