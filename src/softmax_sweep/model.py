@@ -46,14 +46,83 @@ def dense_of(net: gluon.Block) -> nn.Dense:
     return net[0] if isinstance(net, (nn.Sequential, nn.HybridSequential)) else net
 
 
+MAX_CHUNK = 32  # models in one product: wider is no faster, and exact_chunk's check grows with it
+
+
+@functools.lru_cache(maxsize=256)
+def exact_chunk(rows: int, models: int, num_outputs: int, num_inputs: int, weight_grad: bool = True) -> int:
+    """How many stacked models one matrix product may take so that each model's part is what the
+    same product of that model alone gives, float for float, for `rows` examples.
+
+    oneDNN picks its kernel by shape: on some CPUs (AVX-512 here) the forward product of 16 or
+    more stacked models on 16-199 rows sums in another order than one model's, a rounding apart
+    that SGD at a large lr grows into a different model. Found once per shape on random numbers
+    (the kernel depends on shapes, not on values): the largest chunk, halving from MAX_CHUNK, whose
+    forward product (stacked_logits) and, for training, weight gradient (stacked_weight_grad)
+    match the models' alone, for a full chunk and for the last, partial one."""
+    if models == 1:
+        return 1
+    rng = np.random.RandomState(0)
+    X = nd.array(np.resize(rng.rand(min(rows, 512), num_inputs).astype(np.float32), (rows, num_inputs)))
+    W = nd.array(rng.normal(0, 0.05, (MAX_CHUNK * num_outputs, num_inputs)).astype(np.float32))
+    GT = nd.array(rng.normal(0, 0.01, (MAX_CHUNK * num_outputs, rows)).astype(np.float32)) if weight_grad else None
+
+    def products(first: int, count: int) -> list[np.ndarray]:
+        part = slice(first * num_outputs, (first + count) * num_outputs)
+        found = [nd.FullyConnected(X, W[part], no_bias=True, num_hidden=count * num_outputs).asnumpy()]
+        if GT is not None:
+            found.append(nd.FullyConnected(nd.transpose(X), GT[part], no_bias=True,
+                                           num_hidden=count * num_outputs).asnumpy())
+        return found
+
+    alone: dict[int, list[np.ndarray]] = {}
+
+    def matches(count: int) -> bool:
+        together = products(0, count)
+        for i in range(count):
+            mine = alone.setdefault(i, products(i, 1))
+            if not all(np.array_equal(t[:, i * num_outputs:(i + 1) * num_outputs], m) for t, m in zip(together, mine)):
+                return False
+        return True
+
+    chunk = min(models, MAX_CHUNK)
+    while chunk > 1 and not (matches(chunk) and matches(models % chunk or chunk)):
+        chunk = (chunk + 1) // 2
+    return chunk
+
+
+def _chunks(models: int, chunk: int, num_outputs: int) -> list[tuple[int, int]]:
+    """(first row, last row + 1) of each chunk of models in a stacked weight."""
+    return [(first * num_outputs, min(first + chunk, models) * num_outputs) for first in range(0, models, chunk)]
+
+
+def stacked_logits(X, weight, bias, models: int, num_outputs: int, chunk: int):
+    """Symbol: X (rows, inputs) times each stacked model's weight, plus its bias: (rows, models * num_outputs)."""
+    parts = [sym.FullyConnected(X, sym.slice_axis(weight, axis=0, begin=a, end=b),
+                                sym.slice_axis(bias, axis=0, begin=a, end=b), num_hidden=b - a)
+             if chunk < models else sym.FullyConnected(X, weight, bias, num_hidden=b - a)
+             for a, b in _chunks(models, chunk, num_outputs)]
+    return parts[0] if len(parts) == 1 else sym.concat(*parts, dim=1)
+
+
+def stacked_weight_grad(X, grad, models: int, num_outputs: int, chunk: int):
+    """Symbol: grad^T X (models * num_outputs, inputs), each model's rows as its own product gives them.
+    Taken as (X^T grad)^T: in that layout oneDNN's product of a stack is column for column the
+    product of each model (grad^T X directly is not, on AVX-512)."""
+    XT, gradT = sym.transpose(X), sym.transpose(grad)
+    parts = [sym.FullyConnected(XT, sym.slice_axis(gradT, axis=0, begin=a, end=b) if chunk < models else gradT,
+                                no_bias=True, num_hidden=b - a)
+             for a, b in _chunks(models, chunk, num_outputs)]
+    return sym.transpose(parts[0] if len(parts) == 1 else sym.concat(*parts, dim=1))
+
+
 @functools.lru_cache(maxsize=32)
-def _loss_and_correct(models: int, num_outputs: int) -> tuple[mx.nd.CachedOp, list[str]]:
+def _loss_and_correct(models: int, num_outputs: int, chunk: int) -> tuple[mx.nd.CachedOp, list[str]]:
     """Inputs X, y, weight (models * num_outputs, inputs), bias; outputs per model the summed
     softmax cross-entropy of its logits and its number of correct predictions. One cached op per
     batch: the loop never waits for a batch to finish."""
     X, y, weight, bias = (sym.var(n) for n in ("X", "y", "weight", "bias"))
-    logits = sym.reshape(sym.FullyConnected(X, weight, bias, num_hidden=models * num_outputs),
-                         shape=(0, models, num_outputs))
+    logits = sym.reshape(stacked_logits(X, weight, bias, models, num_outputs, chunk), shape=(0, models, num_outputs))
     labels = sym.broadcast_axis(sym.expand_dims(y, axis=1), axis=1, size=models)
     loss = -sym.sum(sym.pick(sym.log_softmax(logits, axis=-1), labels, axis=-1), axis=0)
     correct = sym.sum(sym.argmax(logits, axis=-1) == labels, axis=0)
@@ -66,9 +135,11 @@ def evaluate(nets: Sequence[gluon.Block], data_iter: Iterable) -> tuple[np.ndarr
     denses = [dense_of(net) for net in nets]
     weight = nd.concat(*(d.weight.data() for d in denses), dim=0) if len(denses) > 1 else denses[0].weight.data()
     bias = nd.concat(*(d.bias.data() for d in denses), dim=0) if len(denses) > 1 else denses[0].bias.data()
-    graph, inputs = _loss_and_correct(len(denses), denses[0].weight.shape[0])
+    num_outputs, num_inputs = denses[0].weight.shape
     loss_sum, correct, n = nd.zeros(len(denses)), nd.zeros(len(denses)), 0
     for X, y in data_iter:
+        chunk = exact_chunk(X.shape[0], len(denses), num_outputs, num_inputs, weight_grad=False)
+        graph, inputs = _loss_and_correct(len(denses), num_outputs, chunk)
         feed = {"X": X, "y": y, "weight": weight, "bias": bias}
         batch_loss, batch_correct = graph(*(feed[name] for name in inputs))
         loss_sum += batch_loss

@@ -11,9 +11,10 @@ softmax(logits) - one_hot(y) per example.
 
 K models that take the same minibatches (same data, training rows, batch size and shuffle) are
 one Dense(K * k) in the graph: one pass over each batch's rows serves them all, each with its own
-learning rate, weight decay and schedule. Each model's weights are what training it alone gives
-(tests/test_stacked.py: within 1e-5 after epochs of SGD, weight decay and a cosine schedule; float
-for float or a rounding apart, depending on how the CPU's oneDNN kernels block a stack's rows).
+learning rate, weight decay and schedule. Each model's weights are what training it alone gives,
+float for float (tests/test_stacked.py, up to lr 1): the two matrix products of a step are taken
+in a layout, and in chunks of models, in which oneDNN computes every model's part as it computes
+that model alone (model.exact_chunk), so no rounding difference is there for SGD to grow.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from typing import Optional
 import mxnet as mx
 from mxnet import gluon, nd, sym
 
-from softmax_sweep.model import dense_of
+from softmax_sweep.model import dense_of, exact_chunk, stacked_logits, stacked_weight_grad
 
 STEPS_PER_CALL = 8  # 32 steps per graph measured no faster at batch 16
 
@@ -48,7 +49,8 @@ def _steps_graph(sizes: tuple[int, ...], models: int, num_outputs: int, num_inpu
         Xb, yb = sym.take(X, rows), sym.take(y, rows)
         lr = sym.slice_axis(lrs, axis=0, begin=k, end=k + 1)
         keep = 1 - sym.reshape(sym.slice_axis(decays, axis=0, begin=k, end=k + 1), shape=(-1,))
-        logits = sym.FullyConnected(Xb, weight, bias, num_hidden=models * num_outputs)
+        chunk = exact_chunk(size, models, num_outputs, num_inputs)
+        logits = stacked_logits(Xb, weight, bias, models, num_outputs, chunk)
         if models == 1:  # the plain ops: a third fewer per step than the stacked form, which small batches feel
             losses.append(-sym.sum(sym.pick(sym.log_softmax(logits, axis=-1), yb, axis=-1), axis=0, keepdims=True))
             corrects.append(sym.sum(sym.argmax(logits, axis=1) == yb))
@@ -64,11 +66,7 @@ def _steps_graph(sizes: tuple[int, ...], models: int, num_outputs: int, num_inpu
             keep = sym.repeat(keep, repeats=num_outputs)  # each model's factor on its num_outputs rows
         if decay:
             weight, bias = sym.broadcast_mul(weight, sym.expand_dims(keep, axis=1)), sym.broadcast_mul(bias, keep)
-        # grad^T Xb as a FullyConnected of grad^T with Xb^T: oneDNN's product, faster here than dot's BLAS.
-        # A model's rows round as alone on some CPUs; on others (AVX-512) a rounding apart (1e-7
-        # relative), which SGD at a large lr amplifies over epochs (benchmarks/stacked.py, (a))
-        weight = weight - sym.FullyConnected(sym.transpose(grad), sym.transpose(Xb), no_bias=True,
-                                             num_hidden=num_inputs)
+        weight = weight - stacked_weight_grad(Xb, grad, models, num_outputs, chunk)
         bias = bias - sym.sum(grad, axis=0)
     out = sym.Group([weight, bias, sym.add_n(*losses), sym.add_n(*corrects)])
     return mx.nd.CachedOp(out, flags=[("static_alloc", "true"), ("static_shape", "true")]), out.list_inputs()
