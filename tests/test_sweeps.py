@@ -510,6 +510,7 @@ def test_pruning_under_launchers_that_run_jobs_in_other_processes(launcher: str,
                            f"mlruns_dir={mlruns}"], capture_output=True, text=True, timeout=600, env=clean_env())
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Traceback" not in done.stdout + done.stderr
+    assert "Error executing job" not in done.stdout + done.stderr, "a pruned trial is no error"
     study = _study(mlruns, "tune-digits")
     states = [t.state for t in study.trials]
     assert states.count(TrialState.PRUNED) >= 1 and states.count(TrialState.COMPLETE) >= 3, states

@@ -3,10 +3,10 @@ model or for K models stacked in the same graph.
 
 It computes what `autograd.record()` + `loss.backward()` + `gluon.Trainer(..., "sgd").step(batch_size)`
 compute for Dense(k) under SoftmaxCrossEntropyLoss on logits (tests/test_training.py checks it
-against exactly that), but a training pass at batch 16 takes 0.28 s instead of 1.5 s
-(benchmarks/epoch_speed.py; 0.9x at batch 256, where the arithmetic dominates): the work per step
-is ~250k multiply-adds, and the time went to the ~0.5 ms that Python, autograd and the Trainer add
-to every step. The gradient is written out: for softmax cross-entropy on logits it is
+against exactly that), but a training pass at batch 16 takes about a quarter of the time
+(benchmarks/epoch_speed.py prints both; about the same at batch 256, where the arithmetic
+dominates): the work per step is ~250k multiply-adds, and the time went to what Python, autograd
+and the Trainer add to every step. The gradient is written out: for softmax cross-entropy on logits it is
 softmax(logits) - one_hot(y) per example.
 
 K models that take the same minibatches (same data, training rows, batch size and shuffle) are

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from optuna_pruning.internals import job_exception
+
 
 def job_error(job_return: Any) -> Optional[BaseException]:
-    """The exception a failed job raised, None for a job that returned (Hydra's JobReturn raises
-    it again from return_value; this hands it over instead)."""
+    """The exception a failed job raised (TrialPruned included), None for a job that returned
+    (Hydra's JobReturn raises it again from return_value, announcing an error on stderr; this
+    hands it over quietly)."""
     if job_return is None or getattr(job_return.status, "name", None) != "FAILED":
         return None
-    try:
-        job_return.return_value  # noqa: B018 - raises the job's exception
-    except BaseException as e:  # noqa: BLE001 - whatever the task raised, TrialPruned included
-        return e
-    return None
+    error = job_exception(job_return)
+    return error if isinstance(error, BaseException) else None
 
 
 class SweepCallback:

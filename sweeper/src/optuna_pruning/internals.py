@@ -9,7 +9,7 @@ from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_d
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["apply_overrides", "get_overrides_dirname", "storage_of", "trial_id"]
+__all__ = ["apply_overrides", "get_overrides_dirname", "job_exception", "storage_of", "trial_id"]
 
 
 def trial_id(trial: Any) -> int:
@@ -33,3 +33,10 @@ def apply_overrides(overrides: list[Any], cfg: Any) -> None:
     it, and an equal result (types, interpolation, struct mode) needs its exact code."""
     ConfigLoaderImpl._apply_overrides_to_config(overrides, cfg)
 
+
+
+def job_exception(job_return: Any) -> Any:
+    """What a failed job raised. JobReturn.return_value raises it again, but first writes "Error
+    executing job with overrides: [...]" to stderr on every read (Hydra 1.3): for each pruned
+    trial, which is no error at all, a sweep printed that twice."""
+    return job_return._return_value
