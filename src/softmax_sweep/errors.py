@@ -67,6 +67,6 @@ def says_disk_full(error: BaseException) -> bool:
             or any(m in str(error) for m in ("database or disk is full", "No space left on device")))
 
 
-def disk_full(error: BaseException) -> bool:
-    """The error, or one it was raised from, says the disk is full."""
+def disk_full(error: Optional[BaseException]) -> bool:
+    """The error, or one it was raised from, says the disk is full (None: no error)."""
     return any(says_disk_full(e) for e in causes(error))

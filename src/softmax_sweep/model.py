@@ -66,13 +66,13 @@ def exact_chunk(rows: int, models: int, num_outputs: int, num_inputs: int, weigh
     X = nd.array(np.resize(rng.rand(min(rows, 512), num_inputs).astype(np.float32), (rows, num_inputs)))
     W = nd.array(rng.normal(0, 0.05, (MAX_CHUNK * num_outputs, num_inputs)).astype(np.float32))
     GT = nd.array(rng.normal(0, 0.01, (MAX_CHUNK * num_outputs, rows)).astype(np.float32)) if weight_grad else None
+    XT = nd.transpose(X) if weight_grad else None
 
     def products(first: int, count: int) -> list[np.ndarray]:
         part = slice(first * num_outputs, (first + count) * num_outputs)
         found = [nd.FullyConnected(X, W[part], no_bias=True, num_hidden=count * num_outputs).asnumpy()]
         if GT is not None:
-            found.append(nd.FullyConnected(nd.transpose(X), GT[part], no_bias=True,
-                                           num_hidden=count * num_outputs).asnumpy())
+            found.append(nd.FullyConnected(XT, GT[part], no_bias=True, num_hidden=count * num_outputs).asnumpy())
         return found
 
     alone: dict[int, list[np.ndarray]] = {}
@@ -86,7 +86,7 @@ def exact_chunk(rows: int, models: int, num_outputs: int, num_inputs: int, weigh
         return True
 
     chunk = min(models, MAX_CHUNK)
-    while chunk > 1 and not (matches(chunk) and matches(models % chunk or chunk)):
+    while chunk > 1 and not (matches(chunk) and (models % chunk == 0 or matches(models % chunk))):
         chunk = (chunk + 1) // 2
     return chunk
 

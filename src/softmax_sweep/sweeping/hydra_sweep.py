@@ -85,7 +85,7 @@ class SweepTracking(MlflowSweepTracking):
         self.trials_ended += 1
         super().on_trial_end(study, trial, job_return)
         error = job_error(job_return)
-        if isinstance(error, StoreUnreachable) or (error is not None and disk_full(error)):
+        if isinstance(error, StoreUnreachable) or disk_full(error):
             raise error  # every later trial would fail the same way
         interrupts.check()
 

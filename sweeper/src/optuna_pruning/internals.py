@@ -34,7 +34,6 @@ def apply_overrides(overrides: list[Any], cfg: Any) -> None:
     ConfigLoaderImpl._apply_overrides_to_config(overrides, cfg)
 
 
-
 def job_exception(job_return: Any) -> Any:
     """What a failed job raised. JobReturn.return_value raises it again, but first writes "Error
     executing job with overrides: [...]" to stderr on every read (Hydra 1.3): for each pruned
