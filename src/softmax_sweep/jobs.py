@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from optuna_pruning import current_trial
 from optuna_pruning.tracking import PARENT_ATTR
 from optuna_pruning.urls import mask_password
-from softmax_sweep import interrupts
+from softmax_sweep import engine, interrupts
 from softmax_sweep.cli import defer, describe
 from softmax_sweep.config import TrainConfig, to_settings
 from softmax_sweep.errors import UserError
@@ -69,9 +69,9 @@ def run_job(cfg: DictConfig) -> Optional[float]:
             raise UserError(f"{deleted[0]} was deleted from the config (~{deleted[0]}): every run needs it; "
                             f"set it with {deleted[0]}=VALUE")
         settings = to_settings(cfg)  # bad values fail here, before MXNet and MLflow are imported
+        if os.environ.get("MXNET_ENGINE_TYPE") and "mxnet" not in sys.modules:
+            engine.start_quietly()  # a launcher's worker process
         if trial is not None:
-            if os.environ.get("MXNET_ENGINE_TYPE") and "mxnet" not in sys.modules:
-                _start_engine_quietly()  # a launcher's worker process
             from softmax_sweep.curves import draw_in_background
             from softmax_sweep.trial_runs import run_trial
 
@@ -104,22 +104,6 @@ def run_job(cfg: DictConfig) -> Optional[float]:
         else:
             defer(e)
         return None
-
-
-def _start_engine_quietly() -> None:
-    """MXNet announces any engine but its default on stderr from C++ ("MXNet start using engine:
-    NaiveEngine"), which no log level silences: start it with stderr closed for that moment."""
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    sys.stderr.flush()
-    os.dup2(devnull, 2)
-    try:
-        import mxnet
-
-        mxnet.nd.zeros(1).wait_to_read()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _record_failed_job(cfg: DictConfig, reason: str) -> None:

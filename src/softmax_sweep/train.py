@@ -10,6 +10,7 @@ from typing import Optional
 import hydra
 from omegaconf import DictConfig
 
+from softmax_sweep import engine
 from softmax_sweep.cli import prepare_overrides, run_cli
 from softmax_sweep.config import CONF_DIR
 from softmax_sweep.jobs import run_job
@@ -24,6 +25,8 @@ def hydra_main(cfg: DictConfig) -> Optional[float]:
 def main() -> None:
     def command() -> Optional[float]:
         sys.argv = [sys.argv[0], *hide_passwords(prepare_overrides(sys.argv[1:]))]
+        if any(arg in ("-m", "--multirun") for arg in sys.argv[1:]):
+            engine.prepare_multirun()
         if any(arg in ("--cfg", "-c") or arg.startswith("--cfg=") for arg in sys.argv[1:]):
             mask_resolved_secrets()  # the config is printed, not used
         return hydra_main()
