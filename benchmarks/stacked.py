@@ -8,9 +8,10 @@
 (a) a --models-value lr grid (log-spaced 0.01 to 1) at batch 256, --epochs epochs, validation and
     test measured every epoch: each value trained alone (train_softmax, one after the other)
     against all in one stack (train_stacked); target: the stack in at most 2x the time of one
-    run. Beside it the floor: the two matrix products of every stacked step, timed alone. The
-    largest difference between a stacked model's weights and the same model's alone is printed
-    too (the tests hold it under 1e-5).
+    run. Beside it two floors: the two matrix products of every stacked step, timed alone, and
+    the arithmetic of the products of training and evaluation at this CPU's own peak (a large
+    product's rate, measured here on one core and on all). How many stacked models end with
+    the weights they end with alone, float for float, is printed too (tests/test_stacked.py).
     The same grid as the command a user types, `python -m softmax_sweep.train -m lr=...
     num_epochs=E` (MLflow runs, curves, the grid's parent run and table): stacked (the default)
     against hydra/launcher=basic (one at a time) and against one run's command, each timed
@@ -18,7 +19,8 @@
 (b) exercise 2's whole study, `sweeps/overfit.py` (26 queued trials x 10 seeds x 60 epochs, all
     trials in one launch, each seed's models that share minibatches in one graph) against
     `sweeps/overfit.py --no-stack` (one trial at a time): wall time, peak RSS of each command, and
-    whether both studies got the same trial values (target: stacked <= 60 s, under 3 GiB).
+    whether both studies got the same trial values (target: stacked <= 60 s, under 3 GiB); and
+    the arithmetic of the epochs the study ran (read from its MLflow store) at this CPU's peak.
 (d) seconds per model of one training pass over the 55,000 training images at batch 16 and 256:
     one model alone, --models models stacked (the stack's pass / models), and a careful
     single-model PyTorch CPU loop (benchmarks/torch_loop.py: in-memory tensors, index-shuffled
@@ -27,7 +29,8 @@
     trials in flight in joblib worker processes) against its trials asked five at a time, TPE with
     constant_liar, those that share a batch size trained together on the stacked launcher
     (target: at most half the wall time, test accuracy at the best trial's best epoch >= 0.843).
-Peak RSS of this process at the end.
+Peak RSS of this process at the end. This process runs MXNet as a multirun's process does
+(softmax_sweep.engine: NaiveEngine, evaluations on every core, training steps on one).
 """
 from __future__ import annotations
 
@@ -40,19 +43,52 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import published
+from softmax_sweep import engine
 
-from softmax_sweep.data import DataIter, load_dataset
-from softmax_sweep.experiment import train_softmax
-from softmax_sweep.model import build_net
-from softmax_sweep.sgd import Member, SoftmaxSGD
-from softmax_sweep.stacking import ModelSettings, train_stacked
+engine.prepare_multirun()  # before MXNet is imported
+
+import numpy as np  # noqa: E402
+import published  # noqa: E402
+
+from softmax_sweep.data import DataIter, load_dataset  # noqa: E402
+from softmax_sweep.experiment import train_softmax  # noqa: E402
+from softmax_sweep.model import build_net  # noqa: E402
+from softmax_sweep.sgd import Member, SoftmaxSGD  # noqa: E402
+from softmax_sweep.stacking import ModelSettings, train_stacked  # noqa: E402
 
 SHARED = dict(batch_size=256, val_size=5000, seed=0)
+PRODUCT_FLOPS = 2 * 784 * 10  # one image through one model's product: 784 x 10 multiply-adds
 
 
-def grid(data, lrs: list[float], epochs: int) -> None:
+def peak_gflops() -> tuple[float, float]:
+    """This CPU's rate for one large matrix product (2048 x 2048 x 2048, MXNet's FullyConnected),
+    in GFLOPS, on one core and on every core."""
+    from mxnet import nd
+
+    rng = np.random.RandomState(0)
+    A, B = (nd.array(rng.rand(2048, 2048).astype(np.float32)) for _ in range(2))
+    rates = []
+    for threads in (1, engine.cores()):
+        engine.set_threads(threads)
+        best = float("inf")
+        for _ in range(4):
+            start = time.perf_counter()
+            nd.FullyConnected(A, B, no_bias=True, num_hidden=2048).wait_to_read()
+            best = min(best, time.perf_counter() - start)
+        rates.append(2 * 2048 ** 3 / best / 1e9)
+    engine.set_threads(1)
+    return rates[0], rates[1]
+
+
+def floor_text(gflop: float, peaks: tuple[float, float], unit: float, unit_name: str) -> str:
+    """The seconds `gflop` of products take at the CPU's peak on one core and on all, also in `unit`s."""
+    one, every = (gflop / peak for peak in peaks)
+    return (f"{gflop:.0f} GFLOP of matrix products; at this CPU's peak for a large product ({peaks[0]:.0f} GFLOPS "
+            f"on one core, {peaks[1]:.0f} on {engine.cores()}) that is {one:.1f} s = {one / unit:.2f}x {unit_name} "
+            f"on one core, {every:.1f} s = {every / unit:.2f}x on {engine.cores()}")
+
+
+def grid(data, lrs: list[float], epochs: int, peaks: tuple[float, float]) -> None:
     start = time.perf_counter()
     alone = [train_softmax(data, lr=lr, num_epochs=epochs, **SHARED) for lr in lrs]
     one_at_a_time = time.perf_counter() - start
@@ -74,7 +110,11 @@ def grid(data, lrs: list[float], epochs: int) -> None:
     steps_per_epoch = -(-(data.num_train - SHARED["val_size"]) // SHARED["batch_size"])
     floor = products_seconds(len(lrs), SHARED["batch_size"], epochs * steps_per_epoch)
     print(f"    the stack's two matrix products per step alone (MXNet's FullyConnected, nothing else): {floor:.1f} s "
-          f"= {floor / one_run:.2f}x one run: the floor under the stacked time on this CPU")
+          f"= {floor / one_run:.2f}x one run")
+    train_rows = data.num_train - SHARED["val_size"]
+    evaluated = SHARED["val_size"] + data.X_test.shape[0]
+    gflop = len(lrs) * epochs * (2 * train_rows + evaluated) * PRODUCT_FLOPS / 1e9  # training: forward and gradient
+    print(f"    arithmetic (training and the evaluations): {floor_text(gflop, peaks, one_run, 'one run')}")
 
 
 def products_seconds(models: int, batch_size: int, steps: int) -> float:
@@ -120,7 +160,26 @@ def commands(lrs: list[float], epochs: int, folder: Path) -> None:
           f"{stacked / one:.2f}x one run; one at a time (hydra/launcher=basic) {alone:.1f} s = {alone / one:.2f}x")
 
 
-def exercise2(folder: Path) -> None:
+def study_gflop(mlruns: Path, test_images: int) -> float:
+    """The products' arithmetic of every epoch a study's runs trained, from its MLflow store: each
+    epoch trains on its run's training images (forward and gradient) and evaluates validation,
+    test and, with eval_train, the training images again."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{mlruns / 'mlflow.db'}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    total = 0.0
+    for run in client.search_runs(experiments, max_results=5000):
+        epochs, params = run.data.metrics.get("epochs_trained"), run.data.params
+        if epochs is None or "data.train_examples" not in run.data.tags:
+            continue  # the study's parent run and its trials' summary runs train nothing
+        train = int(run.data.tags["data.train_examples"])
+        evaluated = int(params["data.val_size"]) + test_images + (train if params.get("eval_train") == "True" else 0)
+        total += epochs * (2 * train + evaluated) * PRODUCT_FLOPS
+    return total / 1e9
+
+
+def exercise2(folder: Path, peaks: tuple[float, float], test_images: int) -> None:
     import optuna
 
     from optuna_pruning.storages import make_storage
@@ -142,10 +201,11 @@ def exercise2(folder: Path) -> None:
               flush=True)
     diff = max((abs(a - b) for a, b in zip(found["stacked"], found["one at a time"])), default=float("nan"))
     print(f"    the two studies' trial values differ by at most {diff:.1e} (targets: stacked <= 60 s, < 3 GiB)")
+    gflop = study_gflop(folder / "stacked", test_images)
+    print(f"    arithmetic of the epochs the study trained: {floor_text(gflop, peaks, 60, 'the 60 s target')}")
 
 
-STACKED_TUNE = ["hydra/launcher=stacked", "hydra.sweeper.n_jobs=5", "hydra.sweeper.sampler.constant_liar=true",
-                "~hydra.job.env_set.MXNET_ENGINE_TYPE"]
+STACKED_TUNE = ["hydra/launcher=stacked", "hydra.sweeper.n_jobs=5", "hydra.sweeper.sampler.constant_liar=true"]
 
 
 def exercise1(seeds: list[int]) -> None:
@@ -208,12 +268,13 @@ def main() -> None:
     data = load_dataset("fashion_mnist")
     print(f"real Fashion-MNIST ({data.place}): {data.num_train} training images, 5000 of them for validation")
     lrs = list(np.geomspace(0.01, 1, args.models))
-    grid(data, lrs, args.epochs)
+    peaks = peak_gflops()
+    grid(data, lrs, args.epochs, peaks)
     torch_python = args.torch_python
     with tempfile.TemporaryDirectory() as tmp:
         commands(lrs, args.epochs, Path(tmp))
         if not args.skip_exercise2:
-            exercise2(Path(tmp))
+            exercise2(Path(tmp), peaks, data.X_test.shape[0])
         if args.exercise1_seeds:
             exercise1(args.exercise1_seeds)
         for batch_size in (16, 256):
