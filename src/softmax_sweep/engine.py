@@ -1,19 +1,22 @@
 """How MXNet runs operators in this process: its engine, and how many threads an operator uses.
 
 MXNet's own default is half the cores (it assumes two hyperthreads per core: one thread on a
-2-core machine). One model's small operators run best on one thread; a stack of models spends
-its time in matrix products and evaluations large enough to use every core. A multirun process
-(where the stacked launcher trains stacks) takes MXNet's NaiveEngine, which runs an operator in
-the thread that calls it, so each fit can set its own thread count (threads_for); the results
-are the same float for float (tests/test_engine.py), the time is not (benchmarks/stacked.py).
-A value the user set in the environment wins; so does joblib's, which gives each of its worker
-processes its share of the cores in OMP_NUM_THREADS."""
+2-core machine). An evaluation is a few large products (10,000 images at a time), about twice as
+fast on two cores; a training step's products are small, and two threads made them anywhere from
+0.6x to 1.4x as fast, so steps stay on one. A multirun's process (where the stacked launcher
+trains stacks) takes MXNet's NaiveEngine, which runs an operator in the thread that calls it, so
+the count can change between evaluation (every_core) and training (for_training). The numbers
+are the same float for float (tests/test_engine.py). OMP_NUM_THREADS, when set (by the user, or
+by joblib, which gives each worker process its share of the cores), is the training steps' count
+and the evaluations'.
+"""
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import os
 import sys
+import threading
 from collections.abc import Iterator
 
 
@@ -23,13 +26,19 @@ def cores() -> int:
 
 
 def prepare_multirun() -> None:
-    """Before MXNet is imported, in a multirun's process: NaiveEngine, with every core allowed."""
+    """Before MXNet is imported, in a multirun's process: NaiveEngine, with every core allowed.
+    The variables leave the environment once MXNet has read them: the processes this one starts
+    (a launcher's workers, which share the cores) choose for themselves."""
     if "mxnet" in sys.modules or "MXNET_ENGINE_TYPE" in os.environ:
         return  # (MXNET_OMP_MAX_THREADS under a threaded engine: each of its threads would take every core)
-    os.environ["MXNET_ENGINE_TYPE"] = "NaiveEngine"
-    os.environ.setdefault("MXNET_OMP_MAX_THREADS", str(cores()))
-    start_quietly()
-    set_threads(_outside())
+    ours = {"MXNET_ENGINE_TYPE": "NaiveEngine", "MXNET_OMP_MAX_THREADS": str(cores())}
+    ours = {k: v for k, v in ours.items() if k not in os.environ}
+    os.environ.update(ours)
+    try:
+        start_quietly()
+    finally:
+        for key in ours:
+            del os.environ[key]
 
 
 def start_quietly() -> None:
@@ -41,29 +50,46 @@ def start_quietly() -> None:
     try:
         import mxnet
 
-        mxnet.nd.zeros(1).wait_to_read()
+        (mxnet.nd.ones(2) + 1).wait_to_read()  # an operator that reads MXNet's thread settings
     finally:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
 
 
+def for_training() -> None:
+    """Operators called from this thread from now on: training steps, on one thread (or
+    OMP_NUM_THREADS), whatever an earlier fit or a parent process left."""
+    set_threads(_steps())
+
+
 @contextlib.contextmanager
 def every_core() -> Iterator[None]:
-    """Operators called from this thread inside the block use every core; one outside it. (Under
-    MXNet's default threaded engine operators run in threads of its own: no effect.)"""
+    """Operators called from this thread inside the block use every core; those after it, the
+    training steps' count. (Under MXNet's default threaded engine operators run in its own
+    threads: no effect.)"""
     set_threads(cores())
     try:
         yield
     finally:
-        set_threads(_outside())
+        set_threads(_steps())
 
 
-def _outside() -> int:
+def _steps() -> int:
     return int(os.environ.get("OMP_NUM_THREADS") or 1)
+
+
+_set = threading.local()
 
 
 def set_threads(count: int) -> None:
     import mxnet
 
     mxnet.base._LIB.MXSetNumOMPThreads(ctypes.c_int(count))
+    _set.count = count
+
+
+def threads() -> int:
+    """The count this thread last set (0: none set, the process's default). oneDNN picks its
+    kernels by thread count too, so model.exact_chunk checks each count it meets."""
+    return getattr(_set, "count", 0)

@@ -32,12 +32,12 @@ STEPS_PER_CALL = 8  # 32 steps per graph measured no faster at batch 16
 
 
 @functools.lru_cache(maxsize=128)
-def _steps_graph(sizes: tuple[int, ...], models: int, num_outputs: int, num_inputs: int, decay: bool
+def _steps_graph(sizes: tuple[int, ...], chunks: tuple[int, ...], models: int, num_outputs: int, decay: bool
                  ) -> tuple[mx.nd.CachedOp, list[str]]:
     """One graph for SGD steps of `models` stacked models on batches of `sizes` rows taken in turn
     from `order`: inputs X, y, order, lrs and decays (per step and model: lr / batch_size, lr * wd),
     weight (models * num_outputs, inputs), bias; outputs the new weight and bias, and per model the
-    summed loss and the number of correct predictions.
+    summed loss and the number of correct predictions. chunks: each step's exact_chunk.
 
     MXNet's sgd_update: weight <- (1 - lr * wd) * weight - lr * rescale_grad * grad."""
     X, y, order, lrs, decays, weight, bias = (sym.var(n) for n in
@@ -49,7 +49,7 @@ def _steps_graph(sizes: tuple[int, ...], models: int, num_outputs: int, num_inpu
         Xb, yb = sym.take(X, rows), sym.take(y, rows)
         lr = sym.slice_axis(lrs, axis=0, begin=k, end=k + 1)
         keep = 1 - sym.reshape(sym.slice_axis(decays, axis=0, begin=k, end=k + 1), shape=(-1,))
-        chunk = exact_chunk(size, models, num_outputs, num_inputs)
+        chunk = chunks[k]
         logits = stacked_logits(Xb, weight, bias, models, num_outputs, chunk)
         if models == 1:  # the plain ops: a third fewer per step than the stacked form, which small batches feel
             losses.append(-sym.sum(sym.pick(sym.log_softmax(logits, axis=-1), yb, axis=-1), axis=0, keepdims=True))
@@ -147,7 +147,8 @@ class SoftmaxSGD:
             calls.append((rest_sizes, order[full_calls * chunk:]))
         decay = any(m.wd for m in self.members)
         for sizes, rows in calls:
-            graph, inputs = _steps_graph(sizes, models, self.num_outputs, weight.shape[1], decay)
+            chunks = tuple(exact_chunk(size, models, self.num_outputs, weight.shape[1]) for size in sizes)
+            graph, inputs = _steps_graph(sizes, chunks, models, self.num_outputs, decay)
             lrs, decays = self._rates(len(sizes))
             feed = {"X": X, "y": y, "order": rows, "lrs": lrs, "decays": decays, "weight": weight, "bias": bias}
             weight, bias, batch_loss, batch_correct = graph(*(feed[name] for name in inputs))
