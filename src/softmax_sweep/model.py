@@ -65,7 +65,8 @@ def exact_chunk(rows: int, models: int, num_outputs: int, num_inputs: int, weigh
 
 
 @functools.lru_cache(maxsize=256)
-def _exact_chunk(rows: int, models: int, num_outputs: int, num_inputs: int, weight_grad: bool, threads: int) -> int:
+def _exact_chunk(rows: int, models: int, num_outputs: int, num_inputs: int, weight_grad: bool, thread_count: int
+                 ) -> int:
     """exact_chunk for the thread count in effect: the kernels oneDNN picks differ with it (on
     this AMD EPYC, 12-26 models on 16-128 rows are exact together on two threads, not on one)."""
     if models == 1:
