@@ -76,7 +76,7 @@ def peak_gflops() -> tuple[float, float]:
             nd.FullyConnected(A, B, no_bias=True, num_hidden=2048).wait_to_read()
             best = min(best, time.perf_counter() - start)
         rates.append(2 * 2048 ** 3 / best / 1e9)
-    engine.set_threads(1)
+    engine.for_training()
     return rates[0], rates[1]
 
 
@@ -107,11 +107,10 @@ def grid(data, lrs: list[float], epochs: int, peaks: tuple[float, float]) -> Non
           f"(largest difference {max(diffs):.1e})")
     print(f"    best lr {best.member.lr:.3g}: val_acc {best.result.best['val_acc']:.4f}, test_acc there "
           f"{best.result.best['test_acc']:.4f}")
-    steps_per_epoch = -(-(data.num_train - SHARED["val_size"]) // SHARED["batch_size"])
-    floor = products_seconds(len(lrs), SHARED["batch_size"], epochs * steps_per_epoch)
+    train_rows = data.num_train - SHARED["val_size"]
+    floor = products_seconds(len(lrs), SHARED["batch_size"], epochs * -(-train_rows // SHARED["batch_size"]))
     print(f"    the stack's two matrix products per step alone (MXNet's FullyConnected, nothing else): {floor:.1f} s "
           f"= {floor / one_run:.2f}x one run")
-    train_rows = data.num_train - SHARED["val_size"]
     evaluated = SHARED["val_size"] + data.X_test.shape[0]
     gflop = len(lrs) * epochs * (2 * train_rows + evaluated) * PRODUCT_FLOPS / 1e9  # training: forward and gradient
     print(f"    arithmetic (training and the evaluations): {floor_text(gflop, peaks, one_run, 'one run')}")

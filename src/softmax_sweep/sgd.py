@@ -146,8 +146,10 @@ class SoftmaxSGD:
         if rest_sizes:
             calls.append((rest_sizes, order[full_calls * chunk:]))
         decay = any(m.wd for m in self.members)
+        chunk_of = {size: exact_chunk(size, models, self.num_outputs, weight.shape[1])  # once per epoch, not per call
+                    for size in {bs, rest % bs} - {0}}
         for sizes, rows in calls:
-            chunks = tuple(exact_chunk(size, models, self.num_outputs, weight.shape[1]) for size in sizes)
+            chunks = tuple(chunk_of[size] for size in sizes)
             graph, inputs = _steps_graph(sizes, chunks, models, self.num_outputs, decay)
             lrs, decays = self._rates(len(sizes))
             feed = {"X": X, "y": y, "order": rows, "lrs": lrs, "decays": decays, "weight": weight, "bias": bias}
