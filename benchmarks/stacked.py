@@ -69,14 +69,13 @@ def peak_gflops() -> tuple[float, float]:
     A, B = (nd.array(rng.rand(2048, 2048).astype(np.float32)) for _ in range(2))
     rates = []
     for threads in (1, engine.cores()):
-        engine.set_threads(threads)
         best = float("inf")
-        for _ in range(4):
-            start = time.perf_counter()
-            nd.FullyConnected(A, B, no_bias=True, num_hidden=2048).wait_to_read()
-            best = min(best, time.perf_counter() - start)
+        with engine.using(threads):
+            for _ in range(4):
+                start = time.perf_counter()
+                nd.FullyConnected(A, B, no_bias=True, num_hidden=2048).wait_to_read()
+                best = min(best, time.perf_counter() - start)
         rates.append(2 * 2048 ** 3 / best / 1e9)
-    engine.for_training()
     return rates[0], rates[1]
 
 
@@ -122,10 +121,12 @@ def products_seconds(models: int, batch_size: int, steps: int) -> float:
     models*10) and the weight gradient (784 x batch by batch x models*10)."""
     from mxnet import nd, sym
 
-    from softmax_sweep.model import exact_chunk, stacked_logits, stacked_weight_grad
+    from softmax_sweep.model import stacked_logits, stacked_weight_grad
+    from softmax_sweep.sgd import step_plan
 
     rng = np.random.RandomState(0)
-    chunk = exact_chunk(batch_size, models, 10, 784)
+    threads, chunks = step_plan(batch_size, 0, models, 10, 784)
+    chunk = chunks[batch_size]
     X, weight, bias, grad = (sym.var(n) for n in ("X", "weight", "bias", "grad"))
     out = sym.Group([stacked_logits(X, weight, bias, models, 10, chunk),
                      stacked_weight_grad(X, grad, models, 10, chunk)])
@@ -134,13 +135,14 @@ def products_seconds(models: int, batch_size: int, steps: int) -> float:
             "weight": nd.array(rng.rand(models * 10, 784).astype(np.float32)), "bias": nd.zeros(models * 10),
             "grad": nd.array(rng.rand(batch_size, models * 10).astype(np.float32))}
     inputs = [feed[name] for name in out.list_inputs()]
-    graph(*inputs)[0].wait_to_read()
-    start = time.perf_counter()
-    for _ in range(steps):
-        logits, update = graph(*inputs)
-    logits.wait_to_read()
-    update.wait_to_read()
-    return time.perf_counter() - start
+    with engine.using(threads):
+        graph(*inputs)[0].wait_to_read()
+        start = time.perf_counter()
+        for _ in range(steps):
+            logits, update = graph(*inputs)
+        logits.wait_to_read()
+        update.wait_to_read()
+        return time.perf_counter() - start
 
 
 def commands(lrs: list[float], epochs: int, folder: Path) -> None:

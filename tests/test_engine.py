@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 from softmax_sweep.data import load_dataset
 from softmax_sweep.experiment import train_softmax
+from softmax_sweep.sgd import step_plan
 from softmax_sweep.stacking import ModelSettings, train_stacked
 from softmax_sweep.synthetic import write_synthetic_idx
 write_synthetic_idx(Path(sys.argv[1]), n_train=700, n_test=100)
@@ -62,19 +63,22 @@ stack = train_stacked(data, [ModelSettings(lr, 3) for lr in lrs], **shared)
 alone = [train_softmax(data, lr=lr, num_epochs=3, **shared)[0] for lr in lrs]
 print(sum(all(np.array_equal(a.data().asnumpy(), b.data().asnumpy())
               for a, b in zip(net.collect_params().values(), model.net.collect_params().values()))
-          for net, model in zip(alone, stack)))
+          for net, model in zip(alone, stack)), step_plan(32, 0, 12, 10, 784)[0], step_plan(32, 0, 1, 10, 784)[0])
 """
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: no second thread to be left with")
 def test_a_stack_is_exact_in_a_process_left_with_every_core(tmp_path) -> None:
     """A launcher's worker or a benchmark's child inherits NaiveEngine with every core allowed, and
-    OpenMP then starts every thread at all cores. Training steps still run on one thread, and the
-    stack's chunks are checked on the threads they run on (12 models on 32 rows are exact together
-    on two threads, not on one, on some CPUs), so the 12 stacked models end as each alone."""
+    OpenMP then starts every thread at all cores. The stack's steps (12 models on 32 rows of 784
+    inputs) run on every core, each model alone on one, and the stack's chunks are checked
+    against each model's products on its own threads (12 models on 32 rows are exact together on
+    two threads, not on one, on some CPUs), so the 12 stacked models end as each alone."""
     env = {k: v for k, v in clean_env().items() if not k.startswith(("OMP_", "MXNET_"))}
     env.update(MXNET_ENGINE_TYPE="NaiveEngine", MXNET_OMP_MAX_THREADS=str(len(os.sched_getaffinity(0))))
     done = subprocess.run([sys.executable, "-c", STACK_AND_ALONE, str(tmp_path / "idx")], env=env,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["12"], "stacked models whose weights equal their weights alone"
+    equal, stack_threads, alone_threads = done.stdout.split()
+    assert (stack_threads, alone_threads) == (str(len(os.sched_getaffinity(0))), "1")
+    assert equal == "12", "stacked models whose weights equal their weights alone"

@@ -2,13 +2,16 @@
 
 MXNet's own default is half the cores (it assumes two hyperthreads per core: one thread on a
 2-core machine). An evaluation is a few large products (10,000 images at a time), about twice as
-fast on two cores; a training step's products are small, and two threads made them anywhere from
-0.6x to 1.4x as fast, so steps stay on one. A multirun's process (where the stacked launcher
+fast on two cores. A training step's products are as large as its batch times its stack: every
+core pays from about 256 Fashion-MNIST rows x models on (training_threads; on 2 cores a pass at
+batch 256 took 0.75x the time of one core alone, 0.65x for 16 stacked models), one core is
+faster below (a model alone at batch 16: 1.2x). A multirun's process (where the stacked launcher
 trains stacks) takes MXNet's NaiveEngine, which runs an operator in the thread that calls it, so
-the count can change between evaluation (every_core) and training (for_training). The numbers
-are the same float for float (tests/test_engine.py). OMP_NUM_THREADS, when set (by the user, or
-by joblib, which gives each worker process its share of the cores), is the training steps' count
-and the evaluations'.
+the count can change between evaluation (every_core) and training (using). The numbers are the
+same float for float (tests/test_engine.py; model.exact_chunk checks the products of a stack
+against each model's alone, on the count each trains with). OMP_NUM_THREADS, when set (by the
+user, or by joblib, which gives each worker process its share of the cores), is the count of
+training steps and evaluations alike.
 """
 from __future__ import annotations
 
@@ -57,22 +60,32 @@ def start_quietly() -> None:
         os.close(devnull)
 
 
-def for_training() -> None:
-    """Operators called from this thread from now on: training steps, on one thread (or
-    OMP_NUM_THREADS), whatever an earlier fit or a parent process left."""
-    set_threads(_steps())
+# multiply-adds in one product of a training step from which every core is faster than one:
+# 256 rows x 10 outputs x 784 inputs (2 cores: 1.1-1.6x above, 0.85-1.0x at a quarter of it)
+EVERY_CORE_WORK = 256 * 10 * 784
+
+
+def training_threads(work: int) -> int:
+    """The threads for training steps whose products take `work` multiply-adds each."""
+    return cores() if work >= EVERY_CORE_WORK else _steps()
+
+
+def every_core() -> contextlib.AbstractContextManager[None]:
+    """Operators called from this thread inside the block use every core."""
+    return using(cores())
 
 
 @contextlib.contextmanager
-def every_core() -> Iterator[None]:
-    """Operators called from this thread inside the block use every core; those after it, the
-    training steps' count. (Under MXNet's default threaded engine operators run in its own
-    threads: no effect.)"""
-    set_threads(cores())
+def using(count: int) -> Iterator[None]:
+    """Operators called from this thread inside the block use `count` threads; after it, the
+    count before. (Under MXNet's default threaded engine operators run in its own threads: no
+    effect.)"""
+    before = threads() or _steps()
+    set_threads(count)
     try:
         yield
     finally:
-        set_threads(_steps())
+        set_threads(before)
 
 
 def _steps() -> int:

@@ -10,7 +10,7 @@ from mxnet import gluon, init, nd, sym
 from mxnet.gluon import loss as gloss
 from mxnet.gluon import nn
 
-from softmax_sweep.engine import every_core, threads
+from softmax_sweep.engine import every_core, threads, using
 
 
 def build_net(num_outputs: int = 10, num_inputs: int = 0) -> nn.HybridSequential:
@@ -51,25 +51,28 @@ def dense_of(net: gluon.Block) -> nn.Dense:
 MAX_CHUNK = 32  # models in one product: wider is no faster, and exact_chunk's check grows with it
 
 
-def exact_chunk(rows: int, models: int, num_outputs: int, num_inputs: int, weight_grad: bool = True) -> int:
-    """How many stacked models one matrix product may take so that each model's part is what the
-    same product of that model alone gives, float for float, for `rows` examples.
+def exact_chunk(rows: int, models: int, num_outputs: int, num_inputs: int, weight_grad: bool = True,
+                together: int = 0, alone: int = 0) -> int:
+    """How many stacked models one matrix product may take, on `together` threads, so that each
+    model's part is what the same product of that model alone gives on `alone` threads, float for
+    float, for `rows` examples (0: the threads this thread uses now); 0 when not even one model's
+    product on `together` threads is its product on `alone`.
 
-    oneDNN picks its kernel by shape: on some CPUs (AVX-512 here) the forward product of 16 or
-    more stacked models on 16-199 rows sums in another order than one model's, a rounding apart
-    that SGD at a large lr grows into a different model. Found once per shape on random numbers
-    (the kernel depends on shapes, not on values): the largest chunk, halving from MAX_CHUNK, whose
-    forward product (stacked_logits) and, for training, weight gradient (stacked_weight_grad)
-    match the models' alone, for a full chunk and for the last, partial one."""
-    return _exact_chunk(rows, models, num_outputs, num_inputs, weight_grad, threads())
+    oneDNN picks its kernel by shape and thread count: on some CPUs (AVX-512 here) the forward
+    product of 16 or more stacked models on 16-199 rows sums in another order than one model's, a
+    rounding apart that SGD at a large lr grows into a different model. Found once per shape on
+    random numbers (the kernel depends on shapes, not on values): the largest chunk, halving from
+    MAX_CHUNK, whose forward product (stacked_logits) and, for training, weight gradient
+    (stacked_weight_grad) match the models' alone, for a full chunk and for the last, partial one."""
+    return _exact_chunk(rows, models, num_outputs, num_inputs, weight_grad, together or threads(), alone or threads())
 
 
 @functools.lru_cache(maxsize=256)
-def _exact_chunk(rows: int, models: int, num_outputs: int, num_inputs: int, weight_grad: bool, thread_count: int
-                 ) -> int:
-    """exact_chunk for the thread count in effect: the kernels oneDNN picks differ with it (on
-    this AMD EPYC, 12-26 models on 16-128 rows are exact together on two threads, not on one)."""
-    if models == 1:
+def _exact_chunk(rows: int, models: int, num_outputs: int, num_inputs: int, weight_grad: bool, together: int,
+                 alone: int) -> int:
+    """exact_chunk for thread counts known (on this AMD EPYC, 12-26 models on 16-128 rows are exact
+    together on two threads, not on one; one model's products are the same on one and on two)."""
+    if models == 1 and together == alone:
         return 1
     rng = np.random.RandomState(0)
     X = nd.array(np.resize(rng.rand(min(rows, 512), num_inputs).astype(np.float32), (rows, num_inputs)))
@@ -77,25 +80,29 @@ def _exact_chunk(rows: int, models: int, num_outputs: int, num_inputs: int, weig
     GT = nd.array(rng.normal(0, 0.01, (MAX_CHUNK * num_outputs, rows)).astype(np.float32)) if weight_grad else None
     XT = nd.transpose(X) if weight_grad else None
 
-    def products(first: int, count: int) -> list[np.ndarray]:
+    def products(first: int, count: int, thread_count: int) -> list[np.ndarray]:
         part = slice(first * num_outputs, (first + count) * num_outputs)
-        found = [nd.FullyConnected(X, W[part], no_bias=True, num_hidden=count * num_outputs).asnumpy()]
-        if GT is not None:
-            found.append(nd.FullyConnected(XT, GT[part], no_bias=True, num_hidden=count * num_outputs).asnumpy())
+        with using(thread_count):
+            found = [nd.FullyConnected(X, W[part], no_bias=True, num_hidden=count * num_outputs).asnumpy()]
+            if GT is not None:
+                found.append(nd.FullyConnected(XT, GT[part], no_bias=True, num_hidden=count * num_outputs).asnumpy())
         return found
 
-    alone: dict[int, list[np.ndarray]] = {}
+    mine: dict[int, list[np.ndarray]] = {}
 
     def matches(count: int) -> bool:
-        together = products(0, count)
+        together_found = products(0, count, together)
         for i in range(count):
-            mine = alone.setdefault(i, products(i, 1))
-            if not all(np.array_equal(t[:, i * num_outputs:(i + 1) * num_outputs], m) for t, m in zip(together, mine)):
+            alone_found = mine.setdefault(i, products(i, 1, alone))
+            if not all(np.array_equal(t[:, i * num_outputs:(i + 1) * num_outputs], m)
+                       for t, m in zip(together_found, alone_found)):
                 return False
         return True
 
     chunk = min(models, MAX_CHUNK)
-    while chunk > 1 and not (matches(chunk) and (models % chunk == 0 or matches(models % chunk))):
+    while not (matches(chunk) and (models % chunk == 0 or matches(models % chunk))):
+        if chunk == 1:
+            return 0
         chunk = (chunk + 1) // 2
     return chunk
 

@@ -26,6 +26,7 @@ from typing import Optional
 import mxnet as mx
 from mxnet import gluon, nd, sym
 
+from softmax_sweep import engine
 from softmax_sweep.model import dense_of, exact_chunk, stacked_logits, stacked_weight_grad
 
 STEPS_PER_CALL = 8  # 32 steps per graph measured no faster at batch 16
@@ -70,6 +71,19 @@ def _steps_graph(sizes: tuple[int, ...], chunks: tuple[int, ...], models: int, n
         bias = bias - sym.sum(grad, axis=0)
     out = sym.Group([weight, bias, sym.add_n(*losses), sym.add_n(*corrects)])
     return mx.nd.CachedOp(out, flags=[("static_alloc", "true"), ("static_shape", "true")]), out.list_inputs()
+
+
+def step_plan(batch_size: int, last_size: int, models: int, num_outputs: int, num_inputs: int
+              ) -> tuple[int, dict[int, int]]:
+    """The threads of an epoch's steps (as many as a stack of their size pays for, unless a
+    model's products there differ from its products alone) and each step size's exact chunk."""
+    alone = engine.training_threads(batch_size * num_outputs * num_inputs)
+    for threads in dict.fromkeys((engine.training_threads(batch_size * models * num_outputs * num_inputs), alone)):
+        chunk_of = {size: exact_chunk(size, models, num_outputs, num_inputs, together=threads, alone=alone)
+                    for size in {batch_size, last_size} - {0}}
+        if all(chunk_of.values()):
+            return threads, chunk_of
+    raise AssertionError("a model's products differ from themselves on the same threads")
 
 
 @dataclass
@@ -146,17 +160,17 @@ class SoftmaxSGD:
         if rest_sizes:
             calls.append((rest_sizes, order[full_calls * chunk:]))
         decay = any(m.wd for m in self.members)
-        chunk_of = {size: exact_chunk(size, models, self.num_outputs, weight.shape[1])  # once per epoch, not per call
-                    for size in {bs, rest % bs} - {0}}
-        for sizes, rows in calls:
-            chunks = tuple(chunk_of[size] for size in sizes)
-            graph, inputs = _steps_graph(sizes, chunks, models, self.num_outputs, decay)
-            lrs, decays = self._rates(len(sizes))
-            feed = {"X": X, "y": y, "order": rows, "lrs": lrs, "decays": decays, "weight": weight, "bias": bias}
-            weight, bias, batch_loss, batch_correct = graph(*(feed[name] for name in inputs))
-            loss += batch_loss
-            correct += batch_correct
-            self.num_update += len(sizes)
+        threads, chunk_of = step_plan(bs, rest % bs, models, self.num_outputs, weight.shape[1])
+        with engine.using(threads):
+            for sizes, rows in calls:
+                chunks = tuple(chunk_of[size] for size in sizes)
+                graph, inputs = _steps_graph(sizes, chunks, models, self.num_outputs, decay)
+                lrs, decays = self._rates(len(sizes))
+                feed = {"X": X, "y": y, "order": rows, "lrs": lrs, "decays": decays, "weight": weight, "bias": bias}
+                weight, bias, batch_loss, batch_correct = graph(*(feed[name] for name in inputs))
+                loss += batch_loss
+                correct += batch_correct
+                self.num_update += len(sizes)
         k = self.num_outputs
         for i, dense in enumerate(denses):
             dense.weight.set_data(weight[i * k:(i + 1) * k] if models > 1 else weight)

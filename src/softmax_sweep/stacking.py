@@ -11,7 +11,6 @@ from typing import Any, Optional
 import mxnet as mx
 import numpy as np
 
-from softmax_sweep import engine
 from softmax_sweep.data import DataIter, Dataset, fixed_batches, split_indices
 from softmax_sweep.model import build_net
 from softmax_sweep.sgd import Member
@@ -34,7 +33,6 @@ def train_stacked(dataset: Dataset, models: Sequence[ModelSettings], *, batch_si
                   eval_train: bool = False) -> list[Model]:
     """Train models that share the data, split, batch size and seed (so their minibatches) in one
     graph; each ends as train_softmax would end it alone (its model.error: why it left early)."""
-    engine.for_training()
     train_idx, val_idx = split_indices(dataset.num_train, val_size, seed, train_size)
     train_iter = DataIter(dataset.X_train, dataset.y_train, train_idx, batch_size, shuffle=True,
                           rng=np.random.RandomState(seed))
