@@ -29,8 +29,11 @@
     trials in flight in joblib worker processes) against its trials asked five at a time, TPE with
     constant_liar, those that share a batch size trained together on the stacked launcher
     (target: at most half the wall time, test accuracy at the best trial's best epoch >= 0.843).
+(e) a training pass on one core against every core, at batch 16 to 256, for 1, 4 and --models
+    models: where training steps start taking every core (softmax_sweep.engine.EVERY_CORE_WORK).
 Peak RSS of this process at the end. This process runs MXNet as a multirun's process does
-(softmax_sweep.engine: NaiveEngine, evaluations on every core, training steps on one).
+(softmax_sweep.engine: NaiveEngine, evaluations on every core, training steps on every core
+from batch x models = 256 on Fashion-MNIST, on one below).
 """
 from __future__ import annotations
 
@@ -243,6 +246,26 @@ def pass_seconds(data, batch_size: int, models: int, repeats: int = 2) -> float:
     return best
 
 
+def threads_table(data, models: int) -> None:
+    """A training pass on one core against every core, for a model alone and for stacks, at small
+    and large batches: where engine.EVERY_CORE_WORK puts the line."""
+    line = engine.EVERY_CORE_WORK // (10 * 784)
+    print(f"(e) training pass on one core / on {engine.cores()} (above 1: every core is faster; steps take every core "
+          f"from batch x models = {line}):")
+    for batch_size in (16, 32, 64, 256):
+        cells = []
+        for count in (1, 4, models):
+            seconds = []
+            for work in (10 ** 12, 0):  # every step on one core, then on every core
+                engine.EVERY_CORE_WORK = work
+                seconds.append(pass_seconds(data, batch_size, count))
+            engine.EVERY_CORE_WORK = line * 10 * 784
+            cells.append(f"{count:2d} model{'s' if count > 1 else ' '} {seconds[0] / seconds[1]:.2f}"
+                         f"{'*' if batch_size * count >= line else ' '}")
+        print(f"    batch {batch_size:3d}: " + "   ".join(cells), flush=True)
+    print("    (*: on every core by default)")
+
+
 def torch_seconds(torch_python: str, data, batch_size: int, folder: Path) -> tuple[float, str]:
     """(seconds, threads) of the PyTorch loop's best pass, with one thread and with torch's default."""
     arrays = folder / "train.npz"
@@ -290,6 +313,7 @@ def main() -> None:
             else:
                 line += ", PyTorch loop: skipped (no --torch-python interpreter with torch given)"
             print(line, flush=True)
+    threads_table(data, args.models)
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
