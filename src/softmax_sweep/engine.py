@@ -3,15 +3,14 @@
 MXNet's own default is half the cores (it assumes two hyperthreads per core: one thread on a
 2-core machine). An evaluation is a few large products (10,000 images at a time), about twice as
 fast on two cores. A training step's products are as large as its batch times its stack: every
-core pays from about 256 Fashion-MNIST rows x models on (training_threads; on 2 cores a pass at
-batch 256 took 0.75x the time of one core alone, 0.65x for 16 stacked models), one core is
-faster below (a model alone at batch 16: 1.2x). A multirun's process (where the stacked launcher
-trains stacks) takes MXNet's NaiveEngine, which runs an operator in the thread that calls it, so
-the count can change between evaluation (every_core) and training (using). The numbers are the
-same float for float (tests/test_engine.py; model.exact_chunk checks the products of a stack
-against each model's alone, on the count each trains with). OMP_NUM_THREADS, when set (by the
-user, or by joblib, which gives each worker process its share of the cores), is the count of
-training steps and evaluations alike.
+core pays from about 256 Fashion-MNIST rows x models on (training_threads), one core is faster
+below (benchmarks/stacked.py (e) prints both sides of the line). A multirun's process (where the
+stacked launcher trains stacks) takes MXNet's NaiveEngine, which runs an operator in the thread
+that calls it, so the count can change between evaluation (every_core) and training (using).
+The numbers are the same float for float (tests/test_engine.py; model.exact_chunk checks the
+products of a stack against each model's alone, on the count each trains with). OMP_NUM_THREADS,
+when set (by the user, or by joblib, which gives each worker process its share of the cores), is
+the count of training steps and evaluations alike.
 """
 from __future__ import annotations
 
@@ -61,7 +60,7 @@ def start_quietly() -> None:
 
 
 # multiply-adds in one product of a training step from which every core is faster than one:
-# 256 rows x 10 outputs x 784 inputs (2 cores: 1.1-1.6x above, 0.85-1.0x at a quarter of it)
+# 256 rows x 10 outputs x 784 inputs (benchmarks/stacked.py (e) measures the passes on both sides)
 EVERY_CORE_WORK = 256 * 10 * 784
 
 
