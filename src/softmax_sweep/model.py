@@ -70,8 +70,9 @@ def exact_chunk(rows: int, models: int, num_outputs: int, num_inputs: int, weigh
 @functools.lru_cache(maxsize=256)
 def _exact_chunk(rows: int, models: int, num_outputs: int, num_inputs: int, weight_grad: bool, together: int,
                  alone: int) -> int:
-    """exact_chunk for thread counts known (on this AMD EPYC, 12-26 models on 16-128 rows are exact
-    together on two threads, not on one; one model's products are the same on one and on two)."""
+    """exact_chunk for thread counts known (on an AMD EPYC and on an AVX-512 Intel Xeon, 12 or more
+    models on 16-128 rows are exact together on two threads, not on one; one model's products came
+    out the same on one thread and on two)."""
     if models == 1 and together == alone:
         return 1
     rng = np.random.RandomState(0)
