@@ -30,10 +30,10 @@
     constant_liar, those that share a batch size trained together on the stacked launcher
     (target: at most half the wall time, test accuracy at the best trial's best epoch >= 0.843).
 (e) a training pass on one core against every core, at batch 16 to 256, for 1, 4 and --models
-    models: where training steps start taking every core (softmax_sweep.engine.EVERY_CORE_WORK).
+    models: where training steps start taking every core (softmax_sweep.engine.THREAD_WORK).
 Peak RSS of this process at the end. This process runs MXNet as a multirun's process does
-(softmax_sweep.engine: NaiveEngine, evaluations on every core, training steps on every core
-from batch x models = 256 on Fashion-MNIST, on one below).
+(softmax_sweep.engine: NaiveEngine, evaluations on every core, training steps on a thread for
+each 128 of batch x models on Fashion-MNIST, up to every core).
 """
 from __future__ import annotations
 
@@ -248,20 +248,20 @@ def pass_seconds(data, batch_size: int, models: int, repeats: int = 2) -> float:
 
 def threads_table(data, models: int) -> None:
     """A training pass on one core against every core, for a model alone and for stacks, at small
-    and large batches: where engine.EVERY_CORE_WORK puts the line."""
-    line = engine.EVERY_CORE_WORK // (10 * 784)
-    print(f"(e) training pass on one core / on {engine.cores()} (above 1: every core is faster; steps take every core "
-          f"from batch x models = {line}):")
+    and large batches: where engine.THREAD_WORK puts the line."""
+    rows = engine.THREAD_WORK // (10 * 784)
+    print(f"(e) training pass on one core / on {engine.cores()} (above 1: every core is faster; steps take a thread "
+          f"for each {rows} of batch x models, up to every core):")
     for batch_size in (16, 32, 64, 256):
         cells = []
         for count in (1, 4, models):
             seconds = []
-            for work in (10 ** 12, 0):  # every step on one core, then on every core
-                engine.EVERY_CORE_WORK = work
+            for work in (10 ** 12, 1):  # every step on one core, then on every core
+                engine.THREAD_WORK = work
                 seconds.append(pass_seconds(data, batch_size, count))
-            engine.EVERY_CORE_WORK = line * 10 * 784
+            engine.THREAD_WORK = rows * 10 * 784
             cells.append(f"{count:2d} model{'s' if count > 1 else ' '} {seconds[0] / seconds[1]:.2f}"
-                         f"{'*' if batch_size * count >= line else ' '}")
+                         f"{'*' if engine.training_threads(batch_size * count * 10 * 784) == engine.cores() else ' '}")
         print(f"    batch {batch_size:3d}: " + "   ".join(cells), flush=True)
     print("    (*: on every core by default)")
 

@@ -1,5 +1,5 @@
 """A multirun's process runs MXNet's operators on NaiveEngine, evaluations on every core and
-training steps on every core from batch x models = 256 (softmax_sweep.engine): the numbers are
+training steps on a thread for each 128 of batch x models (softmax_sweep.engine): the numbers are
 those of one core, float for float."""
 from __future__ import annotations
 
@@ -83,3 +83,17 @@ def test_a_stack_is_exact_in_a_process_left_with_every_core(tmp_path) -> None:
     equal, stack_threads, alone_threads = done.stdout.split()
     assert (stack_threads, alone_threads) == (str(len(os.sched_getaffinity(0))), "1")
     assert equal == "12", "stacked models whose weights equal their weights alone"
+
+
+def test_training_steps_take_a_thread_for_each_share_of_work_up_to_the_cores(monkeypatch) -> None:
+    from softmax_sweep import engine
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = len(os.sched_getaffinity(0))
+    share = engine.THREAD_WORK
+    assert [engine.training_threads(w) for w in (1, share - 1, share, 2 * share - 1)] == [1, 1, 1, 1]
+    assert engine.training_threads(2 * share) == min(2, cores)  # on 2 cores: batch 256 alone, 16 at batch 16
+    assert engine.training_threads(cores * share) == cores
+    assert engine.training_threads(100 * cores * share) == cores, "never more threads than cores"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a joblib worker's share, or the user's choice
+    assert engine.training_threads(100 * cores * share) == 1

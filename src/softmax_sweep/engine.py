@@ -2,9 +2,9 @@
 
 MXNet's own default is half the cores (it assumes two hyperthreads per core: one thread on a
 2-core machine). An evaluation is a few large products (10,000 images at a time), about twice as
-fast on two cores. A training step's products are as large as its batch times its stack: every
-core pays from about 256 Fashion-MNIST rows x models on (training_threads), one core is faster
-below (benchmarks/stacked.py (e) prints both sides of the line). A multirun's process (where the
+fast on two cores. A training step's products are as large as its batch times its stack: a
+thread pays for each 128 Fashion-MNIST rows x models (training_threads: on 2 cores, both from 256
+on), one core is faster below (benchmarks/stacked.py (e) prints both sides of the line). A multirun's process (where the
 stacked launcher trains stacks) takes MXNet's NaiveEngine, which runs an operator in the thread
 that calls it, so the count can change between evaluation (every_core) and training (using).
 The numbers are the same float for float (tests/test_engine.py; model.exact_chunk checks the
@@ -59,14 +59,18 @@ def start_quietly() -> None:
         os.close(devnull)
 
 
-# multiply-adds in one product of a training step from which every core is faster than one:
-# 256 rows x 10 outputs x 784 inputs (benchmarks/stacked.py (e) measures the passes on both sides)
-EVERY_CORE_WORK = 256 * 10 * 784
+# multiply-adds of one product of a training step that pay for a thread: on 2 cores, two threads
+# are faster than one from 256 rows x 10 outputs x 784 inputs on (benchmarks/stacked.py (e) measures
+# both sides); more cores, more threads, each with at least as much of the product
+THREAD_WORK = 128 * 10 * 784
 
 
 def training_threads(work: int) -> int:
-    """The threads for training steps whose products take `work` multiply-adds each."""
-    return cores() if work >= EVERY_CORE_WORK else _steps()
+    """The threads for training steps whose products take `work` multiply-adds each: one per
+    THREAD_WORK, up to every core (OMP_NUM_THREADS, when set)."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return _steps()
+    return max(1, min(cores(), work // THREAD_WORK))
 
 
 def every_core() -> contextlib.AbstractContextManager[None]:
