@@ -4,9 +4,10 @@ MXNet's own default is half the cores (it assumes two hyperthreads per core: one
 2-core machine). An evaluation is a few large products (10,000 images at a time), about twice as
 fast on two cores. A training step's products are as large as its batch times its stack: a
 thread pays for each 128 Fashion-MNIST rows x models (training_threads: on 2 cores, both from 256
-on), one core is faster below (benchmarks/stacked.py (e) prints both sides of the line). A multirun's process (where the
-stacked launcher trains stacks) takes MXNet's NaiveEngine, which runs an operator in the thread
-that calls it, so the count can change between evaluation (every_core) and training (using).
+on), one core is faster below (benchmarks/stacked.py (e) prints both sides of the line). A
+multirun's process (where the stacked launcher trains stacks) takes MXNet's NaiveEngine, which
+runs an operator in the thread that calls it, so the count can change between evaluation
+(every_core) and training (using).
 The numbers are the same float for float (tests/test_engine.py; model.exact_chunk checks the
 products of a stack against each model's alone, on the count each trains with). OMP_NUM_THREADS,
 when set (by the user, or by joblib, which gives each worker process its share of the cores), is
