@@ -249,17 +249,19 @@ def pass_seconds(data, batch_size: int, models: int, repeats: int = 2) -> float:
 def threads_table(data, models: int) -> None:
     """A training pass on one core against every core, for a model alone and for stacks, at small
     and large batches: where engine.THREAD_WORK puts the line."""
-    rows = engine.THREAD_WORK // (10 * 784)
+    thread_work = engine.THREAD_WORK
     print(f"(e) training pass on one core / on {engine.cores()} (above 1: every core is faster; steps take a thread "
-          f"for each {rows} of batch x models, up to every core):")
+          f"for each {thread_work // (10 * 784)} of batch x models, up to every core):")
     for batch_size in (16, 32, 64, 256):
         cells = []
         for count in (1, 4, models):
             seconds = []
-            for work in (10 ** 12, 1):  # every step on one core, then on every core
-                engine.THREAD_WORK = work
-                seconds.append(pass_seconds(data, batch_size, count))
-            engine.THREAD_WORK = rows * 10 * 784
+            try:
+                for work in (10 ** 12, 1):  # every step on one core, then on every core
+                    engine.THREAD_WORK = work
+                    seconds.append(pass_seconds(data, batch_size, count))
+            finally:
+                engine.THREAD_WORK = thread_work
             cells.append(f"{count:2d} model{'s' if count > 1 else ' '} {seconds[0] / seconds[1]:.2f}"
                          f"{'*' if engine.training_threads(batch_size * count * 10 * 784) == engine.cores() else ' '}")
         print(f"    batch {batch_size:3d}: " + "   ".join(cells), flush=True)
