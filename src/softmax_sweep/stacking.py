@@ -4,6 +4,8 @@ hydra_plugins.softmax_sweep_stacked.stack) train_softmax hands its model there, 
 one launch train together, each with its own model, MLflow run, curves and return value."""
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -15,6 +17,8 @@ from softmax_sweep.data import DataIter, Dataset, fixed_batches, split_indices
 from softmax_sweep.model import build_net
 from softmax_sweep.sgd import Member
 from softmax_sweep.training import Callback, Model, fit_stacked
+
+log = logging.getLogger("softmax_sweep")
 
 
 @dataclass
@@ -52,10 +56,17 @@ def train_stacked(dataset: Dataset, models: Sequence[ModelSettings], *, batch_si
 
 
 def train_together(requests: list) -> None:
-    """A Stack's train function for train_softmax's requests that share minibatches."""
+    """A Stack's train function for train_softmax's requests that share minibatches; a line on
+    each group when it is done (the jobs of a launch report only when all groups are)."""
     dataset, shared = requests[0].payload[0], requests[0].payload[2]
-    for request, model in zip(requests, train_stacked(dataset, [r.payload[1] for r in requests], **shared)):
+    start = time.perf_counter()
+    models = train_stacked(dataset, [r.payload[1] for r in requests], **shared)
+    for request, model in zip(requests, models):
         request.result = model
+    images = shared["train_size"] or dataset.num_train - shared["val_size"]
+    log.info("trained %s (%d training images, batch %d, seed %d): %d epochs in %.1f s",
+             f"{len(models)} runs together" if len(models) > 1 else "1 run", images, shared["batch_size"],
+             shared["seed"], max(len(m.result.history) for m in models), time.perf_counter() - start)
 
 
 def group_key(dataset: Dataset, shared: dict[str, Any]) -> tuple:
