@@ -5,6 +5,7 @@ Real MXNet on scikit-learn's digits."""
 from __future__ import annotations
 
 import functools
+import re
 import signal
 import subprocess
 import sys
@@ -155,6 +156,8 @@ def test_a_stacked_grid_records_what_one_at_a_time_records(tmp_path: Path) -> No
         assert done.stderr.strip().splitlines()[-1] == \
             "error: 1 of 4 jobs failed (their reasons are in the table above)"
     assert "trained together where they can share minibatches" in stacked.stdout + stacked.stderr
+    progress = re.findall(r"trained (.*): (\d+) epochs in [\d.]+ s", stacked.stdout + stacked.stderr)
+    assert progress == [("4 runs together (1047 training images, batch 256, seed 0)", "4")], progress
     ours, theirs = _store(tmp_path / "stacked"), _store(tmp_path / "alone")
     assert sorted(ours) == sorted(theirs) and len(ours) == 5, "four jobs and the grid's parent run"
     for name in ours:
