@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from softmax_sweep import fused
 from softmax_sweep.data import load_dataset
 from softmax_sweep.errors import TrainingDiverged
 from softmax_sweep.experiment import train_softmax
@@ -86,7 +87,13 @@ def _assert_as_alone(digits, settings: list[dict], stacked) -> None:
             np.testing.assert_array_equal(ours.data().asnumpy(), theirs.data().asnumpy(), err_msg=str(s))
 
 
-def test_stacked_models_end_where_training_each_alone_ends(digits) -> None:
+@pytest.mark.parametrize("loss_ops", ["fused", "mxnet"])
+def test_stacked_models_end_where_training_each_alone_ends(digits, loss_ops: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """In both forms of the loss (softmax_sweep.fused's operator, MXNet's operators)."""
+    monkeypatch.setenv("SOFTMAX_SWEEP_FUSED", "1" if loss_ops == "fused" else "0")
+    if loss_ops == "fused" and not fused.available():
+        pytest.skip("the fused loss operator could not be built here (no C++ compiler?): see the warning")
     stacked = train_stacked(digits, [_settings(s) for s in SETTINGS], **SHARED)
     _assert_as_alone(digits, SETTINGS, stacked)
     diverged, short, patient, pruned = stacked[4:]

@@ -10,7 +10,9 @@ from mxnet import gluon, init, nd, sym
 from mxnet.gluon import loss as gloss
 from mxnet.gluon import nn
 
+from softmax_sweep import fused
 from softmax_sweep.engine import every_core, threads, using
+from softmax_sweep.fused import loss_and_correct
 
 
 def build_net(num_outputs: int = 10, num_inputs: int = 0) -> nn.HybridSequential:
@@ -134,16 +136,13 @@ def stacked_weight_grad(X, grad, models: int, num_outputs: int, chunk: int):
 
 
 @functools.lru_cache(maxsize=32)
-def _loss_and_correct(models: int, num_outputs: int, chunk: int) -> tuple[mx.nd.CachedOp, list[str]]:
+def _loss_and_correct(models: int, num_outputs: int, chunk: int, use_fused: bool) -> tuple[mx.nd.CachedOp, list[str]]:
     """Inputs X, y, weight (models * num_outputs, inputs), bias; outputs per model the summed
     softmax cross-entropy of its logits and its number of correct predictions. One cached op per
     batch: the loop never waits for a batch to finish."""
     X, y, weight, bias = (sym.var(n) for n in ("X", "y", "weight", "bias"))
-    logits = sym.reshape(stacked_logits(X, weight, bias, models, num_outputs, chunk), shape=(0, models, num_outputs))
-    labels = sym.broadcast_axis(sym.expand_dims(y, axis=1), axis=1, size=models)
-    loss = -sym.sum(sym.pick(sym.log_softmax(logits, axis=-1), labels, axis=-1), axis=0)
-    correct = sym.sum(sym.argmax(logits, axis=-1) == labels, axis=0)
-    out = sym.Group([loss, correct])
+    logits = stacked_logits(X, weight, bias, models, num_outputs, chunk)
+    out = sym.Group(list(loss_and_correct(logits, y, models, num_outputs, use_fused)))
     return mx.nd.CachedOp(out, flags=[("static_alloc", "true")]), out.list_inputs()
 
 
@@ -157,7 +156,7 @@ def evaluate(nets: Sequence[gluon.Block], data_iter: Iterable) -> tuple[np.ndarr
     with every_core():  # large products, unlike a training step's: about twice as fast on two cores
         for X, y in data_iter:
             chunk = exact_chunk(X.shape[0], len(denses), num_outputs, num_inputs, weight_grad=False)
-            graph, inputs = _loss_and_correct(len(denses), num_outputs, chunk)
+            graph, inputs = _loss_and_correct(len(denses), num_outputs, chunk, fused.available())
             feed = {"X": X, "y": y, "weight": weight, "bias": bias}
             batch_loss, batch_correct = graph(*(feed[name] for name in inputs))
             loss_sum += batch_loss

@@ -26,19 +26,21 @@ from typing import Optional
 import mxnet as mx
 from mxnet import gluon, nd, sym
 
-from softmax_sweep import engine
+from softmax_sweep import engine, fused
+from softmax_sweep.fused import loss_correct_and_grad
 from softmax_sweep.model import dense_of, exact_chunk, stacked_logits, stacked_weight_grad
 
 STEPS_PER_CALL = 8  # 32 steps per graph measured no faster at batch 16
 
 
 @functools.lru_cache(maxsize=128)
-def _steps_graph(sizes: tuple[int, ...], chunks: tuple[int, ...], models: int, num_outputs: int, decay: bool
-                 ) -> tuple[mx.nd.CachedOp, list[str]]:
+def _steps_graph(sizes: tuple[int, ...], chunks: tuple[int, ...], models: int, num_outputs: int, decay: bool,
+                 use_fused: bool) -> tuple[mx.nd.CachedOp, list[str]]:
     """One graph for SGD steps of `models` stacked models on batches of `sizes` rows taken in turn
     from `order`: inputs X, y, order, lrs and decays (per step and model: lr / batch_size, lr * wd),
     weight (models * num_outputs, inputs), bias; outputs the new weight and bias, and per model the
-    summed loss and the number of correct predictions. chunks: each step's exact_chunk.
+    summed loss and the number of correct predictions. chunks: each step's exact_chunk; use_fused:
+    the loss and its gradient from softmax_sweep.fused's operator.
 
     MXNet's sgd_update: weight <- (1 - lr * wd) * weight - lr * rescale_grad * grad."""
     X, y, order, lrs, decays, weight, bias = (sym.var(n) for n in
@@ -48,27 +50,18 @@ def _steps_graph(sizes: tuple[int, ...], chunks: tuple[int, ...], models: int, n
         rows = sym.slice_axis(order, axis=0, begin=start, end=start + size)
         start += size
         Xb, yb = sym.take(X, rows), sym.take(y, rows)
-        lr = sym.slice_axis(lrs, axis=0, begin=k, end=k + 1)
+        lr = sym.reshape(sym.slice_axis(lrs, axis=0, begin=k, end=k + 1), shape=(-1,))
         keep = 1 - sym.reshape(sym.slice_axis(decays, axis=0, begin=k, end=k + 1), shape=(-1,))
         chunk = chunks[k]
         logits = stacked_logits(Xb, weight, bias, models, num_outputs, chunk)
-        if models == 1:  # the plain ops: a third fewer per step than the stacked form, which small batches feel
-            losses.append(-sym.sum(sym.pick(sym.log_softmax(logits, axis=-1), yb, axis=-1), axis=0, keepdims=True))
-            corrects.append(sym.sum(sym.argmax(logits, axis=1) == yb))
-            grad = sym.broadcast_mul(sym.softmax(logits, axis=-1) - sym.one_hot(yb, num_outputs),
-                                     sym.reshape(lr, shape=(1,)))
-        else:
-            logits = sym.reshape(logits, shape=(0, models, num_outputs))
-            labels = sym.broadcast_to(sym.expand_dims(yb, axis=1), shape=(size, models))
-            losses.append(-sym.sum(sym.pick(sym.log_softmax(logits, axis=-1), labels, axis=-1), axis=0))
-            corrects.append(sym.sum(sym.argmax(logits, axis=-1) == labels, axis=0))
-            grad = sym.broadcast_sub(sym.softmax(logits, axis=-1), sym.expand_dims(sym.one_hot(yb, num_outputs), 1))
-            grad = sym.reshape(sym.broadcast_mul(grad, sym.reshape(lr, shape=(1, models, 1))), shape=(0, -1))
-            keep = sym.repeat(keep, repeats=num_outputs)  # each model's factor on its num_outputs rows
+        loss, correct, grad, bias_grad = loss_correct_and_grad(logits, yb, lr, models, num_outputs, use_fused)
+        losses.append(loss)
+        corrects.append(correct)
         if decay:
+            keep = sym.repeat(keep, repeats=num_outputs)  # each model's factor on its num_outputs rows
             weight, bias = sym.broadcast_mul(weight, sym.expand_dims(keep, axis=1)), sym.broadcast_mul(bias, keep)
         weight = weight - stacked_weight_grad(Xb, grad, models, num_outputs, chunk)
-        bias = bias - sym.sum(grad, axis=0)
+        bias = bias - bias_grad
     out = sym.Group([weight, bias, sym.add_n(*losses), sym.add_n(*corrects)])
     return mx.nd.CachedOp(out, flags=[("static_alloc", "true"), ("static_shape", "true")]), out.list_inputs()
 
@@ -164,7 +157,7 @@ class SoftmaxSGD:
         with engine.using(threads):
             for sizes, rows in calls:
                 chunks = tuple(chunk_of[size] for size in sizes)
-                graph, inputs = _steps_graph(sizes, chunks, models, self.num_outputs, decay)
+                graph, inputs = _steps_graph(sizes, chunks, models, self.num_outputs, decay, fused.available())
                 lrs, decays = self._rates(len(sizes))
                 feed = {"X": X, "y": y, "order": rows, "lrs": lrs, "decays": decays, "weight": weight, "bias": bias}
                 weight, bias, batch_loss, batch_correct = graph(*(feed[name] for name in inputs))

@@ -1,0 +1,178 @@
+// Softmax cross-entropy of K stacked models in one pass over their logits, as an MXNet extension
+// library (softmax_sweep/fused.py builds and loads it). MXNet's own operators take a pass each
+// (log_softmax, pick, argmax, softmax, one_hot, the sums) at several ns per element over 10 classes.
+//
+// stacked_xent(logits (N, K*C), labels (N)) -> loss (K), correct (K): per model the summed
+//   cross-entropy and the number of rows whose first largest logit is the label.
+// stacked_xent_grad(logits, labels, scale (K)) -> grad (N, K*C), loss (K), correct (K), bias_grad (K*C):
+//   grad = (softmax - one_hot(label)) * scale of the row's model; bias_grad its sum over rows.
+//
+// Each model's numbers come from the same code on its own C logits, row after row, whatever K is:
+// a model stacked gets what it gets alone, float for float. Sums are kept in double.
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "mxnet/lib_api.h"
+
+using namespace mxnet::ext;
+using Attrs = std::unordered_map<std::string, std::string>;
+constexpr unsigned kMaxClasses = 1024;
+
+static int models_of(const Attrs& attrs) { return std::stoi(attrs.at("models")); }
+
+struct Sums {
+  double loss = 0;
+  float correct = 0;
+};
+
+// One row of one model. noinline: the compiler may not merge models into one vector, which would
+// give a model's numbers another rounding in a stack than alone.
+__attribute__((noinline)) static void one_row(const float* x, int C, int label, float scale, float* grad,
+                                              double* bias_grad, Sums* sums) {
+  float top = x[0];
+  int arg = 0;
+  for (int c = 1; c < C; ++c)
+    if (x[c] > top) { top = x[c]; arg = c; }
+  float e[kMaxClasses];
+  float total = 0;
+  for (int c = 0; c < C; ++c) total += e[c] = std::exp(x[c] - top);
+  sums->loss -= static_cast<double>((x[label] - top) - std::log(total));
+  sums->correct += (arg == label);
+  if (grad == nullptr) return;
+  for (int c = 0; c < C; ++c) {
+    grad[c] = (e[c] / total - (c == label ? 1.0f : 0.0f)) * scale;
+    bias_grad[c] += grad[c];
+  }
+}
+
+static MXReturnValue run(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out, bool with_grad) {
+  const int K = models_of(attrs);
+  const int N = static_cast<int>((*in)[0].shape[0]);
+  const int C = static_cast<int>((*in)[0].shape[1]) / K;
+  const float* logits = (*in)[0].data<float>();
+  const float* labels = (*in)[1].data<float>();
+  const float* scale = with_grad ? (*in)[2].data<float>() : nullptr;
+  float* grad = with_grad ? (*out)[0].data<float>() : nullptr;
+  std::vector<Sums> sums(K);
+  std::vector<double> bias_grad(with_grad ? static_cast<size_t>(K) * C : 0, 0.0);
+  for (int n = 0; n < N; ++n) {
+    const int label = static_cast<int>(labels[n]);
+    if (label < 0 || label >= C) {
+      MX_ERROR_MSG << "stacked_xent: label " << labels[n] << " outside 0.." << C - 1;
+      return MX_FAIL;
+    }
+    for (int m = 0; m < K; ++m) {
+      const size_t at = static_cast<size_t>(n) * K * C + static_cast<size_t>(m) * C;
+      one_row(logits + at, C, label, with_grad ? scale[m] : 0.0f, with_grad ? grad + at : nullptr,
+              with_grad ? bias_grad.data() + static_cast<size_t>(m) * C : nullptr, &sums[m]);
+    }
+  }
+  const int first = with_grad ? 1 : 0;
+  float* loss = (*out)[first].data<float>();
+  float* correct = (*out)[first + 1].data<float>();
+  for (int m = 0; m < K; ++m) {
+    loss[m] = static_cast<float>(sums[m].loss);
+    correct[m] = sums[m].correct;
+  }
+  if (with_grad) {
+    float* bias = (*out)[3].data<float>();
+    for (size_t i = 0; i < bias_grad.size(); ++i) bias[i] = static_cast<float>(bias_grad[i]);
+  }
+  return MX_SUCCESS;
+}
+
+static MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out,
+                             const OpResource&) {
+  return run(attrs, in, out, false);
+}
+
+static MXReturnValue forward_grad(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out,
+                                  const OpResource&) {
+  return run(attrs, in, out, true);
+}
+
+// Never called (nothing here is differentiated), but MXNet's CachedOp builds the backward graph
+// of every graph: an operator without one is refused.
+static MXReturnValue backward(const Attrs&, std::vector<MXTensor>*, std::vector<MXTensor>* out, const OpResource&) {
+  for (MXTensor& grad : *out) {
+    float* data = grad.data<float>();
+    for (int64_t i = 0; i < grad.size(); ++i) data[i] = 0;
+  }
+  return MX_SUCCESS;
+}
+
+static MXReturnValue parse(const Attrs& attrs, int* num_in, int* num_out) {
+  if (attrs.count("models") == 0 || std::stoi(attrs.at("models")) < 1) {
+    MX_ERROR_MSG << "stacked_xent: models (a positive count) is required";
+    return MX_FAIL;
+  }
+  *num_in = 2;
+  *num_out = 2;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue parse_grad(const Attrs& attrs, int* num_in, int* num_out) {
+  if (parse(attrs, num_in, num_out) != MX_SUCCESS) return MX_FAIL;
+  *num_in = 3;
+  *num_out = 4;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue types(const Attrs&, std::vector<int>* in, std::vector<int>* out) {
+  for (int t : *in)
+    if (t != kFloat32) {
+      MX_ERROR_MSG << "stacked_xent: float32 inputs only";
+      return MX_FAIL;
+    }
+  for (int& t : *out) t = kFloat32;
+  return MX_SUCCESS;
+}
+
+static bool shapes_fit(const Attrs& attrs, const std::vector<std::vector<unsigned int>>& in) {
+  const unsigned K = models_of(attrs);
+  return in[0].size() == 2 && in[1].size() == 1 && in[1][0] == in[0][0] && in[0][1] % K == 0 &&
+         in[0][1] / K <= kMaxClasses &&
+         (in.size() < 3 || (in[2].size() == 1 && in[2][0] == K));
+}
+
+static MXReturnValue shape(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in,
+                           std::vector<std::vector<unsigned int>>* out) {
+  if (!shapes_fit(attrs, *in)) {
+    MX_ERROR_MSG << "stacked_xent: logits (N, models * classes), labels (N), scale (models)";
+    return MX_FAIL;
+  }
+  const unsigned K = models_of(attrs);
+  (*out)[0] = {K};
+  (*out)[1] = {K};
+  return MX_SUCCESS;
+}
+
+static MXReturnValue shape_grad(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in,
+                                std::vector<std::vector<unsigned int>>* out) {
+  if (!shapes_fit(attrs, *in)) {
+    MX_ERROR_MSG << "stacked_xent_grad: logits (N, models * classes), labels (N), scale (models)";
+    return MX_FAIL;
+  }
+  const unsigned K = models_of(attrs);
+  (*out)[0] = (*in)[0];
+  (*out)[1] = {K};
+  (*out)[2] = {K};
+  (*out)[3] = {(*in)[0][1]};
+  return MX_SUCCESS;
+}
+
+REGISTER_OP(stacked_xent)
+    .setForward(forward, "cpu")
+    .setBackward(backward, "cpu")
+    .setParseAttrs(parse)
+    .setInferType(types)
+    .setInferShape(shape);
+REGISTER_OP(stacked_xent_grad)
+    .setForward(forward_grad, "cpu")
+    .setBackward(backward, "cpu")
+    .setParseAttrs(parse_grad)
+    .setInferType(types)
+    .setInferShape(shape_grad);
+
+MXReturnValue initialize(int version) { return version >= 10700 ? MX_SUCCESS : MX_FAIL; }

@@ -1,0 +1,72 @@
+"""The fused loss operator (softmax_sweep.fused): the numbers MXNet's own operators give, on
+logits small and large, one model and several stacked; and a machine that cannot build it trains
+with MXNet's operators, saying so."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import nd, sym
+
+from softmax_sweep import fused
+
+
+def _run(outputs, feed: dict) -> list[np.ndarray]:
+    group = sym.Group(list(outputs))
+    graph = mx.nd.CachedOp(group, flags=[("static_alloc", "true")])
+    found = graph(*(feed[name] for name in group.list_inputs()))
+    return [a.asnumpy() for a in (found if isinstance(found, list) else [found])]
+
+
+@pytest.mark.parametrize("models", [1, 3])
+def test_the_fused_operator_gives_what_mxnets_operators_give(models: int) -> None:
+    if not fused.available():
+        pytest.skip("the fused loss operator could not be built here (no C++ compiler?): see the warning")
+    rng = np.random.RandomState(0)
+    rows, classes = 300, 10
+    logits = rng.normal(0, 1, (rows, models * classes)).astype(np.float32)
+    logits[:100] *= 60  # confident models: logits far apart, probabilities that underflow
+    feed = {"logits": nd.array(logits), "y": nd.array(rng.randint(0, classes, rows).astype(np.float32)),
+            "scale": nd.array(rng.uniform(0.001, 0.01, models).astype(np.float32))}
+    inputs = [sym.var("logits"), sym.var("y")]
+    ours = _run(fused.loss_and_correct(*inputs, models, classes, True), feed)
+    theirs = _run(fused.loss_and_correct(*inputs, models, classes, False), feed)
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-5)
+    np.testing.assert_array_equal(ours[1], theirs[1])
+    assert theirs[1].min() > 0 and theirs[0].max() > 100, "some right, some far off: every branch is taken"
+
+    ours = _run(fused.loss_correct_and_grad(*inputs, sym.var("scale"), models, classes, True), feed)
+    theirs = _run(fused.loss_correct_and_grad(*inputs, sym.var("scale"), models, classes, False), feed)
+    assert [a.shape for a in ours] == [a.shape for a in theirs] == \
+        [(models,), (models,), (rows, models * classes), (models * classes,)]
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-5)
+    np.testing.assert_array_equal(ours[1], theirs[1])
+    np.testing.assert_allclose(ours[2], theirs[2], rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(ours[3], theirs[3], rtol=1e-4, atol=1e-8)
+
+
+def test_without_a_compiler_training_uses_mxnets_operators_and_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # nothing built there yet
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    with caplog.at_level(logging.WARNING, logger="softmax_sweep"):
+        assert fused._loaded.__wrapped__() is False
+    assert "training uses MXNet's own operators, slower: the fused loss operator could not be built" in caplog.text
+    assert "no-such-compiler" in caplog.text
+    assert not list((tmp_path / "softmax-sweep").glob("*.so")), "no half-built library left behind"
+
+
+def test_a_broken_build_names_the_compilers_complaint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    compiler = tmp_path / "c++"
+    compiler.write_text("#!/bin/sh\necho 'fused_xent.cc:1: error: something the compiler did not like' >&2\nexit 1\n")
+    compiler.chmod(0o755)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("CXX", str(compiler))
+    with caplog.at_level(logging.WARNING, logger="softmax_sweep"):
+        assert fused._loaded.__wrapped__() is False
+    assert "error: something the compiler did not like" in caplog.text
+    assert not list((tmp_path / "softmax-sweep").iterdir()), "no half-built library left behind"
