@@ -31,6 +31,9 @@
     (target: at most half the wall time, test accuracy at the best trial's best epoch >= 0.843).
 (e) a training pass on one core against every core, at batch 16 to 256, for 1, 4 and --models
     models: where training steps start taking every core (softmax_sweep.engine.THREAD_WORK).
+(f) the fused loss operator (softmax_sweep/fused.py) against MXNet's own operators: a training
+    pass at batch 16 and 256 for one model and --models models, an evaluation of the test images,
+    and (a)'s one run, each in both forms.
 Peak RSS of this process at the end. This process runs MXNet as a multirun's process does
 (softmax_sweep.engine: NaiveEngine, evaluations on every core, training steps on a thread for
 each 128 of batch x models on Fashion-MNIST, up to every core).
@@ -38,6 +41,7 @@ each 128 of batch x models on Fashion-MNIST, up to every core).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import subprocess
@@ -53,9 +57,10 @@ engine.prepare_multirun()  # before MXNet is imported
 import numpy as np  # noqa: E402
 import published  # noqa: E402
 
+from softmax_sweep import fused  # noqa: E402
 from softmax_sweep.data import DataIter, load_dataset  # noqa: E402
 from softmax_sweep.experiment import train_softmax  # noqa: E402
-from softmax_sweep.model import build_net  # noqa: E402
+from softmax_sweep.model import build_net, evaluate  # noqa: E402
 from softmax_sweep.sgd import Member, SoftmaxSGD  # noqa: E402
 from softmax_sweep.stacking import ModelSettings, train_stacked  # noqa: E402
 
@@ -268,6 +273,67 @@ def threads_table(data, models: int) -> None:
     print("    (*: on every core by default)")
 
 
+@contextlib.contextmanager
+def loss_ops(name: str):
+    """Graphs built inside use the fused loss operator ("fused") or MXNet's operators ("mxnet")."""
+    before = os.environ.get("SOFTMAX_SWEEP_FUSED")
+    os.environ["SOFTMAX_SWEEP_FUSED"] = "1" if name == "fused" else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["SOFTMAX_SWEEP_FUSED"]
+        else:
+            os.environ["SOFTMAX_SWEEP_FUSED"] = before
+
+
+def eval_seconds(data, models: int, repeats: int = 3) -> float:
+    """Best seconds of evaluating `models` stacked models on the test images."""
+    nets = [build_net(10, 784) for _ in range(models)]
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first builds the graph
+        start = time.perf_counter()
+        evaluate(nets, data.test_batches())
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def loss_ops_table(data, models: int) -> None:
+    """The fused loss operator against MXNet's operators: training passes, evaluations, one run."""
+    if not fused.available():
+        print("(f) skipped: the fused loss operator could not be built here (its warning says why)")
+        return
+    print("(f) the fused loss operator (softmax_sweep/fused.py) against MXNet's operators (SOFTMAX_SWEEP_FUSED=0), "
+          "seconds, MXNet's / fused:")
+    for batch_size in (16, 256):
+        cells = []
+        for count in (1, models):
+            found = {}
+            for name in ("mxnet", "fused"):
+                with loss_ops(name):
+                    found[name] = pass_seconds(data, batch_size, count)
+            cells.append(f"{count:2d} model{'s' if count > 1 else ' '} {found['mxnet']:.3f} / {found['fused']:.3f} = "
+                         f"{found['mxnet'] / found['fused']:.2f}x")
+        print(f"    training pass, batch {batch_size:3d}: " + "   ".join(cells), flush=True)
+    cells = []
+    for count in (1, models):
+        found = {}
+        for name in ("mxnet", "fused"):
+            with loss_ops(name):
+                found[name] = eval_seconds(data, count)
+        cells.append(f"{count:2d} model{'s' if count > 1 else ' '} {found['mxnet']:.4f} / {found['fused']:.4f} = "
+                     f"{found['mxnet'] / found['fused']:.2f}x")
+    print(f"    evaluating {data.X_test.shape[0]} test images: " + "   ".join(cells), flush=True)
+    found = {}
+    for name in ("mxnet", "fused", "mxnet", "fused"):  # twice each, the best kept
+        with loss_ops(name):
+            start = time.perf_counter()
+            train_softmax(data, lr=0.1, num_epochs=10, **SHARED)
+            found[name] = min(found.get(name, float("inf")), time.perf_counter() - start)
+    print(f"    one run (batch 256, 10 epochs, validation and test every epoch): {found['mxnet']:.2f} / "
+          f"{found['fused']:.2f} = {found['mxnet'] / found['fused']:.2f}x", flush=True)
+
+
 def torch_seconds(torch_python: str, data, batch_size: int, folder: Path) -> tuple[float, str]:
     """(seconds, threads) of the PyTorch loop's best pass, with one thread and with torch's default."""
     arrays = folder / "train.npz"
@@ -316,6 +382,7 @@ def main() -> None:
                 line += ", PyTorch loop: skipped (no --torch-python interpreter with torch given)"
             print(line, flush=True)
     threads_table(data, args.models)
+    loss_ops_table(data, args.models)
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
