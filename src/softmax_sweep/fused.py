@@ -5,7 +5,7 @@ each model's lr / batch_size with its sum over the rows (the bias gradient).
 MXNet's own operators take a pass over the logits each (log_softmax, pick, argmax, softmax,
 one_hot, the sums): over 10 classes that costs more than a step's matrix products. The same
 numbers come from one C++ operator (fused_xent.cc: one pass, sums in double), built once per
-machine with the C++ compiler into ~/.cache/softmax-sweep (or $XDG_CACHE_HOME) and loaded as an
+machine with the C++ compiler into softmax-sweep's cache (places.own_cache) and loaded as an
 MXNet extension library; benchmarks/stacked.py (f) prints both. Without a compiler, or with
 SOFTMAX_SWEEP_FUSED=0, graphs are built from MXNet's operators; the results agree to about 1e-6,
 and in each form a stacked model gets what it gets alone, float for float.
@@ -28,6 +28,8 @@ import mxnet as mx
 from mxnet import sym
 from mxnet.base import _LIB, OpHandle, c_str, check_call, mx_uint
 from mxnet.symbol.register import _make_symbol_function
+
+from softmax_sweep.places import own_cache
 
 SOURCE = Path(__file__).with_name("fused_xent.cc")
 FLAGS = ("-shared", "-fPIC", "-O2", "-std=c++17")
@@ -71,7 +73,7 @@ def built() -> Path:
     lib_api = package / "src" / "lib_api.cc"
     key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), lib_api.read_bytes(), " ".join(FLAGS).encode(),
                                      platform.machine().encode(), mx.__version__.encode()])).hexdigest()[:16]
-    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "softmax-sweep"
+    folder = own_cache()
     target = folder / f"fused_xent-{key}.so"
     if target.exists():
         return target

@@ -14,13 +14,9 @@ import numpy as np
 
 from softmax_sweep.download import RemoteFile, file_digests
 from softmax_sweep.idx import DataFileError, check_pair, parse_idx, read_idx_bytes
+from softmax_sweep.places import own_cache
 
 log = logging.getLogger("softmax_sweep")
-
-
-def _cache_folder() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(os.environ.get("SOFTMAX_SWEEP_CACHE") or Path(base) / "softmax-sweep")
 
 
 class ContentMismatch(DataFileError):
@@ -72,7 +68,7 @@ def _cache_file(paths: list[Path]) -> Path:
     for path in paths:
         info = path.stat()
         stats.append((str(path.resolve()), info.st_size, info.st_mtime_ns))
-    return _cache_folder() / f"idx2-{hashlib.sha1(repr(stats).encode()).hexdigest()[:20]}.npz"
+    return own_cache() / f"idx2-{hashlib.sha1(repr(stats).encode()).hexdigest()[:20]}.npz"
 
 
 def _save_atomically(path: Path, digest: str, arrays: list[np.ndarray]) -> None:

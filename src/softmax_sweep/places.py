@@ -1,4 +1,5 @@
-"""Where a copy of a named data set may already be, in the order the places are tried."""
+"""Where a copy of a named data set may already be, in the order the places are tried; the
+project's own cache."""
 from __future__ import annotations
 
 import os
@@ -29,6 +30,13 @@ def cache_folder(name: str) -> Path:
     """The download cache: MXNet's, shared with Gluon and d2l ($MXNET_HOME, default ~/.mxnet)."""
     home = os.environ.get("MXNET_HOME") or os.path.expanduser("~/.mxnet")
     return Path(home) / CACHE_FOLDERS[name]
+
+
+def own_cache() -> Path:
+    """softmax-sweep's own cache (decompressed data sets, the built loss operator):
+    $SOFTMAX_SWEEP_CACHE, else $XDG_CACHE_HOME/softmax-sweep, else ~/.cache/softmax-sweep."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(os.environ.get("SOFTMAX_SWEEP_CACHE") or Path(base) / "softmax-sweep")
 
 
 def places(name: str, root: Optional[str]) -> list[Place]:
