@@ -136,30 +136,28 @@ static bool shapes_fit(const Attrs& attrs, const std::vector<std::vector<unsigne
          (in.size() < 3 || (in[2].size() == 1 && in[2][0] == K));
 }
 
-static MXReturnValue shape(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in,
-                           std::vector<std::vector<unsigned int>>* out) {
-  if (!shapes_fit(attrs, *in)) {
+static MXReturnValue shapes(const Attrs& attrs, const std::vector<std::vector<unsigned int>>& in,
+                            std::vector<std::vector<unsigned int>>* out, bool with_grad) {
+  if (!shapes_fit(attrs, in)) {
     MX_ERROR_MSG << "stacked_xent: logits (N, models * classes), labels (N), scale (models)";
     return MX_FAIL;
   }
   const unsigned K = models_of(attrs);
-  (*out)[0] = {K};
-  (*out)[1] = {K};
+  if (with_grad)  // grad, loss, correct, bias_grad
+    *out = {in[0], {K}, {K}, {in[0][1]}};
+  else  // loss, correct
+    *out = {{K}, {K}};
   return MX_SUCCESS;
+}
+
+static MXReturnValue shape(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in,
+                           std::vector<std::vector<unsigned int>>* out) {
+  return shapes(attrs, *in, out, false);
 }
 
 static MXReturnValue shape_grad(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in,
                                 std::vector<std::vector<unsigned int>>* out) {
-  if (!shapes_fit(attrs, *in)) {
-    MX_ERROR_MSG << "stacked_xent_grad: logits (N, models * classes), labels (N), scale (models)";
-    return MX_FAIL;
-  }
-  const unsigned K = models_of(attrs);
-  (*out)[0] = (*in)[0];
-  (*out)[1] = {K};
-  (*out)[2] = {K};
-  (*out)[3] = {(*in)[0][1]};
-  return MX_SUCCESS;
+  return shapes(attrs, *in, out, true);
 }
 
 REGISTER_OP(stacked_xent)
