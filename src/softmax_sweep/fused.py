@@ -4,11 +4,13 @@ each model's lr / batch_size with its sum over the rows (the bias gradient).
 
 MXNet's own operators take a pass over the logits each (log_softmax, pick, argmax, softmax,
 one_hot, the sums), at a few ns per element over 10 classes: on a CPU with fast matrix products
-they cost a stacked step as much as its products. The same numbers come from one C++ operator (fused_xent.cc: one pass, sums in double), built once per
-machine with the C++ compiler into softmax-sweep's cache (places.own_cache) and loaded as an
-MXNet extension library; benchmarks/stacked.py (f) prints both. Without a compiler, or with
-SOFTMAX_SWEEP_FUSED=0, graphs are built from MXNet's operators; the results agree to about 1e-6,
-and in each form a stacked model gets what it gets alone, float for float.
+they cost a stacked step as much as its products. The same numbers come from one C++ operator
+(fused_xent.cc: one pass, sums in double), built once per machine with the C++ compiler into
+softmax-sweep's cache (places.own_cache) and loaded as an MXNet extension library;
+benchmarks/stacked.py (f) prints both. Without a compiler, or with SOFTMAX_SWEEP_FUSED=0, graphs
+are built from MXNet's operators. A step's numbers agree to about 1e-6 between the two (SGD at lr 1
+grows that, as any rounding, into another trajectory of the same spread), and in each form a
+stacked model gets what it gets alone, float for float.
 """
 from __future__ import annotations
 
