@@ -153,10 +153,11 @@ def evaluate(nets: Sequence[gluon.Block], data_iter: Iterable) -> tuple[np.ndarr
     bias = nd.concat(*(d.bias.data() for d in denses), dim=0) if len(denses) > 1 else denses[0].bias.data()
     num_outputs, num_inputs = denses[0].weight.shape
     loss_sum, correct, n = nd.zeros(len(denses)), nd.zeros(len(denses)), 0
+    use_fused = fused.available()
     with every_core():  # large products, unlike a training step's: about twice as fast on two cores
         for X, y in data_iter:
             chunk = exact_chunk(X.shape[0], len(denses), num_outputs, num_inputs, weight_grad=False)
-            graph, inputs = _loss_and_correct(len(denses), num_outputs, chunk, fused.available())
+            graph, inputs = _loss_and_correct(len(denses), num_outputs, chunk, use_fused)
             feed = {"X": X, "y": y, "weight": weight, "bias": bias}
             batch_loss, batch_correct = graph(*(feed[name] for name in inputs))
             loss_sum += batch_loss

@@ -154,10 +154,11 @@ class SoftmaxSGD:
             calls.append((rest_sizes, order[full_calls * chunk:]))
         decay = any(m.wd for m in self.members)
         threads, chunk_of = step_plan(bs, rest % bs, models, self.num_outputs, weight.shape[1])
+        use_fused = fused.available()
         with engine.using(threads):
             for sizes, rows in calls:
                 chunks = tuple(chunk_of[size] for size in sizes)
-                graph, inputs = _steps_graph(sizes, chunks, models, self.num_outputs, decay, fused.available())
+                graph, inputs = _steps_graph(sizes, chunks, models, self.num_outputs, decay, use_fused)
                 lrs, decays = self._rates(len(sizes))
                 feed = {"X": X, "y": y, "order": rows, "lrs": lrs, "decays": decays, "weight": weight, "bias": bias}
                 weight, bias, batch_loss, batch_correct = graph(*(feed[name] for name in inputs))

@@ -63,7 +63,7 @@ def train_together(requests: list) -> None:
     models = train_stacked(dataset, [r.payload[1] for r in requests], **shared)
     for request, model in zip(requests, models):
         request.result = model
-    images = shared["train_size"] or dataset.num_train - shared["val_size"]
+    images = len(split_indices(dataset.num_train, shared["val_size"], shared["seed"], shared["train_size"])[0])
     log.info("trained %s (%d training images, batch %d, seed %d): %d epochs in %.1f s",
              f"{len(models)} runs together" if len(models) > 1 else "1 run", images, shared["batch_size"],
              shared["seed"], max(len(m.result.history) for m in models), time.perf_counter() - start)
