@@ -41,14 +41,15 @@ each 128 of batch x models on Fashion-MNIST, up to every core).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
+from unittest import mock
 
 from softmax_sweep import engine
 
@@ -273,18 +274,19 @@ def threads_table(data, models: int) -> None:
     print("    (*: on every core by default)")
 
 
-@contextlib.contextmanager
 def loss_ops(name: str):
     """Graphs built inside use the fused loss operator ("fused") or MXNet's operators ("mxnet")."""
-    before = os.environ.get("SOFTMAX_SWEEP_FUSED")
-    os.environ["SOFTMAX_SWEEP_FUSED"] = "1" if name == "fused" else "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["SOFTMAX_SWEEP_FUSED"]
-        else:
-            os.environ["SOFTMAX_SWEEP_FUSED"] = before
+    return mock.patch.dict(os.environ, {"SOFTMAX_SWEEP_FUSED": "1" if name == "fused" else "0"})
+
+
+def both_forms(count: int, measure, digits: int) -> str:
+    """`count` models' seconds with MXNet's operators / with the fused one, and their ratio."""
+    found = {}
+    for name in ("mxnet", "fused"):
+        with loss_ops(name):
+            found[name] = measure()
+    return (f"{count:2d} model{'s' if count > 1 else ' '} {found['mxnet']:.{digits}f} / {found['fused']:.{digits}f} = "
+            f"{found['mxnet'] / found['fused']:.2f}x")
 
 
 def eval_seconds(data, models: int, repeats: int = 3) -> float:
@@ -306,23 +308,9 @@ def loss_ops_table(data, models: int) -> None:
     print("(f) the fused loss operator (softmax_sweep/fused.py) against MXNet's operators (SOFTMAX_SWEEP_FUSED=0), "
           "seconds, MXNet's / fused:")
     for batch_size in (16, 256):
-        cells = []
-        for count in (1, models):
-            found = {}
-            for name in ("mxnet", "fused"):
-                with loss_ops(name):
-                    found[name] = pass_seconds(data, batch_size, count)
-            cells.append(f"{count:2d} model{'s' if count > 1 else ' '} {found['mxnet']:.3f} / {found['fused']:.3f} = "
-                         f"{found['mxnet'] / found['fused']:.2f}x")
+        cells = [both_forms(count, partial(pass_seconds, data, batch_size, count), 3) for count in (1, models)]
         print(f"    training pass, batch {batch_size:3d}: " + "   ".join(cells), flush=True)
-    cells = []
-    for count in (1, models):
-        found = {}
-        for name in ("mxnet", "fused"):
-            with loss_ops(name):
-                found[name] = eval_seconds(data, count)
-        cells.append(f"{count:2d} model{'s' if count > 1 else ' '} {found['mxnet']:.4f} / {found['fused']:.4f} = "
-                     f"{found['mxnet'] / found['fused']:.2f}x")
+    cells = [both_forms(count, partial(eval_seconds, data, count), 4) for count in (1, models)]
     print(f"    evaluating {data.X_test.shape[0]} test images: " + "   ".join(cells), flush=True)
     found = {}
     for name in ("mxnet", "fused", "mxnet", "fused"):  # twice each, the best kept
