@@ -101,7 +101,8 @@ def grid(data, lrs: list[float], epochs: int, peaks: tuple[float, float]) -> Non
     alone = [train_softmax(data, lr=lr, num_epochs=epochs, **SHARED) for lr in lrs]
     one_at_a_time = time.perf_counter() - start
     start = time.perf_counter()
-    stack = train_stacked(data, [ModelSettings(lr, epochs) for lr in lrs], **SHARED)
+    stack = train_stacked(data, [ModelSettings(lr, epochs, seed=SHARED['seed']) for lr in lrs],
+                          **{k: v for k, v in SHARED.items() if k != 'seed'})
     stacked = time.perf_counter() - start
     one_run = one_at_a_time / len(lrs)
     diffs = [max(float(np.abs(a.data().asnumpy() - b.data().asnumpy()).max())
@@ -134,8 +135,8 @@ def products_seconds(models: int, batch_size: int, steps: int) -> float:
     from softmax_sweep.sgd import step_plan
 
     rng = np.random.RandomState(0)
-    threads, chunks = step_plan(batch_size, 0, models, 10, 784)
-    chunk = chunks[batch_size]
+    threads, chunks = step_plan(batch_size, 0, (models,), 10, 784)
+    chunk = chunks[batch_size, models]
     X, weight, bias, grad = (sym.var(n) for n in ("X", "weight", "bias", "grad"))
     out = sym.Group([stacked_logits(X, weight, bias, models, 10, chunk),
                      stacked_weight_grad(X, grad, models, 10, chunk)])

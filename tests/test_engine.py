@@ -60,11 +60,11 @@ write_synthetic_idx(Path(sys.argv[1]), n_train=700, n_test=100)
 data = load_dataset("idx", root=sys.argv[1])
 lrs = np.geomspace(0.01, 1, 12)
 shared = dict(batch_size=32, val_size=100, seed=0)
-stack = train_stacked(data, [ModelSettings(lr, 3) for lr in lrs], **shared)
+stack = train_stacked(data, [ModelSettings(lr, 3) for lr in lrs], batch_size=32, val_size=100)
 alone = [train_softmax(data, lr=lr, num_epochs=3, **shared)[0] for lr in lrs]
 print(sum(all(np.array_equal(a.data().asnumpy(), b.data().asnumpy())
               for a, b in zip(net.collect_params().values(), model.net.collect_params().values()))
-          for net, model in zip(alone, stack)), step_plan(32, 0, 12, 10, 784)[0], step_plan(32, 0, 1, 10, 784)[0])
+          for net, model in zip(alone, stack)), step_plan(32, 0, (12,), 10, 784)[0], step_plan(32, 0, (1,), 10, 784)[0])
 """
 
 

@@ -46,6 +46,7 @@ def digits():
 
 
 SHARED = dict(batch_size=32, val_size=300, seed=3)
+STACK = dict(batch_size=32, val_size=300)  # SHARED without the seed: each ModelSettings holds its own
 # each trained in one stack and alone: plain SGD, weight decay, the cosine schedule and both, a
 # model that diverges at epoch 1, one with fewer epochs, one stopped early, one pruned after epoch 2
 SETTINGS = [
@@ -63,24 +64,26 @@ SETTINGS = [
 def _settings(s: dict) -> ModelSettings:
     callbacks = [PruneAt(s["prune"])] if "prune" in s else []
     return ModelSettings(s["lr"], s.get("num_epochs", 6), s.get("weight_decay", 0.0), s.get("lr_schedule", "constant"),
-                         s.get("patience"), callbacks)
+                         s.get("patience"), callbacks, s.get("seed", SHARED["seed"]))
 
 
-def _assert_as_alone(digits, settings: list[dict], stacked) -> None:
+def _assert_as_alone(digits, settings: list[dict], stacked, **shared) -> None:
     for s, model in zip(settings, stacked):
         alone = _settings(s)
         try:
             net, result = train_softmax(digits, lr=alone.lr, num_epochs=alone.num_epochs,
                                         weight_decay=alone.weight_decay, lr_schedule=alone.lr_schedule,
-                                        patience=alone.patience, callbacks=alone.callbacks, **SHARED)
+                                        patience=alone.patience, callbacks=alone.callbacks,
+                                        **dict(SHARED, seed=alone.seed, **shared))
         except (TrainingDiverged, Pruned) as error:
             assert type(model.error) is type(error) and str(model.error) == str(error), (s, model.error)
             continue
         assert model.error is None, (s, model.error)
         assert len(model.result.history) == len(result.history) and model.result.best_epoch == result.best_epoch
         for ours, theirs in zip(model.result.history, result.history):
-            for key in ("val_loss", "val_acc", "test_loss", "test_acc"):
-                assert ours[key] == theirs[key], (s, key)
+            assert ours.keys() == theirs.keys()
+            for key in ("val_loss", "val_acc", "test_loss", "test_acc", "train_eval_loss", "train_eval_acc"):
+                assert ours.get(key) == theirs.get(key), (s, key)
             for key in ("train_loss", "train_acc"):  # one model's step sums its loss with other ops: close
                 assert ours[key] == pytest.approx(theirs[key], rel=1e-6), (s, key)
         for ours, theirs in zip(model.net.collect_params().values(), net.collect_params().values()):
@@ -94,7 +97,7 @@ def test_stacked_models_end_where_training_each_alone_ends(digits, loss_ops: str
     monkeypatch.setenv("SOFTMAX_SWEEP_FUSED", "1" if loss_ops == "fused" else "0")
     if loss_ops == "fused" and not fused.available():
         pytest.skip("the fused loss operator could not be built here (no C++ compiler?): see the warning")
-    stacked = train_stacked(digits, [_settings(s) for s in SETTINGS], **SHARED)
+    stacked = train_stacked(digits, [_settings(s) for s in SETTINGS], **STACK)
     _assert_as_alone(digits, SETTINGS, stacked)
     diverged, short, patient, pruned = stacked[4:]
     assert isinstance(diverged.error, TrainingDiverged) and len(diverged.result.history) == 1
@@ -108,7 +111,7 @@ def test_stacked_models_end_where_training_each_alone_ends(digits, loss_ops: str
 def test_a_stack_of_constant_rates(digits) -> None:
     """No schedule in the stack: the per-step rates are built once and kept."""
     settings = [dict(lr=0.05), dict(lr=0.2, weight_decay=1e-2), dict(lr=0.6, num_epochs=3)]
-    _assert_as_alone(digits, settings, train_stacked(digits, [_settings(s) for s in settings], **SHARED))
+    _assert_as_alone(digits, settings, train_stacked(digits, [_settings(s) for s in settings], **STACK))
 
 
 def test_sixteen_models_at_large_rates_end_float_for_float_as_alone(digits) -> None:
@@ -116,13 +119,29 @@ def test_sixteen_models_at_large_rates_end_float_for_float_as_alone(digits) -> N
     another order than one model's, and lr up to 1 would grow that rounding into other models."""
     settings = [dict(lr=float(lr), num_epochs=10) for lr in np.geomspace(0.01, 1.0, 16)]
     shared = dict(SHARED, batch_size=64)
-    stacked = train_stacked(digits, [_settings(s) for s in settings], **shared)
+    stacked = train_stacked(digits, [_settings(s) for s in settings], **dict(STACK, batch_size=64))
     for s, model in zip(settings, stacked):
         net, result = train_softmax(digits, lr=s["lr"], num_epochs=10, **shared)
         assert [m["val_loss"] for m in model.result.history] == [m["val_loss"] for m in result.history], s
         for ours, theirs in zip(model.net.collect_params().values(), net.collect_params().values()):
             np.testing.assert_array_equal(ours.data().asnumpy(), theirs.data().asnumpy(), err_msg=str(s))
     assert max(m.result.best["val_acc"] for m in stacked) > 0.9, "they learned"
+
+
+def test_models_of_other_seeds_take_their_own_minibatches_in_the_same_stack(digits) -> None:
+    """Four seeds in one stack, each its own split and shuffle (a lane): every model ends as alone,
+    also where a lane empties early (its one model diverges, or has fewer epochs) and the others
+    go on; validation and the training-set evaluation on each seed's own rows."""
+    settings = [dict(lr=0.1, seed=3), dict(lr=0.5, weight_decay=1e-3, seed=3),
+                dict(lr=0.3, lr_schedule="cosine", seed=4), dict(lr=0.8, seed=4, prune=3),
+                dict(lr=1e38, seed=5), dict(lr=0.2, num_epochs=2, seed=6),
+                dict(lr=0.4, seed=6, patience=1)]
+    stacked = train_stacked(digits, [_settings(s) for s in settings], **STACK, eval_train=True)
+    _assert_as_alone(digits, settings, stacked, eval_train=True)
+    assert [len(m.result.history) for m in stacked][:5] == [6, 6, 6, 3, 1]
+    first = stacked[0].result.history[0]
+    assert {m.result.history[0]["val_acc"] for m in (stacked[0], stacked[2], stacked[5])} != {first["val_acc"]}, \
+        "the seeds' models were validated on other rows"
 
 
 # --- a grid multirun: the stacked launcher (the default) against hydra/launcher=basic ------------

@@ -55,8 +55,8 @@ def train_softmax(dataset: Dataset, *, lr: float, batch_size: int, num_epochs: i
 
     lr_schedule "cosine" decays lr toward 0 over the num_epochs (MXNet's CosineScheduler, per update);
     eval_train measures the model on its training examples after every epoch."""
-    settings = stacking.ModelSettings(lr, num_epochs, weight_decay, lr_schedule, patience, callbacks)
-    shared = dict(batch_size=batch_size, val_size=val_size, seed=seed, train_size=train_size, monitor=monitor,
+    settings = stacking.ModelSettings(lr, num_epochs, weight_decay, lr_schedule, patience, callbacks, seed)
+    shared = dict(batch_size=batch_size, val_size=val_size, train_size=train_size, monitor=monitor,
                   eval_train=eval_train)
     stack = current_stack()  # a job of a stacked launch: trained with the launch's other jobs
     (model,) = [stack.request(Request(stacking.group_key(dataset, shared), stacking.train_together,

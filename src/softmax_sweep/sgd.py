@@ -34,46 +34,68 @@ STEPS_PER_CALL = 8  # 32 steps per graph measured no faster at batch 16
 
 
 @functools.lru_cache(maxsize=128)
-def _steps_graph(sizes: tuple[int, ...], chunks: tuple[int, ...], models: int, num_outputs: int, decay: bool,
-                 use_fused: bool) -> tuple[mx.nd.CachedOp, list[str]]:
-    """One graph for SGD steps of `models` stacked models on batches of `sizes` rows taken in turn
-    from `order`: inputs X, y, order, lrs and decays (per step and model: lr / batch_size, lr * wd),
-    weight (models * num_outputs, inputs), bias; outputs the new weight and bias, and per model the
-    summed loss and the number of correct predictions. chunks: each step's exact_chunk; use_fused:
-    the loss and its gradient from softmax_sweep.fused's operator.
+def _steps_graph(sizes: tuple[int, ...], chunks: tuple[tuple[int, ...], ...], lanes: tuple[int, ...],
+                 num_outputs: int, decay: bool, use_fused: bool) -> tuple[mx.nd.CachedOp, list[str]]:
+    """One graph for SGD steps of stacked models on batches of `sizes` rows taken in turn from
+    each lane's row of `order`. A lane is `lanes[l]` models that share minibatches; lanes differ in
+    their rows (each its own shuffle). Inputs X, y, order (lanes, rows), lrs and decays (per step
+    and model: lr / batch_size, lr * wd), weight (models * num_outputs, inputs), bias; outputs the
+    new weight and bias, and per model the summed loss and the number of correct predictions.
+    chunks: per step, each lane's exact_chunk; use_fused: the loss and its gradient from
+    softmax_sweep.fused's operator.
 
     MXNet's sgd_update: weight <- (1 - lr * wd) * weight - lr * rescale_grad * grad."""
     X, y, order, lrs, decays, weight, bias = (sym.var(n) for n in
                                               ("X", "y", "order", "lrs", "decays", "weight", "bias"))
+    firsts = [sum(lanes[:lane]) for lane in range(len(lanes) + 1)]
+    weights = [_part(weight, firsts[lane] * num_outputs, firsts[lane + 1] * num_outputs, len(lanes))
+               for lane in range(len(lanes))]
+    biases = [_part(bias, firsts[lane] * num_outputs, firsts[lane + 1] * num_outputs, len(lanes))
+              for lane in range(len(lanes))]
     losses, corrects, start = [], [], 0
     for k, size in enumerate(sizes):
-        rows = sym.slice_axis(order, axis=0, begin=start, end=start + size)
+        step_lrs = sym.reshape(sym.slice_axis(lrs, axis=0, begin=k, end=k + 1), shape=(-1,))
+        step_keeps = 1 - sym.reshape(sym.slice_axis(decays, axis=0, begin=k, end=k + 1), shape=(-1,))
+        step_losses, step_corrects = [], []
+        for lane, models in enumerate(lanes):
+            rows = sym.reshape(sym.slice(order, begin=(lane, start), end=(lane + 1, start + size)), shape=(-1,))
+            Xb, yb = sym.take(X, rows), sym.take(y, rows)
+            lr = _part(step_lrs, firsts[lane], firsts[lane + 1], len(lanes))
+            chunk = chunks[k][lane]
+            logits = stacked_logits(Xb, weights[lane], biases[lane], models, num_outputs, chunk)
+            loss, correct, grad, bias_grad = loss_correct_and_grad(logits, yb, lr, models, num_outputs, use_fused)
+            step_losses.append(loss)
+            step_corrects.append(correct)
+            w, b = weights[lane], biases[lane]
+            if decay:  # each model's factor on its num_outputs rows
+                keep = sym.repeat(_part(step_keeps, firsts[lane], firsts[lane + 1], len(lanes)), repeats=num_outputs)
+                w, b = sym.broadcast_mul(w, sym.expand_dims(keep, axis=1)), sym.broadcast_mul(b, keep)
+            weights[lane] = w - stacked_weight_grad(Xb, grad, models, num_outputs, chunk)
+            biases[lane] = b - bias_grad
         start += size
-        Xb, yb = sym.take(X, rows), sym.take(y, rows)
-        lr = sym.reshape(sym.slice_axis(lrs, axis=0, begin=k, end=k + 1), shape=(-1,))
-        keep = 1 - sym.reshape(sym.slice_axis(decays, axis=0, begin=k, end=k + 1), shape=(-1,))
-        chunk = chunks[k]
-        logits = stacked_logits(Xb, weight, bias, models, num_outputs, chunk)
-        loss, correct, grad, bias_grad = loss_correct_and_grad(logits, yb, lr, models, num_outputs, use_fused)
-        losses.append(loss)
-        corrects.append(correct)
-        if decay:
-            keep = sym.repeat(keep, repeats=num_outputs)  # each model's factor on its num_outputs rows
-            weight, bias = sym.broadcast_mul(weight, sym.expand_dims(keep, axis=1)), sym.broadcast_mul(bias, keep)
-        weight = weight - stacked_weight_grad(Xb, grad, models, num_outputs, chunk)
-        bias = bias - bias_grad
-    out = sym.Group([weight, bias, sym.add_n(*losses), sym.add_n(*corrects)])
+        losses.append(_joined(step_losses))
+        corrects.append(_joined(step_corrects))
+    out = sym.Group([_joined(weights), _joined(biases), sym.add_n(*losses), sym.add_n(*corrects)])
     return mx.nd.CachedOp(out, flags=[("static_alloc", "true"), ("static_shape", "true")]), out.list_inputs()
 
 
-def step_plan(batch_size: int, last_size: int, models: int, num_outputs: int, num_inputs: int
-              ) -> tuple[int, dict[int, int]]:
-    """The threads of an epoch's steps (as many as a stack of their size pays for, unless a
-    model's products there differ from its products alone) and each step size's exact chunk."""
+def _part(whole, begin: int, end: int, lanes: int):
+    """Rows begin:end of a symbol, or the whole of it where it is one lane's."""
+    return whole if lanes == 1 else sym.slice_axis(whole, axis=0, begin=begin, end=end)
+
+
+def _joined(parts: list):
+    return parts[0] if len(parts) == 1 else sym.concat(*parts, dim=0)
+
+
+def step_plan(batch_size: int, last_size: int, lanes: tuple[int, ...], num_outputs: int, num_inputs: int
+              ) -> tuple[int, dict[tuple[int, int], int]]:
+    """The threads of an epoch's steps (as many as the stack's products pay for, unless a model's
+    products there differ from its products alone) and each (step size, lane's models)'s exact chunk."""
     alone = engine.training_threads(batch_size * num_outputs * num_inputs)
-    for threads in dict.fromkeys((engine.training_threads(batch_size * models * num_outputs * num_inputs), alone)):
-        chunk_of = {size: exact_chunk(size, models, num_outputs, num_inputs, together=threads, alone=alone)
-                    for size in {batch_size, last_size} - {0}}
+    for threads in dict.fromkeys((engine.training_threads(batch_size * sum(lanes) * num_outputs * num_inputs), alone)):
+        chunk_of = {(size, models): exact_chunk(size, models, num_outputs, num_inputs, together=threads, alone=alone)
+                    for size in {batch_size, last_size} - {0} for models in set(lanes)}
         if all(chunk_of.values()):
             return threads, chunk_of
     raise AssertionError("a model's products differ from themselves on the same threads")
@@ -96,14 +118,16 @@ class Member:
 
 
 class SoftmaxSGD:
-    """The updater of K models trained together on the same minibatches (K = 1: one model): plain
-    SGD, each model at its lr with its weight decay, every step's summed gradient divided by
-    batch_size (also on the epoch's last, smaller batch, as the chapter's train_ch3 does), lr per
-    update from each model's MXNet lr_scheduler. A model can leave the stack (remove) between epochs."""
+    """The updater of K models trained together (K = 1: one model): plain SGD, each model at its
+    lr with its weight decay, every step's summed gradient divided by batch_size (also on the
+    epoch's last, smaller batch, as the chapter's train_ch3 does), lr per update from each model's
+    MXNet lr_scheduler. The models are in lanes: the models of a lane take the same minibatches,
+    each lane its own rows (another seed's shuffle; as many rows per epoch as the others). A model
+    can leave the stack (remove) between epochs; a lane leaves with its last model."""
 
     def __init__(self, members: Sequence[Member], batch_size: int) -> None:
-        self.members = list(members)
-        self.num_outputs = self.members[0].dense.weight.shape[0]
+        self.lanes = [list(members)]
+        self.num_outputs = self.lanes[0][0].dense.weight.shape[0]
         self.batch_size = batch_size
         self.num_update = 0
         self._constant: dict[tuple[int, tuple[int, ...]], tuple[nd.NDArray, nd.NDArray]] = {}
@@ -112,6 +136,16 @@ class SoftmaxSGD:
     def single(cls, net: gluon.Block, lr: float, batch_size: int, wd: float = 0.0,
                lr_scheduler: Optional[mx.lr_scheduler.LRScheduler] = None) -> SoftmaxSGD:
         return cls([Member(net, lr, wd, lr_scheduler)], batch_size)
+
+    @classmethod
+    def in_lanes(cls, lanes: Sequence[Sequence[Member]], batch_size: int) -> SoftmaxSGD:
+        updater = cls(lanes[0], batch_size)
+        updater.lanes = [list(lane) for lane in lanes]
+        return updater
+
+    @property
+    def members(self) -> list[Member]:
+        return [m for lane in self.lanes for m in lane]
 
     @property
     def learning_rate(self) -> float:
@@ -122,43 +156,51 @@ class SoftmaxSGD:
         return [m.rate(self.num_update) for m in self.members]
 
     def remove(self, member: Member) -> None:
-        self.members.remove(member)
+        for lane in self.lanes:
+            if member in lane:
+                lane.remove(member)
+        self.lanes = [lane for lane in self.lanes if lane]
 
     def _rates(self, steps: int) -> tuple[nd.NDArray, nd.NDArray]:
         """Per step and model: lr / batch_size and lr * wd (the step numbers count from 1, as MXNet's
         optimizer's do)."""
-        if not any(m.lr_scheduler for m in self.members):
-            key = (steps, tuple(id(m) for m in self.members))
+        members = self.members
+        if not any(m.lr_scheduler for m in members):
+            key = (steps, tuple(id(m) for m in members))
             if key not in self._constant:
-                self._constant[key] = (nd.array([[m.lr / self.batch_size for m in self.members]] * steps),
-                                       nd.array([[m.lr * m.wd for m in self.members]] * steps))
+                self._constant[key] = (nd.array([[m.lr / self.batch_size for m in members]] * steps),
+                                       nd.array([[m.lr * m.wd for m in members]] * steps))
             return self._constant[key]
-        lrs = [[m.rate(self.num_update + k + 1) for m in self.members] for k in range(steps)]
+        lrs = [[m.rate(self.num_update + k + 1) for m in members] for k in range(steps)]
         return (nd.array([[lr / self.batch_size for lr in row] for row in lrs]),
-                nd.array([[lr * m.wd for lr, m in zip(row, self.members)] for row in lrs]))
+                nd.array([[lr * m.wd for lr, m in zip(row, members)] for row in lrs]))
 
-    def epoch(self, X: nd.NDArray, y: nd.NDArray, order: nd.NDArray) -> tuple[nd.NDArray, nd.NDArray]:
-        """One pass over rows `order` of (X, y) in minibatches; returns per model the summed loss and
-        the number of correct predictions, each measured on a batch before its step (as NDArrays: no sync)."""
-        n, bs, models = order.shape[0], self.batch_size, len(self.members)
+    def epoch(self, X: nd.NDArray, y: nd.NDArray, *orders: nd.NDArray) -> tuple[nd.NDArray, nd.NDArray]:
+        """One pass over rows `orders[l]` of (X, y) for lane l, in minibatches; returns per model the
+        summed loss and the number of correct predictions, each measured on a batch before its step
+        (as NDArrays: no sync)."""
+        assert len(orders) == len(self.lanes) and len({o.shape[0] for o in orders}) == 1, "an order per lane, alike"
+        n, bs, members = orders[0].shape[0], self.batch_size, self.members
+        lanes = tuple(len(lane) for lane in self.lanes)
         chunk = bs * STEPS_PER_CALL
         full_calls = n // chunk
         rest = n - full_calls * chunk
         rest_sizes = (bs,) * (rest // bs) + ((rest % bs,) if rest % bs else ())
-        denses = [m.dense for m in self.members]
-        weight = nd.concat(*(d.weight.data() for d in denses), dim=0) if models > 1 else denses[0].weight.data()
-        bias = nd.concat(*(d.bias.data() for d in denses), dim=0) if models > 1 else denses[0].bias.data()
-        loss, correct = nd.zeros((models,)), nd.zeros((models,))
-        calls = [((bs,) * STEPS_PER_CALL, order[c * chunk:(c + 1) * chunk]) for c in range(full_calls)]
+        denses = [m.dense for m in members]
+        weight = nd.concat(*(d.weight.data() for d in denses), dim=0) if len(denses) > 1 else denses[0].weight.data()
+        bias = nd.concat(*(d.bias.data() for d in denses), dim=0) if len(denses) > 1 else denses[0].bias.data()
+        loss, correct = nd.zeros((len(denses),)), nd.zeros((len(denses),))
+        order = nd.stack(*orders) if len(orders) > 1 else orders[0].reshape((1, -1))
+        calls = [((bs,) * STEPS_PER_CALL, order[:, c * chunk:(c + 1) * chunk]) for c in range(full_calls)]
         if rest_sizes:
-            calls.append((rest_sizes, order[full_calls * chunk:]))
-        decay = any(m.wd for m in self.members)
-        threads, chunk_of = step_plan(bs, rest % bs, models, self.num_outputs, weight.shape[1])
+            calls.append((rest_sizes, order[:, full_calls * chunk:]))
+        decay = any(m.wd for m in members)
+        threads, chunk_of = step_plan(bs, rest % bs, lanes, self.num_outputs, weight.shape[1])
         use_fused = fused.available()
         with engine.using(threads):
             for sizes, rows in calls:
-                chunks = tuple(chunk_of[size] for size in sizes)
-                graph, inputs = _steps_graph(sizes, chunks, models, self.num_outputs, decay, use_fused)
+                chunks = tuple(tuple(chunk_of[size, models] for models in lanes) for size in sizes)
+                graph, inputs = _steps_graph(sizes, chunks, lanes, self.num_outputs, decay, use_fused)
                 lrs, decays = self._rates(len(sizes))
                 feed = {"X": X, "y": y, "order": rows, "lrs": lrs, "decays": decays, "weight": weight, "bias": bias}
                 weight, bias, batch_loss, batch_correct = graph(*(feed[name] for name in inputs))
@@ -167,6 +209,6 @@ class SoftmaxSGD:
                 self.num_update += len(sizes)
         k = self.num_outputs
         for i, dense in enumerate(denses):
-            dense.weight.set_data(weight[i * k:(i + 1) * k] if models > 1 else weight)
-            dense.bias.set_data(bias[i * k:(i + 1) * k] if models > 1 else bias)
+            dense.weight.set_data(weight[i * k:(i + 1) * k] if len(denses) > 1 else weight)
+            dense.bias.set_data(bias[i * k:(i + 1) * k] if len(denses) > 1 else bias)
         return loss, correct

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from math import nan
 from typing import Optional, Protocol
 
+import numpy as np
 from mxnet import gluon, nd
 
 from softmax_sweep.data import DataIter
@@ -64,38 +65,50 @@ def _improved(value: float, best: Optional[float], maximize: bool) -> bool:
     return best is None or (value > best if maximize else value < best)
 
 
-def fit_stacked(models: Sequence[Model], train_iter: DataIter, val_iter: Optional[Iterable], test_iter: Iterable,
-                *, monitor: str = "val_acc", train_eval_iter: Optional[Iterable] = None) -> None:
-    """Train the models together on the same minibatches (one graph), each as fit would train it
-    alone. A model leaves the stack after its num_epochs, when early stopping ends it, when it
-    diverges (model.error: TrainingDiverged) or when one of its callbacks raises (model.error);
-    the others go on. An interrupt (KeyboardInterrupt) stops them all. Each model's net ends with
-    its best epoch's parameters; its epoch_seconds is its share of the stack's epoch."""
+@dataclass
+class Lane:
+    """Models that take the same minibatches (train_iter's) and are validated on the same rows."""
+    models: list[Model]
+    train_iter: DataIter
+    val_iter: Optional[Iterable] = None
+    train_eval_iter: Optional[Iterable] = None
+
+
+def fit_stacked(lanes: Sequence[Lane], test_iter: Iterable, *, monitor: str = "val_acc") -> None:
+    """Train the models of all lanes together (one graph), each as it would train alone; a lane's
+    models share its minibatches, lanes differ in their rows (their seeds' shuffles and splits) but
+    not in how many. A model leaves the stack after its num_epochs, when early stopping ends it,
+    when it diverges (model.error: TrainingDiverged) or when one of its callbacks raises
+    (model.error); the others go on. An interrupt (KeyboardInterrupt) stops them all. Each model's
+    net ends with its best epoch's parameters; its epoch_seconds is its share of the stack's epoch."""
     maximize = monitor.endswith("acc")
-    updater = SoftmaxSGD([m.member for m in models], train_iter.batch_size)
-    active = list(models)
+    all_models = [m for lane in lanes for m in lane.models]
+    updater = SoftmaxSGD.in_lanes([[m.member for m in lane.models] for lane in lanes], lanes[0].train_iter.batch_size)
+    active = [replace(lane, models=list(lane.models)) for lane in lanes]
+    validated = lanes[0].val_iter is not None
     epoch = 0
     while active:
         epoch += 1
         start = time.perf_counter()
-        order = train_iter.epoch_order()
-        loss_sums, corrects = updater.epoch(train_iter.X, train_iter.y, order)
-        n = order.shape[0]
-        nets = [m.net for m in active]
+        orders = [lane.train_iter.epoch_order() for lane in active]
+        loss_sums, corrects = updater.epoch(active[0].train_iter.X, active[0].train_iter.y, *orders)
+        n = orders[0].shape[0]
+        models = [m for lane in active for m in lane.models]
         columns = {"train_loss": loss_sums.asnumpy() / n, "train_acc": corrects.asnumpy() / n}
-        columns["test_loss"], columns["test_acc"] = evaluate(nets, test_iter)
-        if val_iter is not None:
-            columns["val_loss"], columns["val_acc"] = evaluate(nets, val_iter)
-        if train_eval_iter is not None:
-            columns["train_eval_loss"], columns["train_eval_acc"] = evaluate(nets, train_eval_iter)
-        share = (time.perf_counter() - start) / len(active)
+        columns["test_loss"], columns["test_acc"] = evaluate([m.net for m in models], test_iter)
+        for split in ("val", "train_eval"):
+            if getattr(active[0], f"{split}_iter") is not None:  # each lane on its own rows
+                found = [evaluate([m.net for m in lane.models], getattr(lane, f"{split}_iter")) for lane in active]
+                columns[f"{split}_loss"], columns[f"{split}_acc"] = (np.concatenate(part) for part in zip(*found))
+        share = (time.perf_counter() - start) / len(models)
         rates = updater.learning_rates()
-        for i, model in enumerate(list(active)):
+        for i, model in enumerate(models):
             if not _epoch_end(model, epoch, {k: float(v[i]) for k, v in columns.items()}, share, rates[i],
-                              val_iter is not None, monitor, maximize):
-                active.remove(model)
+                              validated, monitor, maximize):
+                next(lane for lane in active if model in lane.models).models.remove(model)
                 updater.remove(model.member)
-    for model in models:
+        active = [lane for lane in active if lane.models]
+    for model in all_models:
         if model.result.best_params:
             for name, p in model.net.collect_params().items():
                 p.set_data(model.result.best_params[name])
