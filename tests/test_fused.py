@@ -47,6 +47,19 @@ def test_the_fused_operator_gives_what_mxnets_operators_give(models: int) -> Non
     np.testing.assert_allclose(ours[2], theirs[2], rtol=1e-5, atol=1e-9)
     np.testing.assert_allclose(ours[3], theirs[3], rtol=1e-4, atol=1e-8)
 
+    feed["part"] = nd.array(rng.randint(0, 3, (rows, models)).astype(np.float32))  # 0: the row is left out
+    ours = _run(fused.loss_and_correct_by_part(*inputs, sym.var("part"), models, classes, 2, True), feed)
+    theirs = _run(fused.loss_and_correct_by_part(*inputs, sym.var("part"), models, classes, 2, False), feed)
+    assert [a.shape for a in ours] == [a.shape for a in theirs] == [(2, models), (2, models)]
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-5)
+    np.testing.assert_array_equal(ours[1], theirs[1])
+    part = feed["part"].asnumpy()
+    whole = _run(fused.loss_and_correct(*inputs, models, classes, True), feed)
+    assert ours[1].sum() == np.sum(whole[1]) - sum(  # each part counts its own rows, none twice
+        _run(fused.loss_and_correct(*inputs, 1, classes, True), {"logits": nd.array(logits[part[:, m] == 0][
+            :, m * classes:(m + 1) * classes]), "y": nd.array(feed["y"].asnumpy()[part[:, m] == 0])})[1][0]
+        for m in range(models))
+
 
 def test_without_a_compiler_training_uses_mxnets_operators_and_says_so(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:

@@ -144,6 +144,30 @@ def test_models_of_other_seeds_take_their_own_minibatches_in_the_same_stack(digi
         "the seeds' models were validated on other rows"
 
 
+@pytest.mark.parametrize("loss_ops", ["fused", "mxnet"])
+def test_evaluating_every_lane_on_the_whole_training_array_gives_each_seeds_own_rows(
+        digits, loss_ops: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where every training row is evaluated (eval_train on a whole training set), lanes read the
+    array once for all seeds; each seed's numbers are those of its own rows gathered."""
+    from softmax_sweep.data import fixed_batches, split_indices
+    from softmax_sweep.model import build_net, evaluate, evaluate_parts
+
+    monkeypatch.setenv("SOFTMAX_SWEEP_FUSED", "1" if loss_ops == "fused" else "0")
+    nets, parts, expected = [], [], []
+    for seed in (0, 1, 2):
+        train_idx, val_idx = split_indices(digits.num_train, 300, seed)
+        parts.append(np.zeros(digits.num_train, np.float32))
+        parts[-1][train_idx], parts[-1][val_idx] = 1, 2
+        nets.append(build_net(10, digits.X_train.shape[1]))
+        expected.append([evaluate([nets[-1]], fixed_batches(digits.X_train, digits.y_train, idx))
+                         for idx in (train_idx, val_idx)])
+    loss, acc = evaluate_parts(nets, fixed_batches(digits.X_train, digits.y_train, batch_size=500), parts, 2)
+    for i, ((train_loss, train_acc), (val_loss, val_acc)) in enumerate(expected):
+        assert (acc[0, i], acc[1, i]) == (train_acc[0], val_acc[0])
+        assert loss[:, i] == pytest.approx([train_loss[0], val_loss[0]], rel=1e-6)
+    assert len({float(a) for a in acc[1]}) > 1, "the seeds' validation rows differ"
+
+
 # --- a grid multirun: the stacked launcher (the default) against hydra/launcher=basic ------------
 
 def _grid(mlruns: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -63,7 +63,7 @@ def _load(library: Path) -> None:
     """Load the library and make symbol functions of its two operators only: mx.library.load
     would make them again for every MXNet operator, 0.4 s of each process's start."""
     check_call(_LIB.MXLoadLib(c_str(str(library)), mx_uint(0)))
-    for name in ("stacked_xent", "stacked_xent_grad"):
+    for name in ("stacked_xent", "stacked_xent_grad", "stacked_xent_parts"):
         handle = OpHandle()
         check_call(_LIB.NNGetOpHandle(c_str(name), ctypes.byref(handle)))
         _ops[name] = _make_symbol_function(handle, name, name)
@@ -111,6 +111,19 @@ def loss_and_correct(logits, y, models: int, num_outputs: int, fused: bool):
     logits, labels = _per_model(logits, models, num_outputs, y)
     return (-sym.sum(sym.pick(sym.log_softmax(logits, axis=-1), labels, axis=-1), axis=0),
             sym.sum(sym.argmax(logits, axis=-1) == labels, axis=0))
+
+
+def loss_and_correct_by_part(logits, y, part, models: int, num_outputs: int, parts: int, fused: bool):
+    """Symbols: per part 1..parts and model (shape (parts, models)) the summed loss and the number
+    of correct predictions over the rows where part (rows, models) holds that part (0: none)."""
+    if fused:
+        out = _ops["stacked_xent_parts"](logits, y, part, models=models, parts=parts)
+        return out[0], out[1]
+    logits, labels = _per_model(logits, models, num_outputs, y)
+    loss = -sym.pick(sym.log_softmax(logits, axis=-1), labels, axis=-1)
+    correct = sym.argmax(logits, axis=-1) == labels
+    return tuple(sym.stack(*(sym.sum(value * (part == p), axis=0) for p in range(1, parts + 1)), axis=0)
+                 for value in (loss, correct))
 
 
 def loss_correct_and_grad(logits, y, scale, models: int, num_outputs: int, fused: bool):

@@ -6,6 +6,8 @@
 //   cross-entropy and the number of rows whose first largest logit is the label.
 // stacked_xent_grad(logits, labels, scale (K)) -> grad (N, K*C), loss (K), correct (K), bias_grad (K*C):
 //   grad = (softmax - one_hot(label)) * scale of the row's model; bias_grad its sum over rows.
+// stacked_xent_parts(logits, labels, part (N, K)) -> loss (P, K), correct (P, K): as stacked_xent,
+//   summed apart over the rows of each part 1..P (attribute parts) of each model; part 0: left out.
 //
 // Each model's numbers come from the same code on its own C logits, row after row, whatever K is:
 // a model stacked gets what it gets alone, float for float. Sums are kept in double.
@@ -82,6 +84,42 @@ static MXReturnValue run(const Attrs& attrs, std::vector<MXTensor>* in, std::vec
   return MX_SUCCESS;
 }
 
+static MXReturnValue run_parts(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out) {
+  const int K = models_of(attrs);
+  const int P = std::stoi(attrs.at("parts"));
+  const int N = static_cast<int>((*in)[0].shape[0]);
+  const int C = static_cast<int>((*in)[0].shape[1]) / K;
+  const float* logits = (*in)[0].data<float>();
+  const float* labels = (*in)[1].data<float>();
+  const float* part = (*in)[2].data<float>();
+  std::vector<Sums> sums(static_cast<size_t>(P) * K);
+  for (int n = 0; n < N; ++n) {
+    const int label = static_cast<int>(labels[n]);
+    if (label < 0 || label >= C) {
+      MX_ERROR_MSG << "stacked_xent_parts: label " << labels[n] << " outside 0.." << C - 1;
+      return MX_FAIL;
+    }
+    for (int m = 0; m < K; ++m) {
+      const int p = static_cast<int>(part[static_cast<size_t>(n) * K + m]);
+      if (p < 1 || p > P) continue;
+      const size_t at = static_cast<size_t>(n) * K * C + static_cast<size_t>(m) * C;
+      one_row(logits + at, C, label, 0.0f, nullptr, nullptr, &sums[static_cast<size_t>(p - 1) * K + m]);
+    }
+  }
+  float* loss = (*out)[0].data<float>();
+  float* correct = (*out)[1].data<float>();
+  for (size_t i = 0; i < sums.size(); ++i) {
+    loss[i] = static_cast<float>(sums[i].loss);
+    correct[i] = sums[i].correct;
+  }
+  return MX_SUCCESS;
+}
+
+static MXReturnValue forward_parts(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out,
+                                   const OpResource&) {
+  return run_parts(attrs, in, out);
+}
+
 static MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out,
                              const OpResource&) {
   return run(attrs, in, out, false);
@@ -119,6 +157,16 @@ static MXReturnValue parse_grad(const Attrs& attrs, int* num_in, int* num_out) {
   return MX_SUCCESS;
 }
 
+static MXReturnValue parse_parts(const Attrs& attrs, int* num_in, int* num_out) {
+  if (parse(attrs, num_in, num_out) != MX_SUCCESS) return MX_FAIL;
+  if (attrs.count("parts") == 0 || std::stoi(attrs.at("parts")) < 1) {
+    MX_ERROR_MSG << "stacked_xent_parts: parts (a positive count) is required";
+    return MX_FAIL;
+  }
+  *num_in = 3;
+  return MX_SUCCESS;
+}
+
 static MXReturnValue types(const Attrs&, std::vector<int>* in, std::vector<int>* out) {
   for (int t : *in)
     if (t != kFloat32) {
@@ -150,6 +198,20 @@ static MXReturnValue shapes(const Attrs& attrs, const std::vector<std::vector<un
   return MX_SUCCESS;
 }
 
+static MXReturnValue shape_parts(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in,
+                                 std::vector<std::vector<unsigned int>>* out) {
+  const unsigned K = models_of(attrs);
+  const unsigned P = std::stoi(attrs.at("parts"));
+  const auto& s = *in;
+  if (!(s[0].size() == 2 && s[1].size() == 1 && s[1][0] == s[0][0] && s[0][1] % K == 0 &&
+        s[0][1] / K <= kMaxClasses && s[2].size() == 2 && s[2][0] == s[0][0] && s[2][1] == K)) {
+    MX_ERROR_MSG << "stacked_xent_parts: logits (N, models * classes), labels (N), part (N, models)";
+    return MX_FAIL;
+  }
+  *out = {{P, K}, {P, K}};
+  return MX_SUCCESS;
+}
+
 static MXReturnValue shape(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in,
                            std::vector<std::vector<unsigned int>>* out) {
   return shapes(attrs, *in, out, false);
@@ -172,5 +234,11 @@ REGISTER_OP(stacked_xent_grad)
     .setParseAttrs(parse_grad)
     .setInferType(types)
     .setInferShape(shape_grad);
+REGISTER_OP(stacked_xent_parts)
+    .setForward(forward_parts, "cpu")
+    .setBackward(backward, "cpu")
+    .setParseAttrs(parse_parts)
+    .setInferType(types)
+    .setInferShape(shape_parts);
 
 MXReturnValue initialize(int version) { return version >= 10700 ? MX_SUCCESS : MX_FAIL; }

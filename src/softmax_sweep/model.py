@@ -12,7 +12,7 @@ from mxnet.gluon import nn
 
 from softmax_sweep import fused
 from softmax_sweep.engine import every_core, threads, using
-from softmax_sweep.fused import loss_and_correct
+from softmax_sweep.fused import loss_and_correct, loss_and_correct_by_part
 
 
 def build_net(num_outputs: int = 10, num_inputs: int = 0) -> nn.HybridSequential:
@@ -136,31 +136,60 @@ def stacked_weight_grad(X, grad, models: int, num_outputs: int, chunk: int):
 
 
 @functools.lru_cache(maxsize=32)
-def _loss_and_correct(models: int, num_outputs: int, chunk: int, use_fused: bool) -> tuple[mx.nd.CachedOp, list[str]]:
-    """Inputs X, y, weight (models * num_outputs, inputs), bias; outputs per model the summed
-    softmax cross-entropy of its logits and its number of correct predictions. One cached op per
-    batch: the loop never waits for a batch to finish."""
-    X, y, weight, bias = (sym.var(n) for n in ("X", "y", "weight", "bias"))
+def _loss_and_correct(models: int, num_outputs: int, chunk: int, use_fused: bool, parts: int
+                      ) -> tuple[mx.nd.CachedOp, list[str]]:
+    """Inputs X, y, weight (models * num_outputs, inputs), bias (and with parts, part: rows by
+    models); outputs per model the summed softmax cross-entropy of its logits and its number of
+    correct predictions (with parts: per part 1..parts and model). One cached op per batch: the
+    loop never waits for a batch to finish."""
+    X, y, part, weight, bias = (sym.var(n) for n in ("X", "y", "part", "weight", "bias"))
     logits = stacked_logits(X, weight, bias, models, num_outputs, chunk)
-    out = sym.Group(list(loss_and_correct(logits, y, models, num_outputs, use_fused)))
+    out = loss_and_correct_by_part(logits, y, part, models, num_outputs, parts, use_fused) if parts else \
+        loss_and_correct(logits, y, models, num_outputs, use_fused)
+    out = sym.Group(list(out))
     return mx.nd.CachedOp(out, flags=[("static_alloc", "true")]), out.list_inputs()
 
 
 def evaluate(nets: Sequence[gluon.Block], data_iter: Iterable) -> tuple[np.ndarray, np.ndarray]:
     """Per net: (mean loss, accuracy) on data_iter, the nets evaluated together."""
+    loss_sum, correct, n = _evaluate(nets, ((X, y, None) for X, y in data_iter), 0)
+    return loss_sum / n, correct / n
+
+
+def evaluate_parts(nets: Sequence[gluon.Block], batches: Iterable, parts_of: Sequence[np.ndarray],
+                   parts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per part p = 1..parts and net (arrays (parts, nets)): (mean loss, accuracy) over the rows of
+    `batches` (in order) where the net's parts_of vector holds p. Nets whose rows differ (another
+    seed's split) are evaluated together on the same batches: the rows are read once, not gathered."""
+    columns = np.stack(parts_of, axis=1).astype(np.float32)
+    counts = np.stack([(columns == p).sum(axis=0) for p in range(1, parts + 1)]).astype(np.float32)
+
+    def with_parts():
+        start = 0
+        for X, y in batches:
+            yield X, y, nd.array(columns[start:start + X.shape[0]])
+            start += X.shape[0]
+
+    loss_sum, correct, _ = _evaluate(nets, with_parts(), parts)
+    return loss_sum / counts, correct / counts
+
+
+def _evaluate(nets: Sequence[gluon.Block], batches: Iterable, parts: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Summed loss and correct predictions per net (and part), and the rows seen."""
     denses = [dense_of(net) for net in nets]
     weight = nd.concat(*(d.weight.data() for d in denses), dim=0) if len(denses) > 1 else denses[0].weight.data()
     bias = nd.concat(*(d.bias.data() for d in denses), dim=0) if len(denses) > 1 else denses[0].bias.data()
     num_outputs, num_inputs = denses[0].weight.shape
-    loss_sum, correct, n = nd.zeros(len(denses)), nd.zeros(len(denses)), 0
+    shape = (parts, len(denses)) if parts else (len(denses),)
+    loss_sum, correct, n = nd.zeros(shape), nd.zeros(shape), 0
     use_fused = fused.available()
     with every_core():  # large products, unlike a training step's: about twice as fast on two cores
-        for X, y in data_iter:
+        for X, y, part in batches:
             chunk = exact_chunk(X.shape[0], len(denses), num_outputs, num_inputs, weight_grad=False)
-            graph, inputs = _loss_and_correct(len(denses), num_outputs, chunk, use_fused)
-            feed = {"X": X, "y": y, "weight": weight, "bias": bias}
+            graph, inputs = _loss_and_correct(len(denses), num_outputs, chunk, use_fused, parts)
+            feed = {"X": X, "y": y, "part": part, "weight": weight, "bias": bias}
             batch_loss, batch_correct = graph(*(feed[name] for name in inputs))
             loss_sum += batch_loss
             correct += batch_correct
             n += X.shape[0]
-    return loss_sum.asnumpy() / n, correct.asnumpy() / n
+    return loss_sum.asnumpy(), correct.asnumpy(), n

@@ -31,6 +31,7 @@ from softmax_sweep.fused import loss_correct_and_grad
 from softmax_sweep.model import dense_of, exact_chunk, stacked_logits, stacked_weight_grad
 
 STEPS_PER_CALL = 8  # 32 steps per graph measured no faster at batch 16
+CALL_ROWS = 2048  # and fewer where lanes would gather more rows per call: they stay in cache
 
 
 @functools.lru_cache(maxsize=128)
@@ -182,7 +183,8 @@ class SoftmaxSGD:
         assert len(orders) == len(self.lanes) and len({o.shape[0] for o in orders}) == 1, "an order per lane, alike"
         n, bs, members = orders[0].shape[0], self.batch_size, self.members
         lanes = tuple(len(lane) for lane in self.lanes)
-        chunk = bs * STEPS_PER_CALL
+        steps = max(1, min(STEPS_PER_CALL, CALL_ROWS // (bs * len(lanes))))
+        chunk = bs * steps
         full_calls = n // chunk
         rest = n - full_calls * chunk
         rest_sizes = (bs,) * (rest // bs) + ((rest % bs,) if rest % bs else ())
@@ -191,7 +193,7 @@ class SoftmaxSGD:
         bias = nd.concat(*(d.bias.data() for d in denses), dim=0) if len(denses) > 1 else denses[0].bias.data()
         loss, correct = nd.zeros((len(denses),)), nd.zeros((len(denses),))
         order = nd.stack(*orders) if len(orders) > 1 else orders[0].reshape((1, -1))
-        calls = [((bs,) * STEPS_PER_CALL, order[:, c * chunk:(c + 1) * chunk]) for c in range(full_calls)]
+        calls = [((bs,) * steps, order[:, c * chunk:(c + 1) * chunk]) for c in range(full_calls)]
         if rest_sizes:
             calls.append((rest_sizes, order[:, full_calls * chunk:]))
         decay = any(m.wd for m in members)

@@ -45,9 +45,13 @@ def train_stacked(dataset: Dataset, models: Sequence[ModelSettings], *, batch_si
     for seed in dict.fromkeys(m.seed for m in models):
         train_idx, val_idx = split_indices(dataset.num_train, val_size, seed, train_size)
         lane = Lane([], DataIter(dataset.X_train, dataset.y_train, train_idx, batch_size, shuffle=True,
-                                 rng=np.random.RandomState(seed)),
-                    dataset.val_batches(val_idx) if len(val_idx) else None,
-                    fixed_batches(dataset.X_train, dataset.y_train, train_idx) if eval_train else None)
+                                 rng=np.random.RandomState(seed)))
+        if eval_train and len(val_idx) and len(train_idx) + len(val_idx) == dataset.num_train:
+            lane.parts = np.zeros(dataset.num_train, np.float32)  # every row is evaluated: read them in place
+            lane.parts[train_idx], lane.parts[val_idx] = 1, 2
+        else:
+            lane.val_iter = dataset.val_batches(val_idx) if len(val_idx) else None
+            lane.train_eval_iter = fixed_batches(dataset.X_train, dataset.y_train, train_idx) if eval_train else None
         for i, m in enumerate(models):
             if m.seed != seed:
                 continue

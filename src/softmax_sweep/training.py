@@ -12,9 +12,9 @@ from typing import Optional, Protocol
 import numpy as np
 from mxnet import gluon, nd
 
-from softmax_sweep.data import DataIter
+from softmax_sweep.data import DataIter, fixed_batches
 from softmax_sweep.errors import TrainingDiverged
-from softmax_sweep.model import evaluate
+from softmax_sweep.model import evaluate, evaluate_parts
 from softmax_sweep.sgd import Member, SoftmaxSGD
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
@@ -67,11 +67,15 @@ def _improved(value: float, best: Optional[float], maximize: bool) -> bool:
 
 @dataclass
 class Lane:
-    """Models that take the same minibatches (train_iter's) and are validated on the same rows."""
+    """Models that take the same minibatches (train_iter's) and are validated on the same rows:
+    val_iter's and train_eval_iter's, or where parts is given (a vector over train_iter.X's rows:
+    1 a training row, 2 a validation row) those of the whole training array (the lanes' rows are
+    then read once, for all lanes, without a copy)."""
     models: list[Model]
     train_iter: DataIter
     val_iter: Optional[Iterable] = None
     train_eval_iter: Optional[Iterable] = None
+    parts: Optional[np.ndarray] = None
 
 
 def fit_stacked(lanes: Sequence[Lane], test_iter: Iterable, *, monitor: str = "val_acc") -> None:
@@ -85,7 +89,8 @@ def fit_stacked(lanes: Sequence[Lane], test_iter: Iterable, *, monitor: str = "v
     all_models = [m for lane in lanes for m in lane.models]
     updater = SoftmaxSGD.in_lanes([[m.member for m in lane.models] for lane in lanes], lanes[0].train_iter.batch_size)
     active = [replace(lane, models=list(lane.models)) for lane in lanes]
-    validated = lanes[0].val_iter is not None
+    validated = lanes[0].val_iter is not None or lanes[0].parts is not None
+    whole = fixed_batches(lanes[0].train_iter.X, lanes[0].train_iter.y) if lanes[0].parts is not None else None
     epoch = 0
     while active:
         epoch += 1
@@ -96,6 +101,9 @@ def fit_stacked(lanes: Sequence[Lane], test_iter: Iterable, *, monitor: str = "v
         models = [m for lane in active for m in lane.models]
         columns = {"train_loss": loss_sums.asnumpy() / n, "train_acc": corrects.asnumpy() / n}
         columns["test_loss"], columns["test_acc"] = evaluate([m.net for m in models], test_iter)
+        if active[0].parts is not None:
+            (columns["train_eval_loss"], columns["val_loss"]), (columns["train_eval_acc"], columns["val_acc"]) = \
+                evaluate_parts([m.net for m in models], whole, [lane.parts for lane in active for _ in lane.models], 2)
         for split in ("val", "train_eval"):
             if getattr(active[0], f"{split}_iter") is not None:  # each lane on its own rows
                 found = [evaluate([m.net for m in lane.models], getattr(lane, f"{split}_iter")) for lane in active]
