@@ -171,9 +171,9 @@ def test_evaluating_every_lane_on_the_whole_training_array_gives_each_seeds_own_
 # --- a grid multirun: the stacked launcher (the default) against hydra/launcher=basic ------------
 
 def _grid(mlruns: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "softmax_sweep.train", "-m", "lr=0.05,1e38,0.3,1", "data=digits",
-                           "num_epochs=4", "eval_train=true", "early_stopping_patience=1", f"mlruns_dir={mlruns}",
-                           *extra],
+    return subprocess.run([sys.executable, "-m", "softmax_sweep.train", "-m", "lr=0.05,1e38,0.3,1", "seed=0,1",
+                           "data=digits", "num_epochs=4", "eval_train=true", "early_stopping_patience=1",
+                           f"mlruns_dir={mlruns}", *extra],
                           capture_output=True, text=True, timeout=600, env=clean_env())
 
 
@@ -200,16 +200,18 @@ def _store(mlruns: Path) -> dict:
 
 
 def test_a_stacked_grid_records_what_one_at_a_time_records(tmp_path: Path) -> None:
+    """Four learning rates times two seeds: one stack, each seed's models on its own minibatches."""
     stacked, alone = _grid(tmp_path / "stacked"), _grid(tmp_path / "alone", "hydra/launcher=basic")
     for done in (stacked, alone):
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
         assert done.stderr.strip().splitlines()[-1] == \
-            "error: 1 of 4 jobs failed (their reasons are in the table above)"
+            "error: 2 of 8 jobs failed (their reasons are in the table above)"
     assert "trained together where they can share minibatches" in stacked.stdout + stacked.stderr
     progress = re.findall(r"trained (.*): (\d+) epochs in [\d.]+ s", stacked.stdout + stacked.stderr)
-    assert progress == [("4 runs together (1047 training images, batch 256, seed 0)", "4")], progress
+    assert progress == [("8 runs together (1047 training images, batch 256, 2 seeds, each its own minibatches)",
+                         "4")], progress
     ours, theirs = _store(tmp_path / "stacked"), _store(tmp_path / "alone")
-    assert sorted(ours) == sorted(theirs) and len(ours) == 5, "four jobs and the grid's parent run"
+    assert sorted(ours) == sorted(theirs) and len(ours) == 9, "eight jobs and the grid's parent run"
     for name in ours:
         a, b = ours[name], theirs[name]
         assert {k: a[k] for k in ("status", "params", "tags", "artifacts")} == \
@@ -220,7 +222,7 @@ def test_a_stacked_grid_records_what_one_at_a_time_records(tmp_path: Path) -> No
             assert [v for _, v in history] == pytest.approx([v for _, v in b["metrics"][key]], rel=1e-5, abs=1e-6,
                                                             nan_ok=True), (name, key)
     statuses = sorted(r["status"] for r in ours.values())
-    assert statuses == ["FAILED", "FINISHED", "FINISHED", "FINISHED", "FINISHED"]
+    assert statuses == ["FAILED"] * 2 + ["FINISHED"] * 7
     assert any(len(r["metrics"].get("val_acc", [])) < 4 for r in ours.values()), "early stopping ended one early"
 
 
