@@ -147,7 +147,9 @@ def _loss_and_correct(models: int, num_outputs: int, chunk: int, use_fused: bool
     out = loss_and_correct_by_part(logits, y, part, models, num_outputs, parts, use_fused) if parts else \
         loss_and_correct(logits, y, models, num_outputs, use_fused)
     out = sym.Group(list(out))
-    return mx.nd.CachedOp(out, flags=[("static_alloc", "true")]), out.list_inputs()
+    # no static_alloc: a graph per stack size would keep its own logits (48 MB for 120 models), a
+    # few large operators gain nothing from it
+    return mx.nd.CachedOp(out), out.list_inputs()
 
 
 def evaluate(nets: Sequence[gluon.Block], data_iter: Iterable) -> tuple[np.ndarray, np.ndarray]:
