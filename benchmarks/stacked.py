@@ -25,6 +25,8 @@
     one model alone, --models models stacked (the stack's pass / models), and a careful
     single-model PyTorch CPU loop (benchmarks/torch_loop.py: in-memory tensors, index-shuffled
     batches), run by --torch-python, an interpreter with torch (skipped, saying so, without one).
+    Then --seeds seeds in one stack, each its own shuffle (a lane of 1 or 12 models), against
+    the same seeds' stacks one after another.
 (c) exercise 1, `sweeps/tune.py` (25 trials), per sampler seed: as it runs by default (two
     trials in flight in joblib worker processes) against its trials asked five at a time, TPE with
     constant_liar, those that share a batch size trained together on the stacked launcher
@@ -238,16 +240,18 @@ def exercise1(seeds: list[int]) -> None:
           f"; stacked: {' '.join(STACKED_TUNE)}")
 
 
-def pass_seconds(data, batch_size: int, models: int, repeats: int = 2) -> float:
-    """Best seconds of one training pass of `models` stacked models (1: a model alone)."""
+def pass_seconds(data, batch_size: int, models: int, repeats: int = 2, lanes: int = 1) -> float:
+    """Best seconds of one training pass of `models` stacked models (1: a model alone); lanes:
+    that many times `models`, each lane on its own shuffle (another seed's)."""
     rows = np.arange(5000, data.num_train)
     best = float("inf")
     for repeat in range(repeats):
-        updater = SoftmaxSGD([Member(build_net(10, 784), lr) for lr in np.geomspace(0.01, 1, models)], batch_size)
-        order = DataIter(data.X_train, data.y_train, rows, batch_size, shuffle=True,
-                         rng=np.random.RandomState(repeat)).epoch_order()
+        updater = SoftmaxSGD.in_lanes([[Member(build_net(10, 784), lr) for lr in np.geomspace(0.01, 1, models)]
+                                       for _ in range(lanes)], batch_size)
+        orders = [DataIter(data.X_train, data.y_train, rows, batch_size, shuffle=True,
+                           rng=np.random.RandomState(repeat * lanes + lane)).epoch_order() for lane in range(lanes)]
         start = time.perf_counter()
-        loss, _ = updater.epoch(data.X_train, data.y_train, order)
+        loss, _ = updater.epoch(data.X_train, data.y_train, *orders)
         loss.asnumpy()
         best = min(best, time.perf_counter() - start)
     return best
@@ -341,6 +345,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=10, help="(d)'s seeds stacked, each with its own minibatches")
     parser.add_argument("--torch-python", help="an interpreter with torch installed, for (d)'s PyTorch loop")
     parser.add_argument("--skip-exercise2", action="store_true", help="leave out (b), 6-8 minutes")
     parser.add_argument("--exercise1-seeds", type=int, nargs="*", default=[0, 1, 2],
@@ -370,6 +375,15 @@ def main() -> None:
             else:
                 line += ", PyTorch loop: skipped (no --torch-python interpreter with torch given)"
             print(line, flush=True)
+        for batch_size in (16, 256):  # models of other seeds: each lane takes its own minibatches
+            cells = []
+            for models in (1, 12):
+                alone = pass_seconds(data, batch_size, models)
+                lanes = pass_seconds(data, batch_size, models, lanes=args.seeds)
+                cells.append(f"{args.seeds} seeds x {models:2d} model{'s' if models > 1 else ' '} "
+                             f"{lanes / models / args.seeds:.3f} ({alone * args.seeds / lanes:.2f}x seed by seed)")
+            print(f"(d) batch {batch_size:3d}, s per model per training pass, each seed its own shuffle: "
+                  + "   ".join(cells), flush=True)
     threads_table(data, args.models)
     loss_ops_table(data, args.models)
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")

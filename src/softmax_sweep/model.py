@@ -77,37 +77,38 @@ def _exact_chunk(rows: int, models: int, num_outputs: int, num_inputs: int, weig
     out the same on one thread and on two)."""
     if models == 1 and together == alone:
         return 1
-    rng = np.random.RandomState(0)
-    X = nd.array(np.resize(rng.rand(min(rows, 512), num_inputs).astype(np.float32), (rows, num_inputs)))
-    W = nd.array(rng.normal(0, 0.05, (MAX_CHUNK * num_outputs, num_inputs)).astype(np.float32))
-    GT = nd.array(rng.normal(0, 0.01, (MAX_CHUNK * num_outputs, rows)).astype(np.float32)) if weight_grad else None
-    XT = nd.transpose(X) if weight_grad else None
-
-    def products(first: int, count: int, thread_count: int) -> list[np.ndarray]:
-        part = slice(first * num_outputs, (first + count) * num_outputs)
-        with using(thread_count):
-            found = [nd.FullyConnected(X, W[part], no_bias=True, num_hidden=count * num_outputs).asnumpy()]
-            if GT is not None:
-                found.append(nd.FullyConnected(XT, GT[part], no_bias=True, num_hidden=count * num_outputs).asnumpy())
-        return found
-
-    mine: dict[int, list[np.ndarray]] = {}
-
-    def matches(count: int) -> bool:
-        together_found = products(0, count, together)
-        for i in range(count):
-            alone_found = mine.setdefault(i, products(i, 1, alone))
-            if not all(np.array_equal(t[:, i * num_outputs:(i + 1) * num_outputs], m)
-                       for t, m in zip(together_found, alone_found)):
-                return False
-        return True
-
     chunk = min(models, MAX_CHUNK)
-    while not (matches(chunk) and (models % chunk == 0 or matches(models % chunk))):
+    shape = (rows, num_outputs, num_inputs, weight_grad, together, alone)
+    while not (_matches(chunk, *shape) and (models % chunk == 0 or _matches(models % chunk, *shape))):
         if chunk == 1:
             return 0
         chunk = (chunk + 1) // 2
     return chunk
+
+
+@functools.lru_cache(maxsize=1024)
+def _matches(count: int, rows: int, num_outputs: int, num_inputs: int, weight_grad: bool, together: int,
+             alone: int) -> bool:
+    """Whether `count` stacked models' products on `together` threads are each model's own on
+    `alone`, on random numbers (kept per chunk size: a stack that loses a model asks again only
+    for its last chunk)."""
+    rng = np.random.RandomState(0)
+    X = nd.array(np.resize(rng.rand(min(rows, 512), num_inputs).astype(np.float32), (rows, num_inputs)))
+    W = nd.array(rng.normal(0, 0.05, (count * num_outputs, num_inputs)).astype(np.float32))
+    GT = nd.array(rng.normal(0, 0.01, (count * num_outputs, rows)).astype(np.float32)) if weight_grad else None
+    XT = nd.transpose(X) if weight_grad else None
+
+    def products(first: int, size: int, thread_count: int) -> list[np.ndarray]:
+        part = slice(first * num_outputs, (first + size) * num_outputs)
+        with using(thread_count):
+            found = [nd.FullyConnected(X, W[part], no_bias=True, num_hidden=size * num_outputs).asnumpy()]
+            if GT is not None:
+                found.append(nd.FullyConnected(XT, GT[part], no_bias=True, num_hidden=size * num_outputs).asnumpy())
+        return found
+
+    together_found = products(0, count, together)
+    return all(np.array_equal(t[:, i * num_outputs:(i + 1) * num_outputs], m)
+               for i in range(count) for t, m in zip(together_found, products(i, 1, alone)))
 
 
 def _chunks(models: int, chunk: int, num_outputs: int) -> list[tuple[int, int]]:

@@ -15,6 +15,10 @@ learning rate, weight decay and schedule. Each model's weights are what training
 float for float (tests/test_stacked.py, up to lr 1): the two matrix products of a step are taken
 in a layout, and in chunks of models, in which oneDNN computes every model's part as it computes
 that model alone (model.exact_chunk), so no rounding difference is there for SGD to grow.
+
+Models of other seeds (their own split and shuffle) are lanes of the same graph: each lane takes
+its own rows, gathers them and computes its products as a stack of its own would. That saves the
+graph calls, not the arithmetic: 1.0-1.4x seed by seed (benchmarks/stacked.py (d)).
 """
 from __future__ import annotations
 
@@ -31,7 +35,6 @@ from softmax_sweep.fused import loss_correct_and_grad
 from softmax_sweep.model import dense_of, exact_chunk, stacked_logits, stacked_weight_grad
 
 STEPS_PER_CALL = 8  # 32 steps per graph measured no faster at batch 16
-CALL_ROWS = 2048  # and fewer where lanes would gather more rows per call: they stay in cache
 
 
 @functools.lru_cache(maxsize=128)
@@ -186,8 +189,7 @@ class SoftmaxSGD:
         assert len(orders) == len(self.lanes) and len({o.shape[0] for o in orders}) == 1, "an order per lane, alike"
         n, bs, members = orders[0].shape[0], self.batch_size, self.members
         lanes = tuple(len(lane) for lane in self.lanes)
-        steps = max(1, min(STEPS_PER_CALL, CALL_ROWS // (bs * len(lanes))))
-        chunk = bs * steps
+        chunk = bs * STEPS_PER_CALL
         full_calls = n // chunk
         rest = n - full_calls * chunk
         rest_sizes = (bs,) * (rest // bs) + ((rest % bs,) if rest % bs else ())
@@ -196,7 +198,7 @@ class SoftmaxSGD:
         bias = nd.concat(*(d.bias.data() for d in denses), dim=0) if len(denses) > 1 else denses[0].bias.data()
         loss, correct = nd.zeros((len(denses),)), nd.zeros((len(denses),))
         order = nd.stack(*orders) if len(orders) > 1 else orders[0].reshape((1, -1))
-        calls = [((bs,) * steps, order[:, c * chunk:(c + 1) * chunk]) for c in range(full_calls)]
+        calls = [((bs,) * STEPS_PER_CALL, order[:, c * chunk:(c + 1) * chunk]) for c in range(full_calls)]
         if rest_sizes:
             calls.append((rest_sizes, order[:, full_calls * chunk:]))
         decay = any(m.wd for m in members)
