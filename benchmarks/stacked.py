@@ -17,7 +17,8 @@
     against hydra/launcher=basic (one at a time) and against one run's command, each timed
     from the outside.
 (b) exercise 2's whole study, `sweeps/overfit.py` (26 queued trials x 10 seeds x 60 epochs, all
-    trials in one launch, each seed's models that share minibatches in one graph) against
+    trials in one launch, the models of one training set and batch size in one graph, each seed
+    a lane with its own minibatches) against
     `sweeps/overfit.py --no-stack` (one trial at a time): wall time, peak RSS of each command, and
     whether both studies got the same trial values (target: stacked <= 60 s, under 3 GiB); and
     the arithmetic of the epochs the study ran (read from its MLflow store) at this CPU's peak.

@@ -1,6 +1,7 @@
 """The stacked launcher's Stack on its own (no MXNet, no Hydra): jobs meet at their requests,
-each group of equal keys trains once per round, a failed request fails its job alone, and an
-interrupt reaches every job."""
+each group of equal keys trains once per round, a failed request fails its job alone, a job's
+fork runs its parts as jobs whose requests train with everyone's, and an interrupt reaches every
+job, forked or not."""
 from __future__ import annotations
 
 import pytest
@@ -51,3 +52,58 @@ def test_an_interrupt_in_training_reaches_every_waiting_job() -> None:
     with pytest.raises(KeyboardInterrupt):
         Stack().run([Job(lambda: job("first")), Job(lambda: job("second"))])
     assert sorted(seen) == ["first", "second"], "each job ended its run as interrupted"
+
+
+def test_a_forked_jobs_parts_train_with_the_other_jobs_requests() -> None:
+    """A trial's seeds: parts of one job, each its own request, in the same rounds as the others'."""
+    trained: list = []
+
+    def train(requests: list[Request]) -> None:
+        trained.append(sorted(r.payload for r in requests))
+        for r in requests:
+            if r.payload == "bad":
+                r.error = ValueError("bad request")
+            r.result = f"trained {r.payload}"
+
+    def ask(payload: str) -> str:
+        return current().request(Request("key", train, payload))
+
+    def forking() -> list:
+        before = ask("parent")
+        outcomes = current().fork([lambda: ask("seed 0"), lambda: ask("seed 1") + " and " + ask("seed 1 again"),
+                                   lambda: ask("bad")])
+        return [before, *((result, type(error).__name__ if error else None) for result, error in outcomes)]
+
+    results = Stack().run([Job(forking), Job(lambda: [ask("other"), ask("other again")])])
+    assert results[0] == ["trained parent", ("trained seed 0", None),
+                          ("trained seed 1 and trained seed 1 again", None), (None, "ValueError")]
+    assert results[1] == ["trained other", "trained other again"]
+    # round 1: the two jobs; round 2: the fork's three parts with the other job's second request
+    assert trained == [["other", "parent"], ["bad", "other again", "seed 0", "seed 1"], ["seed 1 again"]]
+
+
+def test_an_interrupt_reaches_the_parts_of_a_fork_and_their_parent() -> None:
+    seen: list = []
+
+    def train(requests: list[Request]) -> None:
+        raise KeyboardInterrupt
+
+    def part(name: str) -> None:
+        try:
+            current().request(Request("key", train, name))
+        except KeyboardInterrupt:
+            seen.append(name)
+            raise
+
+    def forking() -> None:
+        outcomes = current().fork([lambda: part("seed 0"), lambda: part("seed 1")])
+        seen.append(("parent", [type(error).__name__ for _, error in outcomes]))
+
+    with pytest.raises(KeyboardInterrupt):
+        Stack().run([Job(forking), Job(lambda: part("other"))])
+    assert sorted(map(str, seen)) == sorted(map(str, ["other", "seed 0", "seed 1",
+                                                      ("parent", ["KeyboardInterrupt", "KeyboardInterrupt"])]))
+
+
+def test_a_fork_of_nothing_returns_at_once() -> None:
+    assert Stack().run([Job(lambda: current().fork([]))]) == [[]]

@@ -168,6 +168,23 @@ def test_evaluating_every_lane_on_the_whole_training_array_gives_each_seeds_own_
     assert len({float(a) for a in acc[1]}) > 1, "the seeds' validation rows differ"
 
 
+def test_a_long_group_says_how_far_it_is(digits, caplog: pytest.LogCaptureFixture) -> None:
+    """Every model of a group hears of each epoch; the group's line comes once per epoch, at most
+    every `seconds` (10 in a launch), also after its first models have left."""
+    import logging
+
+    from softmax_sweep.stacking import _Progress
+
+    progress = _Progress("3 runs together (...)", 4, seconds=0)
+    settings = [ModelSettings(0.1, 4, callbacks=[progress]), ModelSettings(0.1, 2, callbacks=[progress]),
+                ModelSettings(1e38, 4, callbacks=[progress], seed=1)]
+    with caplog.at_level(logging.INFO, logger="softmax_sweep"):
+        train_stacked(digits, settings, **STACK)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("training 3 runs")]
+    assert [line.split(" (")[1] for line in lines] == \
+        ["...): epoch 1 of 4", "...): epoch 2 of 4", "...): epoch 3 of 4", "...): epoch 4 of 4"], lines
+
+
 # --- a grid multirun: the stacked launcher (the default) against hydra/launcher=basic ------------
 
 def _grid(mlruns: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -403,6 +403,8 @@ def test_study_scripts_end_to_end_and_help(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     output = done.stdout + done.stderr
     assert "enqueue: 20 of 26 trials lie outside the search space: not queued" in output
+    assert "trained 12 runs together (100 training images, batch 32, 2 seeds, each its own minibatches)" in output, \
+        "no pruner: each trial's seeds train at once, as lanes of one stack"
     study = _study(mlruns, "overfit-digits")
     assert len(study.trials) == 6, "the queued trials of one training-set size and lr: six remedies"
     assert {t.params["remedy"] for t in study.trials} == {"none", "weight_decay_1e-4", "weight_decay",

@@ -204,3 +204,52 @@ def test_ctrl_c_while_a_run_is_being_created_ends_it_killed(tmp_path: Path, monk
         signal.signal(signal.SIGINT, previous)
         interrupts._received.clear()
     assert run_statuses(tmp_path / "mlflow.db") == ["KILLED"]
+
+
+def test_runs_logging_together_write_less_often_each(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run alone writes its queued metrics once a second, however slow its writes; among 20 runs
+    of one process with metrics queued (a stack of trials), each waits until their writes together
+    take about 5% of the time (20 x 10 ms / 0.05 = 4 s here), at most 10 s."""
+    from softmax_sweep.experiment import open_tracker
+    from softmax_sweep.runlog import RunLogger
+
+    tracker = open_tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "budget", str(tmp_path))
+    runs = [tracker.start_run(f"run {i}") for i in range(20)]
+
+    def written(run: RunLogger) -> list[int]:
+        return sorted(m.step for m in tracker.client.get_metric_history(run.run_id, "val_acc"))
+
+    runs[0].on_epoch_end(1, {"val_acc": 0.5})
+    runs[0].flush()
+    assert RunLogger._write_seconds > 0, "a real write's duration is measured"
+    monkeypatch.setattr(RunLogger, "_write_seconds", 0.01)  # what the rule reads, fixed for the test
+
+    alone = runs[1]
+    monkeypatch.setattr(RunLogger, "_write_seconds", 0.5)  # a slow server: alone, still every second
+    alone._flushed_at -= 2  # its last write 2 s ago
+    alone.on_epoch_end(1, {"val_acc": 0.5})
+    assert written(alone) == [1], "alone: due after a second"
+
+    monkeypatch.setattr(RunLogger, "_write_seconds", 0.01)
+    for run in runs:  # an epoch of the stack: written within a second of the runs' start, so queued
+        run.on_epoch_end(2, {"val_acc": 0.6})
+    assert len(RunLogger._pending) == 20
+    one = runs[2]
+    one._flushed_at -= 2
+    one.on_epoch_end(3, {"val_acc": 0.7})
+    assert written(one) == [], "among 20: not yet after 2 s"
+    one._flushed_at -= 2.5
+    one.on_epoch_end(4, {"val_acc": 0.8})
+    assert written(one) == [2, 3, 4], "due after 4 s"
+    monkeypatch.setattr(RunLogger, "_write_seconds", 1.0)  # 20 x 1 s / 0.05 = 400 s: capped at 10 s
+    slow = runs[3]
+    slow._flushed_at -= 9
+    slow.on_epoch_end(3, {"val_acc": 0.7})
+    assert written(slow) == [], "not yet after 9 s"
+    slow._flushed_at -= 1.5
+    slow.on_epoch_end(4, {"val_acc": 0.8})
+    assert written(slow) == [2, 3, 4], "due after 10 s however slow the writes"
+    for run in runs:
+        run.end("FINISHED")
+    assert not RunLogger._pending
+    assert [len(written(run)) for run in runs] == [2, 2, 3, 3] + [1] * 16, "nothing lost at the end"

@@ -55,10 +55,17 @@ class RunLogger:
 
     Params, tags and metrics are queued and written together, at most once per
     flush_seconds and always when the run ends: a sub-second epoch (or a trial of a sweep, with
-    other workers sharing the database) does not pay a commit for each of them.
+    other workers sharing the database) does not pay a commit for each of them. Where many runs
+    of one process log at once (a stack of trials), each waits longer, so that their writes
+    together take about write_share of the process's time, up to most_seconds (a tracking server
+    that stopped answering is still met within that and tracking.retry_seconds).
     """
 
     flush_seconds = 1.0
+    write_share = 0.05
+    most_seconds = 10.0
+    _pending: set[RunLogger] = set()  # this process's loggers with metrics queued
+    _write_seconds = 0.0  # a write's recent duration (moving average)
 
     def __init__(self, client: MlflowClient, run_id: str, artifact_uri: Optional[str] = None,
                  server: Optional[Server] = None) -> None:
@@ -94,23 +101,33 @@ class RunLogger:
         self._flush_if_due()
 
     def _flush_if_due(self) -> None:
-        if time.monotonic() - self._flushed_at >= self.flush_seconds:
+        due, pending = self.flush_seconds, len(RunLogger._pending)
+        if pending > 1:
+            due = max(due, min(self.most_seconds, pending * RunLogger._write_seconds / self.write_share))
+        if time.monotonic() - self._flushed_at >= due:
             self.flush()
 
     def _queue(self, metrics: Mapping[str, float], step: int) -> None:
         now = int(time.time() * 1000)
         self._metrics.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        RunLogger._pending.add(self)
 
     @_uninterrupted
     def flush(self) -> None:
         metrics, params, tags = self._metrics, self._params, [RunTag(k, v) for k, v in self._tags.items()]
         self._metrics, self._params, self._tags = [], [], {}
+        RunLogger._pending.discard(self)
+        start, writes = time.monotonic(), bool(metrics or params or tags)
         # MLflow takes at most 1000 metrics, 100 params and 100 tags in one call
         while metrics or params or tags:
             self.client.log_batch(self.run_id, metrics=metrics[:900], params=params[:BATCH_LIMIT],
                                   tags=tags[:BATCH_LIMIT])
             metrics, params, tags = metrics[900:], params[BATCH_LIMIT:], tags[BATCH_LIMIT:]
         self._flushed_at = time.monotonic()
+        if writes:
+            took = self._flushed_at - start
+            RunLogger._write_seconds = 0.8 * RunLogger._write_seconds + 0.2 * took if RunLogger._write_seconds \
+                else took
 
     @_uninterrupted
     def log_dataset(self, name: str, digest: str, source: str, context: str = "training") -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 import mxnet as mx
@@ -68,21 +68,38 @@ def train_stacked(dataset: Dataset, models: Sequence[ModelSettings], *, batch_si
     return [stack[i] for i in range(len(models))]
 
 
+class _Progress:
+    """A callback of every model of a group: a line every `seconds` on the group's epochs."""
+
+    def __init__(self, what: str, num_epochs: int, seconds: float = 10.0) -> None:
+        self.what, self.num_epochs, self.seconds = what, num_epochs, seconds
+        self.start = self.shown = time.perf_counter()
+        self.epoch = 0
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        now = time.perf_counter()
+        if epoch > self.epoch and now - self.shown >= self.seconds:
+            log.info("training %s: epoch %d of %d (%.0f s)", self.what, epoch, self.num_epochs, now - self.start)
+            self.shown = now
+        self.epoch = max(self.epoch, epoch)
+
+
 def train_together(requests: list) -> None:
-    """A Stack's train function for train_softmax's requests that can train together; a line on
-    each group when it is done (the jobs of a launch report only when all groups are)."""
+    """A Stack's train function for train_softmax's requests that can train together: a line on
+    each group every 10 s and when it is done (the jobs of a launch report only when all groups are)."""
     dataset, shared = requests[0].payload[0], requests[0].payload[2]
-    start = time.perf_counter()
     settings = [r.payload[1] for r in requests]
-    models = train_stacked(dataset, settings, **shared)
-    for request, model in zip(requests, models):
-        request.result = model
     seeds = sorted({s.seed for s in settings})
     images = len(split_indices(dataset.num_train, shared["val_size"], seeds[0], shared["train_size"])[0])
-    log.info("trained %s (%d training images, batch %d, %s): %d epochs in %.1f s",
-             f"{len(models)} runs together" if len(models) > 1 else "1 run", images, shared["batch_size"],
-             f"seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} seeds, each its own minibatches",
-             max(len(m.result.history) for m in models), time.perf_counter() - start)
+    what = (f"{len(settings)} runs together" if len(settings) > 1 else "1 run") + \
+        f" ({images} training images, batch {shared['batch_size']}, " + \
+        (f"seed {seeds[0]})" if len(seeds) == 1 else f"{len(seeds)} seeds, each its own minibatches)")
+    progress = _Progress(what, max(s.num_epochs for s in settings))
+    models = train_stacked(dataset, [replace(s, callbacks=[*s.callbacks, progress]) for s in settings], **shared)
+    for request, model in zip(requests, models):
+        request.result = model
+    log.info("trained %s: %d epochs in %.1f s", what, max(len(m.result.history) for m in models),
+             time.perf_counter() - progress.start)
 
 
 def group_key(dataset: Dataset, shared: dict[str, Any]) -> tuple:

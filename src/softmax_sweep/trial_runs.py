@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Optional
 
 import optuna
 from omegaconf import DictConfig
 
+from hydra_plugins.softmax_sweep_stacked.stack import current as current_stack
 from optuna_pruning.workers import worker_name
 from softmax_sweep import interrupts
 from softmax_sweep.errors import UserError
@@ -128,13 +130,15 @@ def _run_seeds(cfg, trial: optuna.Trial, reporter: PruningReporter, seeds: int, 
         group.log_params({**trial.params, "seeds": seeds, "seed": first})
         results: dict[str, list[float]] = {reporter.monitor: [], "test_acc_at_best_epoch": []}
         run_ids, histories = [], []
-        for seed in range(first, first + seeds):
+
+        def train_seed(seed: int) -> dict[str, Any]:
             seed_cfg = OmegaConf.create(OmegaConf.to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg))
             seed_cfg.seed = seed
-            summary = train(seed_cfg, callbacks=[reporter] if seed == first else [],
-                            run_name=f"{name} seed={seed}",
-                            tags={**tags, "mlflow.parentRunId": group.run_id, "seed": str(seed)}, in_sweep=True,
-                            plots=False)
+            return train(seed_cfg, callbacks=[reporter] if seed == first else [], run_name=f"{name} seed={seed}",
+                         tags={**tags, "mlflow.parentRunId": group.run_id, "seed": str(seed)}, in_sweep=True,
+                         plots=False)
+
+        for summary in _seed_summaries(train_seed, range(first, first + seeds), trial):
             run_ids.append(summary["run_id"])
             histories.append(summary["history"])
             trial.set_user_attr("seed_run_ids", run_ids)
@@ -155,3 +159,19 @@ def _run_seeds(cfg, trial: optuna.Trial, reporter: PruningReporter, seeds: int, 
             group.log_metrics(mean_curves[-1], step=epoch)
         log_curves(group, mean_curves, f"{name}: mean of {seeds} seeds")
     return sum(results[reporter.monitor]) / seeds
+
+
+def _seed_summaries(train_seed: Callable[[int], dict[str, Any]], seeds: range, trial: optuna.Trial
+                    ) -> Iterator[dict[str, Any]]:
+    """Each seed's run summary, in seed order. In a stacked launch, where the trial cannot be
+    pruned (a pruned first seed ends the trial before the others start), the seeds train at once:
+    each with its own minibatches, beside the other trials' models; the first failed seed fails the
+    trial once all have ended. Otherwise one after another."""
+    stack = current_stack()
+    if stack is None or not isinstance(trial.study.pruner, optuna.pruners.NopPruner):
+        yield from map(train_seed, seeds)
+        return
+    for summary, error in stack.fork([functools.partial(train_seed, seed) for seed in seeds]):
+        if error is not None:
+            raise error
+        yield summary

@@ -1,7 +1,9 @@
 """A launch whose jobs meet where they train: each job runs in a thread of its own up to the point
 where it hands a Request to the Stack and waits; the launcher then calls each group's train
 function once for the requests of that group (same group key) and lets the jobs go on, one at a
-time. The app decides what a request holds and how a group trains; this module knows neither."""
+time. A job may fork: run parts of itself as jobs of the launch (a trial's seeds), whose requests
+train with everyone's, and wait for them. The app decides what a request holds and how a group
+trains; this module knows neither."""
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,11 +25,13 @@ class Request:
 class Job:
     body: Callable[[], Any]
     before_each_step: Callable[[], None] = lambda: None  # e.g. set the job's HydraConfig again
-    state: str = "new"  # new, running, parked (a request waits), done
+    state: str = "new"  # new, running, parked (a request waits), forked (its children run), done
     request: Optional[Request] = None
     result: Any = None
     error: Optional[BaseException] = None  # what the body raised (Hydra's run_job keeps a job's Exception itself)
     thread: Optional[threading.Thread] = field(default=None, repr=False)
+    children: list["Job"] = field(default_factory=list, repr=False)
+    parent: Optional["Job"] = field(default=None, repr=False)
 
 
 class Stack:
@@ -37,19 +41,20 @@ class Stack:
     def run(self, jobs: Sequence[Job]) -> list[Any]:
         """Run the jobs' bodies; returns what each returned. Every job goes on alone until it asks
         to train or ends; the requests then train together; the jobs go on; and so on."""
+        self._jobs = list(jobs)  # and the children of forks, as they come
         try:
             for job in jobs:
-                self._step(job)
-            while parked := [job for job in jobs if job.state == "parked"]:
+                self._advance(job)
+            while parked := [job for job in self._jobs if job.state == "parked"]:
                 self._train([job.request for job in parked])
                 for job in parked:
-                    self._step(job)
+                    self._advance(job)
         except BaseException as error:  # Ctrl-C, SIGTERM: every job ends its run as interrupted
-            for job in jobs:
-                while job.state in ("running", "parked"):
+            while live := [job for job in self._jobs if job.state in ("running", "parked")]:
+                for job in live:
                     if job.state == "parked":
                         job.request.error = error
-                    self._step(job)
+                    self._advance(job)
             raise
         if failed := next((job.error for job in jobs if job.error is not None), None):
             raise failed
@@ -61,6 +66,18 @@ class Stack:
             groups.setdefault(request.key, []).append(request)
         for group in groups.values():
             group[0].train(group)
+
+    def _advance(self, job: Job) -> None:
+        """Step the job; the children of its fork, if it forked; its parent, if it was the last
+        of its fork to end."""
+        self._step(job)
+        if job.state == "forked":
+            self._jobs.extend(job.children)
+            for child in job.children:
+                self._advance(child)
+        elif job.state == "done" and job.parent is not None and job.parent.state == "forked" \
+                and all(child.state == "done" for child in job.parent.children):
+            self._advance(job.parent)
 
     def _step(self, job: Job) -> None:
         """Let the job run until it parks at its next request or ends."""
@@ -98,6 +115,21 @@ class Stack:
         if request.error is not None:
             raise request.error
         return request.result
+
+
+    def fork(self, bodies: Sequence[Callable[[], Any]]) -> list[tuple[Any, Optional[BaseException]]]:
+        """In a job's thread: run each body as a job of this launch (its requests train with the
+        others'), wait until all have ended; each one's (result, error)."""
+        job = _local.job
+        if not bodies:
+            return []
+        children = [Job(body=body, before_each_step=job.before_each_step, parent=job) for body in bodies]
+        with self._changed:
+            job.children, job.state = children, "forked"
+            self._changed.notify_all()
+            while job.state == "forked":
+                self._changed.wait()
+        return [(child.result, child.error) for child in children]
 
 
 def current() -> Optional[Stack]:
