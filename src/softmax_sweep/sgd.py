@@ -17,8 +17,9 @@ in a layout, and in chunks of models, in which oneDNN computes every model's par
 that model alone (model.exact_chunk), so no rounding difference is there for SGD to grow.
 
 Models of other seeds (their own split and shuffle) are lanes of the same graph: each lane takes
-its own rows, gathers them and computes its products as a stack of its own would. That saves the
-graph calls, not the arithmetic: 1.0-1.4x seed by seed (benchmarks/stacked.py (d)).
+its own rows, gathers them and computes its products as a stack of its own would. That saves
+graph calls, not arithmetic: a training pass takes about as long as seed by seed
+(benchmarks/stacked.py (d) prints both); what lanes share is the evaluation (training.fit_stacked).
 """
 from __future__ import annotations
 
@@ -94,10 +95,10 @@ def _joined(parts: list):
 
 def step_plan(batch_size: int, last_size: int, lanes: tuple[int, ...], num_outputs: int, num_inputs: int
               ) -> tuple[int, dict[tuple[int, int], int]]:
-    """The threads of an epoch's steps (as many as the stack's products pay for, unless a model's
+    """The threads of an epoch's steps (as many as a lane's products pay for, unless a model's
     products there differ from its products alone) and each (step size, lane's models)'s exact chunk."""
     alone = engine.training_threads(batch_size * num_outputs * num_inputs)
-    for threads in dict.fromkeys((engine.training_threads(batch_size * sum(lanes) * num_outputs * num_inputs), alone)):
+    for threads in dict.fromkeys((engine.training_threads(batch_size * max(lanes) * num_outputs * num_inputs), alone)):
         chunk_of = {(size, models): exact_chunk(size, models, num_outputs, num_inputs, together=threads, alone=alone)
                     for size in {batch_size, last_size} - {0} for models in set(lanes)}
         if all(chunk_of.values()):

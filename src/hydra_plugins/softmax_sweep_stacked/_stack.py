@@ -116,7 +116,6 @@ class Stack:
             raise request.error
         return request.result
 
-
     def fork(self, bodies: Sequence[Callable[[], Any]]) -> list[tuple[Any, Optional[BaseException]]]:
         """In a job's thread: run each body as a job of this launch (its requests train with the
         others'), wait until all have ended; each one's (result, error)."""
