@@ -36,24 +36,6 @@ def test_jobs_meet_at_their_requests_and_each_group_trains_once_a_round() -> Non
     assert current() is None, "outside a job's thread there is no stack"
 
 
-def test_an_interrupt_in_training_reaches_every_waiting_job() -> None:
-    seen: list = []
-
-    def train(requests: list[Request]) -> None:
-        raise KeyboardInterrupt
-
-    def job(name: str) -> None:
-        try:
-            current().request(Request("key", train, name))
-        except KeyboardInterrupt:
-            seen.append(name)
-            raise
-
-    with pytest.raises(KeyboardInterrupt):
-        Stack().run([Job(lambda: job("first")), Job(lambda: job("second"))])
-    assert sorted(seen) == ["first", "second"], "each job ended its run as interrupted"
-
-
 def test_a_forked_jobs_parts_train_with_the_other_jobs_requests() -> None:
     """A trial's seeds: parts of one job, each its own request, in the same rounds as the others'."""
     trained: list = []
@@ -82,7 +64,7 @@ def test_a_forked_jobs_parts_train_with_the_other_jobs_requests() -> None:
     assert trained == [["other", "parent"], ["bad", "other again", "seed 0", "seed 1"], ["seed 1 again"]]
 
 
-def test_an_interrupt_reaches_the_parts_of_a_fork_and_their_parent() -> None:
+def test_an_interrupt_reaches_every_job_the_parts_of_a_fork_and_their_parent() -> None:
     seen: list = []
 
     def train(requests: list[Request]) -> None:

@@ -222,33 +222,26 @@ def test_runs_logging_together_write_less_often_each(tmp_path: Path, monkeypatch
     runs[0].on_epoch_end(1, {"val_acc": 0.5})
     runs[0].flush()
     assert RunLogger._write_seconds > 0, "a real write's duration is measured"
-    monkeypatch.setattr(RunLogger, "_write_seconds", 0.01)  # what the rule reads, fixed for the test
 
-    alone = runs[1]
-    monkeypatch.setattr(RunLogger, "_write_seconds", 0.5)  # a slow server: alone, still every second
-    alone._flushed_at -= 2  # its last write 2 s ago
-    alone.on_epoch_end(1, {"val_acc": 0.5})
-    assert written(alone) == [1], "alone: due after a second"
+    def after(run: RunLogger, seconds: float, epoch: int) -> list[int]:
+        """The steps written once the run's last write is `seconds` further back and an epoch ends."""
+        run._flushed_at -= seconds
+        run.on_epoch_end(epoch, {"val_acc": epoch / 10})
+        return written(run)
+
+    # what the rule reads, fixed for the test: first a slow server, where a run alone still writes every second
+    monkeypatch.setattr(RunLogger, "_write_seconds", 0.5)
+    assert after(runs[1], 2, 1) == [1], "alone: due after a second"
 
     monkeypatch.setattr(RunLogger, "_write_seconds", 0.01)
     for run in runs:  # an epoch of the stack: written within a second of the runs' start, so queued
         run.on_epoch_end(2, {"val_acc": 0.6})
     assert len(RunLogger._pending) == 20
-    one = runs[2]
-    one._flushed_at -= 2
-    one.on_epoch_end(3, {"val_acc": 0.7})
-    assert written(one) == [], "among 20: not yet after 2 s"
-    one._flushed_at -= 2.5
-    one.on_epoch_end(4, {"val_acc": 0.8})
-    assert written(one) == [2, 3, 4], "due after 4 s"
+    assert after(runs[2], 2, 3) == [], "among 20: not yet after 2 s"
+    assert after(runs[2], 2.5, 4) == [2, 3, 4], "due after 4 s"
     monkeypatch.setattr(RunLogger, "_write_seconds", 1.0)  # 20 x 1 s / 0.05 = 400 s: capped at 10 s
-    slow = runs[3]
-    slow._flushed_at -= 9
-    slow.on_epoch_end(3, {"val_acc": 0.7})
-    assert written(slow) == [], "not yet after 9 s"
-    slow._flushed_at -= 1.5
-    slow.on_epoch_end(4, {"val_acc": 0.8})
-    assert written(slow) == [2, 3, 4], "due after 10 s however slow the writes"
+    assert after(runs[3], 9, 3) == [], "not yet after 9 s"
+    assert after(runs[3], 1.5, 4) == [2, 3, 4], "due after 10 s however slow the writes"
     for run in runs:
         run.end("FINISHED")
     assert not RunLogger._pending
