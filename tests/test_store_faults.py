@@ -69,7 +69,9 @@ def test_a_tracking_server_that_dies_mid_run(tmp_path: Path) -> None:
     assert code == 2 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == (f"error: tracking server {first_url} is unreachable (gave up within "
                                             "tracking.retry_seconds=6)")
-    assert 1 < seconds < 6 + 5  # retried a while; MLflow's own retries took about 4 minutes per request
+    # MLflow's own retries took about 4 minutes per request. A write cut off as the server went
+    # down (not retried: a POST) gives up at once, once the health check finds no server
+    assert seconds < 6 + 5
     with open(tmp_path / "wait" / "metrics.csv") as f:
         assert len(list(csv.DictReader(f))) >= 3  # the epochs so far, kept where they can be
     assert code2 == 130 and "Traceback" not in err2, err2
