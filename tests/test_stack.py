@@ -9,15 +9,20 @@ import pytest
 from hydra_plugins.softmax_sweep_stacked.stack import Job, Request, Stack, current
 
 
-def test_jobs_meet_at_their_requests_and_each_group_trains_once_a_round() -> None:
-    trained: list = []
-
+def _recording(trained: list):
+    """A group's train function: each round's payloads go to `trained`; "bad" fails its request."""
     def train(requests: list[Request]) -> None:
         trained.append(sorted(r.payload for r in requests))
         for r in requests:
             if r.payload == "bad":
                 r.error = ValueError("bad request")
             r.result = f"trained {r.payload}"
+    return train
+
+
+def test_jobs_meet_at_their_requests_and_each_group_trains_once_a_round() -> None:
+    trained: list = []
+    train = _recording(trained)
 
     def ask(key: str, payload: str) -> str:
         return current().request(Request(key, train, payload))
@@ -39,13 +44,7 @@ def test_jobs_meet_at_their_requests_and_each_group_trains_once_a_round() -> Non
 def test_a_forked_jobs_parts_train_with_the_other_jobs_requests() -> None:
     """A trial's seeds: parts of one job, each its own request, in the same rounds as the others'."""
     trained: list = []
-
-    def train(requests: list[Request]) -> None:
-        trained.append(sorted(r.payload for r in requests))
-        for r in requests:
-            if r.payload == "bad":
-                r.error = ValueError("bad request")
-            r.result = f"trained {r.payload}"
+    train = _recording(trained)
 
     def ask(payload: str) -> str:
         return current().request(Request("key", train, payload))
