@@ -48,6 +48,14 @@ __attribute__((noinline)) static void one_row(const float* x, int C, int label, 
   }
 }
 
+// A row's label as a class index; false, with MXNet's error message, when it is none of the C.
+static bool label_of(float value, int C, const char* op, int* label) {
+  *label = static_cast<int>(value);
+  if (*label >= 0 && *label < C) return true;
+  MX_ERROR_MSG << op << ": label " << value << " outside 0.." << C - 1;
+  return false;
+}
+
 static MXReturnValue run(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out, bool with_grad) {
   const int K = models_of(attrs);
   const int N = static_cast<int>((*in)[0].shape[0]);
@@ -59,11 +67,8 @@ static MXReturnValue run(const Attrs& attrs, std::vector<MXTensor>* in, std::vec
   std::vector<Sums> sums(K);
   std::vector<double> bias_grad(with_grad ? static_cast<size_t>(K) * C : 0, 0.0);
   for (int n = 0; n < N; ++n) {
-    const int label = static_cast<int>(labels[n]);
-    if (label < 0 || label >= C) {
-      MX_ERROR_MSG << "stacked_xent: label " << labels[n] << " outside 0.." << C - 1;
-      return MX_FAIL;
-    }
+    int label;
+    if (!label_of(labels[n], C, "stacked_xent", &label)) return MX_FAIL;
     for (int m = 0; m < K; ++m) {
       const size_t at = static_cast<size_t>(n) * K * C + static_cast<size_t>(m) * C;
       one_row(logits + at, C, label, with_grad ? scale[m] : 0.0f, with_grad ? grad + at : nullptr,
@@ -94,11 +99,8 @@ static MXReturnValue run_parts(const Attrs& attrs, std::vector<MXTensor>* in, st
   const float* part = (*in)[2].data<float>();
   std::vector<Sums> sums(static_cast<size_t>(P) * K);
   for (int n = 0; n < N; ++n) {
-    const int label = static_cast<int>(labels[n]);
-    if (label < 0 || label >= C) {
-      MX_ERROR_MSG << "stacked_xent_parts: label " << labels[n] << " outside 0.." << C - 1;
-      return MX_FAIL;
-    }
+    int label;
+    if (!label_of(labels[n], C, "stacked_xent_parts", &label)) return MX_FAIL;
     for (int m = 0; m < K; ++m) {
       const int p = static_cast<int>(part[static_cast<size_t>(n) * K + m]);
       if (p < 1 || p > P) continue;
