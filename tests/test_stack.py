@@ -88,3 +88,35 @@ def test_an_interrupt_reaches_every_job_the_parts_of_a_fork_and_their_parent() -
 
 def test_a_fork_of_nothing_returns_at_once() -> None:
     assert Stack().run([Job(lambda: current().fork([]))]) == [[]]
+
+
+def test_each_turn_of_a_job_and_of_its_fork_starts_from_the_state_its_last_turn_left() -> None:
+    """Process-wide state (the launcher's HydraConfig) one job sets and others overwrite: each
+    job's hooks keep what its turn left and put it back at its next turn; a fork's parts share
+    their parent's."""
+    state = {"current": None}
+    trained: list = []
+    train = _recording(trained)
+
+    def hooks() -> dict:
+        kept = {"value": None}
+
+        def enter() -> None:
+            if kept["value"] is not None:
+                state["current"] = kept["value"]
+
+        def leave() -> None:
+            kept["value"] = state["current"]
+        return dict(before_each_step=enter, after_each_step=leave)
+
+    def job(name: str) -> list:
+        state["current"] = name  # the job's first turn sets its own
+        current().request(Request("key", train, name))
+        seen = [state["current"]]
+        parts = current().fork([lambda: [state["current"], current().request(Request("key", train, f"{name} part")),
+                                         state["current"]][::2]])
+        return [*seen, *(result for result, _ in parts), state["current"]]
+
+    results = Stack().run([Job(lambda: job("a"), **hooks()), Job(lambda: job("b"), **hooks())])
+    assert results == [["a", ["a", "a"], "a"], ["b", ["b", "b"], "b"]]
+    assert trained == [["a", "b"], ["a part", "b part"]]

@@ -422,9 +422,11 @@ def test_study_scripts_end_to_end_and_help(tmp_path: Path) -> None:
         nested = [r for r in seed_runs if r.data.tags["mlflow.parentRunId"] == trial.user_attrs["mlflow_run_id"]]
         assert sorted(r.data.tags["seed"] for r in nested) == ["0", "1"]
         assert sorted(r.info.run_id for r in nested) == sorted(trial.user_attrs["seed_run_ids"])
+        assert len({r.data.tags["hydra.output_dir"] for r in nested}) == 1, "a trial's seeds write in its job's folder"
         trial_run = client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics
         values = [r.data.metrics["best_val_acc"] for r in nested]
         assert trial_run["best_val_acc"] == pytest.approx(sum(values) / 2) == pytest.approx(trial.value)
+    assert len({r.data.tags["hydra.output_dir"] for r in seed_runs}) == 6, "each trial its own folder"
     assert "configurations.csv" in artifacts
     assert_consistent(mlruns, study)
     bad = subprocess.run([*TUNE, "--sampler", "annealing"], capture_output=True, text=True, env=clean_env())

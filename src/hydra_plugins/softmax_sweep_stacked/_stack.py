@@ -24,7 +24,9 @@ class Request:
 @dataclass
 class Job:
     body: Callable[[], Any]
-    before_each_step: Callable[[], None] = lambda: None  # e.g. set the job's HydraConfig again
+    # around each of the job's turns: e.g. put back the process-wide state its last turn left
+    before_each_step: Callable[[], None] = lambda: None
+    after_each_step: Callable[[], None] = lambda: None
     state: str = "new"  # new, running, parked (a request waits), forked (its children run), done
     request: Optional[Request] = None
     result: Any = None
@@ -92,6 +94,7 @@ class Stack:
                 self._changed.notify_all()
             while job.state == "running":
                 self._changed.wait()
+        job.after_each_step()
 
     def _body(self, job: Job) -> None:
         _local.job, _local.stack = job, self
@@ -122,7 +125,8 @@ class Stack:
         job = _local.job
         if not bodies:
             return []
-        children = [Job(body=body, before_each_step=job.before_each_step, parent=job) for body in bodies]
+        children = [Job(body=body, before_each_step=job.before_each_step, after_each_step=job.after_each_step,
+                        parent=job) for body in bodies]
         with self._changed:
             job.children, job.state = children, "forked"
             self._changed.notify_all()

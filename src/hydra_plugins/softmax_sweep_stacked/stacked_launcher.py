@@ -27,6 +27,23 @@ ConfigStore.instance().store(group="hydra/launcher", name="stacked", node=Stacke
                              provider="softmax_sweep")
 
 
+class _HydraConfigTurns:
+    """Hydra keeps one HydraConfig per process and the jobs of a launch run in turns: each turn of a
+    job (and of its forks) starts from the HydraConfig its last turn left. (Setting it from the job's
+    config instead copies the whole config: 13 s of exercise 2's 572 turns.) A job's first turn
+    finds none: Hydra's run_job sets it."""
+
+    def __init__(self) -> None:
+        self.cfg: Optional[DictConfig] = None
+
+    def enter(self) -> None:
+        if self.cfg is not None:
+            HydraConfig.instance().cfg = self.cfg
+
+    def leave(self) -> None:
+        self.cfg = HydraConfig.instance().cfg
+
+
 class StackedLauncher(Launcher):
     in_process = True  # the optuna_pruning sweeper reaches a job's trial in this process,
     launches_together = True  # and hands it n_jobs trials per launch to train together
@@ -55,10 +72,11 @@ class StackedLauncher(Launcher):
             with open_dict(config):
                 config.hydra.job.id = idx
                 config.hydra.job.num = idx
+            turns = _HydraConfigTurns()
             jobs.append(Job(body=lambda config=config: run_job(
                 hydra_context=self.hydra_context, task_function=self.task_function, config=config,
                 job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"),
-                before_each_step=lambda config=config: HydraConfig.instance().set_config(config)))
+                before_each_step=turns.enter, after_each_step=turns.leave))
         try:
             return Stack().run(jobs)
         finally:
