@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from pathlib import Path
 
 import pytest
@@ -207,42 +208,45 @@ def test_ctrl_c_while_a_run_is_being_created_ends_it_killed(tmp_path: Path, monk
 
 
 def test_runs_logging_together_write_less_often_each(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A run alone writes its queued metrics once a second, however slow its writes; among 20 runs
-    of one process with metrics queued (a stack of trials), each waits until their writes together
-    take about 5% of the time (20 x 10 ms / 0.05 = 4 s here), at most 10 s."""
+    """A run alone writes its queued metrics once a second, however slow its writes; among 20 open
+    runs of one process (a stack of trials), each waits until their writes together take about 5%
+    of the time (20 x 10 ms / 0.05 = 4 s here), at most 10 s, also when the runs end their epochs
+    in turn (each finding the others just written)."""
     from softmax_sweep.experiment import open_tracker
     from softmax_sweep.runlog import RunLogger
 
     tracker = open_tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "budget", str(tmp_path))
-    runs = [tracker.start_run(f"run {i}") for i in range(20)]
+    alone = tracker.start_run("alone")
 
     def written(run: RunLogger) -> list[int]:
         return sorted(m.step for m in tracker.client.get_metric_history(run.run_id, "val_acc"))
 
-    runs[0].on_epoch_end(1, {"val_acc": 0.5})
-    runs[0].flush()
+    alone.on_epoch_end(1, {"val_acc": 0.5})
+    alone.flush()
     assert RunLogger._write_seconds > 0, "a real write's duration is measured"
 
     def after(run: RunLogger, seconds: float, epoch: int) -> list[int]:
-        """The steps written once the run's last write is `seconds` further back and an epoch ends."""
-        run._flushed_at -= seconds
+        """The steps written when an epoch ends `seconds` after the run's last write."""
+        run._flushed_at = time.monotonic() - seconds
         run.on_epoch_end(epoch, {"val_acc": epoch / 10})
         return written(run)
 
     # what the rule reads, fixed for the test: first a slow server, where a run alone still writes every second
     monkeypatch.setattr(RunLogger, "_write_seconds", 0.5)
-    assert after(runs[1], 2, 1) == [1], "alone: due after a second"
+    assert after(alone, 1.5, 2) == [1, 2], "alone: due after a second"
 
+    runs = [alone, *(tracker.start_run(f"run {i}") for i in range(1, 20))]
     monkeypatch.setattr(RunLogger, "_write_seconds", 0.01)
-    for run in runs:  # an epoch of the stack: written within a second of the runs' start, so queued
-        run.on_epoch_end(2, {"val_acc": 0.6})
-    assert len(RunLogger._pending) == 20
-    assert after(runs[2], 2, 3) == [], "among 20: not yet after 2 s"
-    assert after(runs[2], 2.5, 4) == [2, 3, 4], "due after 4 s"
+    for run in runs:  # an epoch of the stack, each run in turn, 2 s after every run's last write
+        run._flushed_at = time.monotonic() - 2
+        run.on_epoch_end(3, {"val_acc": 0.6})
+    assert [written(run) for run in runs] == [[1, 2]] + [[]] * 19, "among 20 open runs: not yet after 2 s"
+    assert after(runs[2], 2, 4) == [], "not yet after 2 s"
+    assert after(runs[2], 4.5, 5) == [3, 4, 5], "due after 4 s"
     monkeypatch.setattr(RunLogger, "_write_seconds", 1.0)  # 20 x 1 s / 0.05 = 400 s: capped at 10 s
-    assert after(runs[3], 9, 3) == [], "not yet after 9 s"
-    assert after(runs[3], 1.5, 4) == [2, 3, 4], "due after 10 s however slow the writes"
+    assert after(runs[3], 9, 4) == [], "not yet after 9 s"
+    assert after(runs[3], 10.5, 5) == [3, 4, 5], "due after 10 s however slow the writes"
     for run in runs:
         run.end("FINISHED")
-    assert not RunLogger._pending
-    assert [len(written(run)) for run in runs] == [2, 2, 3, 3] + [1] * 16, "nothing lost at the end"
+    assert not any(run in RunLogger._open for run in runs)
+    assert [len(written(run)) for run in runs] == [3, 1, 3, 3] + [1] * 16, "nothing lost at the end"

@@ -7,6 +7,7 @@ import functools
 import logging
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Optional
@@ -56,15 +57,17 @@ class RunLogger:
     Params, tags and metrics are queued and written together, at most once per
     flush_seconds and always when the run ends: a sub-second epoch (or a trial of a sweep, with
     other workers sharing the database) does not pay a commit for each of them. Where many runs
-    of one process log at once (a stack of trials), each waits longer, so that their writes
+    of one process are open at once (a stack of trials), each waits longer, so that their writes
     together take about write_share of the process's time, up to most_seconds (a tracking server
-    that stopped answering is still met within that and tracking.retry_seconds).
+    that stopped answering is still met within that and tracking.retry_seconds). Open runs, not
+    runs with metrics queued: a stack's runs end their epochs in turn, so when each one's turn
+    comes the others have just written (exercise 2's 120 runs wrote every 2 s, 8,470 writes).
     """
 
     flush_seconds = 1.0
     write_share = 0.05
     most_seconds = 10.0
-    _pending: set[RunLogger] = set()  # this process's loggers with metrics queued
+    _open: weakref.WeakSet[RunLogger] = weakref.WeakSet()  # this process's loggers of runs not yet ended
     _write_seconds = 0.0  # a write's recent duration (moving average)
 
     def __init__(self, client: MlflowClient, run_id: str, artifact_uri: Optional[str] = None,
@@ -78,6 +81,7 @@ class RunLogger:
         self._params: list[Param] = []
         self._tags: dict[str, str] = {}
         self._flushed_at = time.monotonic()
+        RunLogger._open.add(self)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._params.extend(Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items())
@@ -87,9 +91,10 @@ class RunLogger:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0,
                     tags: Optional[Mapping[str, Any]] = None) -> None:
+        """Queued for the run's next write, at the latest as it ends (a run's summary, a trial's
+        mean curves: one write with the run's end instead of one more before it)."""
         self._queue(metrics, step)
         self.set_tags(tags or {})
-        self._flush_if_due()
 
     def log_batch(self, metrics: list[Metric]) -> None:
         """Queue MLflow Metric objects (their own steps and timestamps)."""
@@ -101,22 +106,20 @@ class RunLogger:
         self._flush_if_due()
 
     def _flush_if_due(self) -> None:
-        due, pending = self.flush_seconds, len(RunLogger._pending)
-        if pending > 1:
-            due = max(due, min(self.most_seconds, pending * RunLogger._write_seconds / self.write_share))
+        due, runs = self.flush_seconds, len(RunLogger._open)
+        if runs > 1:
+            due = max(due, min(self.most_seconds, runs * RunLogger._write_seconds / self.write_share))
         if time.monotonic() - self._flushed_at >= due:
             self.flush()
 
     def _queue(self, metrics: Mapping[str, float], step: int) -> None:
         now = int(time.time() * 1000)
         self._metrics.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
-        RunLogger._pending.add(self)
 
     @_uninterrupted
     def flush(self) -> None:
         metrics, params, tags = self._metrics, self._params, [RunTag(k, v) for k, v in self._tags.items()]
         self._metrics, self._params, self._tags = [], [], {}
-        RunLogger._pending.discard(self)
         start, writes = time.monotonic(), bool(metrics or params or tags)
         # MLflow takes at most 1000 metrics, 100 params and 100 tags in one call
         while metrics or params or tags:
@@ -198,6 +201,7 @@ class RunLogger:
         leave it RUNNING (a server's run that cannot be ended is reaped by a later start). Ending
         after an error or interrupt never raises for an unreachable server (the error that ended
         the run is the one to report)."""
+        RunLogger._open.discard(self)
         with contextlib.nullcontext() if self.server else interrupts.deferred():
             if reason and status != "FINISHED":
                 self.set_tags({"failure_reason": reason[:5000]})
