@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -216,6 +217,7 @@ def test_runs_logging_together_write_less_often_each(tmp_path: Path, monkeypatch
     from softmax_sweep.runlog import RunLogger
 
     tracker = open_tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "budget", str(tmp_path))
+    monkeypatch.setattr(RunLogger, "_open", weakref.WeakSet())  # runs other tests of this process left open
     alone = tracker.start_run("alone")
 
     def written(run: RunLogger) -> list[int]:
