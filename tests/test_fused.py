@@ -83,3 +83,39 @@ def test_a_broken_build_names_the_compilers_complaint(tmp_path: Path, monkeypatc
         assert fused._loaded.__wrapped__() is False
     assert "error: something the compiler did not like" in caplog.text
     assert [p.name for p in tmp_path.iterdir()] == ["c++"], "no half-built library left behind"
+
+
+def test_the_fused_operator_shares_models_among_threads_without_changing_a_number() -> None:
+    """Each model's numbers are the same on one thread and on four (its models split among them),
+    and the same as the operator gives that model alone."""
+    if not fused.available():
+        pytest.skip("the fused loss operator could not be built here (no C++ compiler?): see the warning")
+    from softmax_sweep.engine import using
+
+    rng = np.random.RandomState(1)
+    rows, classes, models = 2000, 10, 7  # rows x models above the operator's parallel threshold
+    logits = rng.normal(0, 4, (rows, models * classes)).astype(np.float32)
+    feed = {"logits": nd.array(logits), "y": nd.array(rng.randint(0, classes, rows).astype(np.float32)),
+            "scale": nd.array(rng.uniform(0.001, 0.01, models).astype(np.float32)),
+            "part": nd.array(rng.randint(0, 3, (rows, models)).astype(np.float32))}
+    inputs = [sym.var("logits"), sym.var("y")]
+    ops = [lambda k: fused.loss_and_correct(*inputs, k, classes, True),
+           lambda k: fused.loss_correct_and_grad(*inputs, sym.var("scale"), k, classes, True),
+           lambda k: fused.loss_and_correct_by_part(*inputs, sym.var("part"), k, classes, 2, True)]
+    for op in ops:
+        found = {}
+        for threads in (1, 4):
+            with using(threads):
+                found[threads] = _run(op(models), feed)
+        for one, four in zip(found[1], found[4]):
+            np.testing.assert_array_equal(one, four)
+    for m in (0, 3, 6):  # a model alone: its own logits, scale and parts
+        alone = {"logits": nd.array(logits[:, m * classes:(m + 1) * classes]), "y": feed["y"],
+                 "scale": feed["scale"][m:m + 1], "part": feed["part"][:, m:m + 1]}
+        with using(4):
+            stacked = _run(ops[1](models), feed)
+            own = _run(ops[1](1), alone)
+            np.testing.assert_array_equal(own[2], stacked[2][:, m * classes:(m + 1) * classes])
+            assert own[0][0] == stacked[0][m] and own[1][0] == stacked[1][m]
+            by_part, own_parts = _run(ops[2](models), feed), _run(ops[2](1), alone)
+            np.testing.assert_array_equal(own_parts[0][:, 0], by_part[0][:, m])

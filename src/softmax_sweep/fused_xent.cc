@@ -10,7 +10,12 @@
 //   summed apart over the rows of each part 1..P (attribute parts) of each model; part 0: left out.
 //
 // Each model's numbers come from the same code on its own C logits, row after row, whatever K is:
-// a model stacked gets what it gets alone, float for float. Sums are kept in double.
+// a model stacked gets what it gets alone, float for float. Sums are kept in double. The models are
+// shared out among the threads MXNet gives operators (omp_get_max_threads, as MXSetNumOMPThreads
+// set it), each model whole to one thread: the thread count changes no model's numbers.
+#include <omp.h>
+
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -22,6 +27,34 @@ using Attrs = std::unordered_map<std::string, std::string>;
 constexpr unsigned kMaxClasses = 1024;
 
 static int models_of(const Attrs& attrs) { return std::stoi(attrs.at("models")); }
+
+// Below this many rows x models a parallel region costs more than it saves (a small training step).
+constexpr long kParallelWork = 4096;
+
+// Calls body(first, end) for the models of each thread's share, on every thread MXNet allows.
+template <typename Body>
+static void by_models(int K, int N, Body body) {
+  const int threads = static_cast<long>(K) * N >= kParallelWork ? std::min(K, omp_get_max_threads()) : 1;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    const int t = omp_get_thread_num(), T = omp_get_num_threads();
+    body(static_cast<int>(static_cast<long>(K) * t / T), static_cast<int>(static_cast<long>(K) * (t + 1) / T));
+  }
+}
+
+// Every row's label as a class index; false, with MXNet's error message, when one is none of the C.
+static bool labels_of(const float* values, int N, int C, const char* op, std::vector<int>* labels) {
+  labels->resize(N);
+  for (int n = 0; n < N; ++n) {
+    const int label = static_cast<int>(values[n]);
+    if (label < 0 || label >= C) {
+      MX_ERROR_MSG << op << ": label " << values[n] << " outside 0.." << C - 1;
+      return false;
+    }
+    (*labels)[n] = label;
+  }
+  return true;
+}
 
 struct Sums {
   double loss = 0;
@@ -48,14 +81,6 @@ __attribute__((noinline)) static void one_row(const float* x, int C, int label, 
   }
 }
 
-// A row's label as a class index; false, with MXNet's error message, when it is none of the C.
-static bool label_of(float value, int C, const char* op, int* label) {
-  *label = static_cast<int>(value);
-  if (*label >= 0 && *label < C) return true;
-  MX_ERROR_MSG << op << ": label " << value << " outside 0.." << C - 1;
-  return false;
-}
-
 static MXReturnValue run(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out, bool with_grad) {
   const int K = models_of(attrs);
   const int N = static_cast<int>((*in)[0].shape[0]);
@@ -64,17 +89,18 @@ static MXReturnValue run(const Attrs& attrs, std::vector<MXTensor>* in, std::vec
   const float* labels = (*in)[1].data<float>();
   const float* scale = with_grad ? (*in)[2].data<float>() : nullptr;
   float* grad = with_grad ? (*out)[0].data<float>() : nullptr;
+  std::vector<int> label;
+  if (!labels_of(labels, N, C, "stacked_xent", &label)) return MX_FAIL;
   std::vector<Sums> sums(K);
   std::vector<double> bias_grad(with_grad ? static_cast<size_t>(K) * C : 0, 0.0);
-  for (int n = 0; n < N; ++n) {
-    int label;
-    if (!label_of(labels[n], C, "stacked_xent", &label)) return MX_FAIL;
-    for (int m = 0; m < K; ++m) {
-      const size_t at = static_cast<size_t>(n) * K * C + static_cast<size_t>(m) * C;
-      one_row(logits + at, C, label, with_grad ? scale[m] : 0.0f, with_grad ? grad + at : nullptr,
-              with_grad ? bias_grad.data() + static_cast<size_t>(m) * C : nullptr, &sums[m]);
-    }
-  }
+  by_models(K, N, [&](int first, int end) {
+    for (int n = 0; n < N; ++n)
+      for (int m = first; m < end; ++m) {
+        const size_t at = static_cast<size_t>(n) * K * C + static_cast<size_t>(m) * C;
+        one_row(logits + at, C, label[n], with_grad ? scale[m] : 0.0f, with_grad ? grad + at : nullptr,
+                with_grad ? bias_grad.data() + static_cast<size_t>(m) * C : nullptr, &sums[m]);
+      }
+  });
   const int first = with_grad ? 1 : 0;
   float* loss = (*out)[first].data<float>();
   float* correct = (*out)[first + 1].data<float>();
@@ -97,17 +123,18 @@ static MXReturnValue run_parts(const Attrs& attrs, std::vector<MXTensor>* in, st
   const float* logits = (*in)[0].data<float>();
   const float* labels = (*in)[1].data<float>();
   const float* part = (*in)[2].data<float>();
+  std::vector<int> label;
+  if (!labels_of(labels, N, C, "stacked_xent_parts", &label)) return MX_FAIL;
   std::vector<Sums> sums(static_cast<size_t>(P) * K);
-  for (int n = 0; n < N; ++n) {
-    int label;
-    if (!label_of(labels[n], C, "stacked_xent_parts", &label)) return MX_FAIL;
-    for (int m = 0; m < K; ++m) {
-      const int p = static_cast<int>(part[static_cast<size_t>(n) * K + m]);
-      if (p < 1 || p > P) continue;
-      const size_t at = static_cast<size_t>(n) * K * C + static_cast<size_t>(m) * C;
-      one_row(logits + at, C, label, 0.0f, nullptr, nullptr, &sums[static_cast<size_t>(p - 1) * K + m]);
-    }
-  }
+  by_models(K, N, [&](int first, int end) {
+    for (int n = 0; n < N; ++n)
+      for (int m = first; m < end; ++m) {
+        const int p = static_cast<int>(part[static_cast<size_t>(n) * K + m]);
+        if (p < 1 || p > P) continue;
+        const size_t at = static_cast<size_t>(n) * K * C + static_cast<size_t>(m) * C;
+        one_row(logits + at, C, label[n], 0.0f, nullptr, nullptr, &sums[static_cast<size_t>(p - 1) * K + m]);
+      }
+  });
   float* loss = (*out)[0].data<float>();
   float* correct = (*out)[1].data<float>();
   for (size_t i = 0; i < sums.size(); ++i) {
