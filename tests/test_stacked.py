@@ -128,10 +128,14 @@ def test_sixteen_models_at_large_rates_end_float_for_float_as_alone(digits) -> N
     assert max(m.result.best["val_acc"] for m in stacked) > 0.9, "they learned"
 
 
-def test_models_of_other_seeds_take_their_own_minibatches_in_the_same_stack(digits) -> None:
+@pytest.mark.parametrize("cores", ["1", "3"])
+def test_models_of_other_seeds_take_their_own_minibatches_in_the_same_stack(
+        digits, cores: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Four seeds in one stack, each its own split and shuffle (a lane): every model ends as alone,
     also where a lane empties early (its one model diverges, or has fewer epochs) and the others
-    go on; validation and the training-set evaluation on each seed's own rows."""
+    go on; validation and the training-set evaluation on each seed's own rows. On one core the
+    lanes take one graph; on three, a thread each for three shares of them (alone: three threads)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", cores)
     settings = [dict(lr=0.1, seed=3), dict(lr=0.5, weight_decay=1e-3, seed=3),
                 dict(lr=0.3, lr_schedule="cosine", seed=4), dict(lr=0.8, seed=4, prune=3),
                 dict(lr=1e38, seed=5), dict(lr=0.2, num_epochs=2, seed=6),

@@ -16,15 +16,20 @@ float for float (tests/test_stacked.py, up to lr 1): the two matrix products of 
 in a layout, and in chunks of models, in which oneDNN computes every model's part as it computes
 that model alone (model.exact_chunk), so no rounding difference is there for SGD to grow.
 
-Models of other seeds (their own split and shuffle) are lanes of the same graph: each lane takes
-its own rows, gathers them and computes its products as a stack of its own would. That saves
-graph calls, not arithmetic: a training pass takes about as long as seed by seed
-(benchmarks/stacked.py (d) prints both); what lanes share is the evaluation (training.fit_stacked).
+Models of other seeds (their own split and shuffle) are lanes: each lane takes its own rows,
+gathers them and computes its products as a stack of its own would. That saves graph calls, not
+arithmetic; what lanes share is the evaluation (training.fit_stacked). On a machine of several
+cores the lanes are shared out among them, a graph per core run from a thread of its own (MXNet's
+NaiveEngine runs an operator in the thread that calls it), each on one core: a lane's small
+products gain less from a second core than from a second lane beside them (benchmarks/stacked.py
+(d) prints a pass of lanes against seed by seed).
 """
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
 
@@ -93,17 +98,39 @@ def _joined(parts: list):
     return parts[0] if len(parts) == 1 else sym.concat(*parts, dim=0)
 
 
-def step_plan(batch_size: int, last_size: int, lanes: tuple[int, ...], num_outputs: int, num_inputs: int
-              ) -> tuple[int, dict[tuple[int, int], int]]:
-    """The threads of an epoch's steps (as many as a lane's products pay for, unless a model's
-    products there differ from its products alone) and each (step size, lane's models)'s exact chunk."""
+def step_plan(batch_size: int, last_size: int, lanes: tuple[int, ...], num_outputs: int, num_inputs: int,
+              most: int = 0) -> tuple[int, dict[tuple[int, int], int]]:
+    """The threads of an epoch's steps (as many as a lane's products pay for, up to `most` if given,
+    unless a model's products there differ from its products alone, on the threads it takes alone)
+    and each (step size, lane's models)'s exact chunk."""
     alone = engine.training_threads(batch_size * num_outputs * num_inputs)
-    for threads in dict.fromkeys((engine.training_threads(batch_size * max(lanes) * num_outputs * num_inputs), alone)):
+    together = engine.training_threads(batch_size * max(lanes) * num_outputs * num_inputs)
+    for threads in dict.fromkeys((min(together, most or together), alone)):
         chunk_of = {(size, models): exact_chunk(size, models, num_outputs, num_inputs, together=threads, alone=alone)
                     for size in {batch_size, last_size} - {0} for models in set(lanes)}
         if all(chunk_of.values()):
             return threads, chunk_of
     raise AssertionError("a model's products differ from themselves on the same threads")
+
+
+@functools.lru_cache(maxsize=1)
+def _lane_threads(pid: int) -> ThreadPoolExecutor:
+    """Threads kept for the lanes' passes (a new thread's first MXNet calls cost ~1 ms: a pass of
+    small lanes takes a few ms); per process, as a fork's child has none of its parent's threads."""
+    return ThreadPoolExecutor(engine.cores(), thread_name_prefix="lanes")
+
+
+def _shares(models: list[int], parts: int) -> list[slice]:
+    """Lanes of `models` models each in at most `parts` runs of consecutive lanes, each run about as
+    many models."""
+    parts = max(1, min(parts, len(models)))
+    total, cuts, seen = sum(models), [], 0
+    for i, count in enumerate(models[:-1]):
+        seen += count
+        left = len(models) - i - 1  # lanes after this one
+        if len(cuts) < parts - 1 and (seen * parts >= total * (len(cuts) + 1) or left == parts - len(cuts) - 1):
+            cuts.append(i + 1)
+    return [slice(a, b) for a, b in zip([0, *cuts], [*cuts, len(models)])]
 
 
 @dataclass
@@ -169,27 +196,45 @@ class SoftmaxSGD:
         # and the stack it was built for is gone: rebuilding is a few ms
         _steps_graph.cache_clear()
 
-    def _rates(self, steps: int) -> tuple[nd.NDArray, nd.NDArray]:
-        """Per step and model: lr / batch_size and lr * wd (the step numbers count from 1, as MXNet's
-        optimizer's do)."""
-        members = self.members
+    def _rates(self, members: list[Member], update: int, steps: int) -> tuple[nd.NDArray, nd.NDArray]:
+        """Per step and model: lr / batch_size and lr * wd, for the steps after `update` (the step
+        numbers count from 1, as MXNet's optimizer's do)."""
         if not any(m.lr_scheduler for m in members):
             key = (steps, tuple(id(m) for m in members))
             if key not in self._constant:
                 self._constant[key] = (nd.array([[m.lr / self.batch_size for m in members]] * steps),
                                        nd.array([[m.lr * m.wd for m in members]] * steps))
             return self._constant[key]
-        lrs = [[m.rate(self.num_update + k + 1) for m in members] for k in range(steps)]
+        lrs = [[m.rate(update + k + 1) for m in members] for k in range(steps)]
         return (nd.array([[lr / self.batch_size for lr in row] for row in lrs]),
                 nd.array([[lr * m.wd for lr, m in zip(row, members)] for row in lrs]))
 
     def epoch(self, X: nd.NDArray, y: nd.NDArray, *orders: nd.NDArray) -> tuple[nd.NDArray, nd.NDArray]:
         """One pass over rows `orders[l]` of (X, y) for lane l, in minibatches; returns per model the
         summed loss and the number of correct predictions, each measured on a batch before its step
-        (as NDArrays: no sync)."""
+        (as NDArrays: no sync). Lanes are shared out among the cores, a thread each."""
         assert len(orders) == len(self.lanes) and len({o.shape[0] for o in orders}) == 1, "an order per lane, alike"
-        n, bs, members = orders[0].shape[0], self.batch_size, self.members
-        lanes = tuple(len(lane) for lane in self.lanes)
+        shares = _shares([len(lane) for lane in self.lanes], engine.cores())
+        use_fused = fused.available()  # here: its first call loads the operator, once
+        if len(shares) == 1:
+            found = [self._pass(self.lanes, X, y, orders, 0, use_fused)]
+        else:
+            most = max(1, engine.cores() // len(shares))
+            passes = _lane_threads(os.getpid()).map(
+                lambda share: self._pass(self.lanes[share], X, y, orders[share], most, use_fused), shares)
+            found = list(passes)
+        self.num_update += -(-orders[0].shape[0] // self.batch_size)
+        if len(found) == 1:
+            return found[0]
+        return nd.concat(*(f[0] for f in found), dim=0), nd.concat(*(f[1] for f in found), dim=0)
+
+    def _pass(self, lanes: list[list[Member]], X: nd.NDArray, y: nd.NDArray, orders: Sequence[nd.NDArray],
+              most: int, use_fused: bool) -> tuple[nd.NDArray, nd.NDArray]:
+        """epoch's pass for some of its lanes, in one graph per call, on at most `most` threads (0: as
+        many as the products pay for)."""
+        n, bs = orders[0].shape[0], self.batch_size
+        members = [m for lane in lanes for m in lane]
+        sizes_of_lanes = tuple(len(lane) for lane in lanes)
         chunk = bs * STEPS_PER_CALL
         full_calls = n // chunk
         rest = n - full_calls * chunk
@@ -203,18 +248,18 @@ class SoftmaxSGD:
         if rest_sizes:
             calls.append((rest_sizes, order[:, full_calls * chunk:]))
         decay = any(m.wd for m in members)
-        threads, chunk_of = step_plan(bs, rest % bs, lanes, self.num_outputs, weight.shape[1])
-        use_fused = fused.available()
+        threads, chunk_of = step_plan(bs, rest % bs, sizes_of_lanes, self.num_outputs, weight.shape[1], most)
+        update = self.num_update
         with engine.using(threads):
             for sizes, rows in calls:
-                chunks = tuple(tuple(chunk_of[size, models] for models in lanes) for size in sizes)
-                graph, inputs = _steps_graph(sizes, chunks, lanes, self.num_outputs, decay, use_fused)
-                lrs, decays = self._rates(len(sizes))
+                chunks = tuple(tuple(chunk_of[size, models] for models in sizes_of_lanes) for size in sizes)
+                graph, inputs = _steps_graph(sizes, chunks, sizes_of_lanes, self.num_outputs, decay, use_fused)
+                lrs, decays = self._rates(members, update, len(sizes))
                 feed = {"X": X, "y": y, "order": rows, "lrs": lrs, "decays": decays, "weight": weight, "bias": bias}
                 weight, bias, batch_loss, batch_correct = graph(*(feed[name] for name in inputs))
                 loss += batch_loss
                 correct += batch_correct
-                self.num_update += len(sizes)
+                update += len(sizes)
         k = self.num_outputs
         for i, dense in enumerate(denses):
             dense.weight.set_data(weight[i * k:(i + 1) * k] if len(denses) > 1 else weight)
