@@ -1,12 +1,14 @@
 """The stacked launcher's Stack on its own (no MXNet, no Hydra): jobs meet at their requests,
 each group of equal keys trains once per round, a failed request fails its job alone, a job's
-fork runs its parts as jobs whose requests train with everyone's, and an interrupt reaches every
-job, forked or not."""
+fork runs its parts as jobs whose requests train with everyone's, an interrupt reaches every
+job, forked or not, and groups that cannot share train side by side."""
 from __future__ import annotations
+
+import threading
 
 import pytest
 
-from hydra_plugins.softmax_sweep_stacked.stack import Job, Request, Stack, current
+from hydra_plugins.softmax_sweep_stacked.stack import Job, Request, Stack, current, groups_training
 
 
 def _recording(trained: list):
@@ -120,3 +122,44 @@ def test_each_turn_of_a_job_and_of_its_fork_starts_from_the_state_its_last_turn_
     results = Stack().run([Job(lambda: job("a"), **hooks()), Job(lambda: job("b"), **hooks())])
     assert results == [["a", ["a", "a"], "a"], ["b", ["b", "b"], "b"]]
     assert trained == [["a", "b"], ["a part", "b part"]]
+
+
+def test_groups_that_cannot_share_train_side_by_side_and_know_it() -> None:
+    """at_once 2: two groups' train functions run at the same time (each waits for the other to
+    start), each told that two groups train now; one alone is told one. A group's error comes out
+    of the launch once both have ended."""
+    both = threading.Barrier(2, timeout=30)  # broken (an error) unless both groups meet inside
+    seen: dict = {}
+
+    def train(requests: list[Request]) -> None:
+        both.wait()
+        seen[requests[0].key] = groups_training()
+        both.wait()
+        for r in requests:
+            r.result = requests[0].key
+
+    def ask(key: str) -> str:
+        return current().request(Request(key, train, None))
+
+    assert Stack(at_once=2).run([Job(lambda: ask("a")), Job(lambda: ask("b"))]) == ["a", "b"]
+    assert seen == {"a": 2, "b": 2}, "both groups ran at once, each knowing of the other"
+    alone: list = []
+    assert Stack(at_once=2).run([Job(lambda: current().request(Request("a", lambda rs: alone.append(
+        groups_training()))))]) == [None] and alone == [1] and groups_training() == 1
+
+    started = threading.Event()
+    ended = []
+
+    def slow(requests: list[Request]) -> None:
+        started.wait(timeout=30)
+        ended.append("slow")
+        requests[0].result = "slow"
+
+    def failing(requests: list[Request]) -> None:
+        started.set()
+        raise RuntimeError("group failed")
+
+    with pytest.raises(RuntimeError, match="group failed"):
+        Stack(at_once=2).run([Job(lambda: current().request(Request("x", failing))),
+                              Job(lambda: current().request(Request("y", slow)))])
+    assert ended == ["slow"], "the other group ended before the launch raised"

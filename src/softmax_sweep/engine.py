@@ -7,7 +7,8 @@ thread pays for each 128 Fashion-MNIST rows x models (training_threads: on 2 cor
 on), one core is faster below (benchmarks/stacked.py (e) prints both sides of the line). A
 multirun's process (where the stacked launcher trains stacks) takes MXNet's NaiveEngine, which
 runs an operator in the thread that calls it, so the count can change between evaluation
-(every_core) and training (using).
+(every core) and training (using), and threads can train side by side, each on its share of the
+cores (sharing, budget): the stacked launcher's groups of jobs, a stack's lanes (softmax_sweep.sgd).
 The numbers are the same float for float (tests/test_engine.py; model.exact_chunk checks the
 products of a stack against each model's alone, on the count each trains with). OMP_NUM_THREADS,
 when set (by the user, or by joblib, which gives each worker process its share of the cores), is
@@ -20,7 +21,7 @@ import ctypes
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 
 def cores() -> int:
@@ -74,9 +75,25 @@ def training_threads(work: int) -> int:
     return max(1, min(cores(), work // THREAD_WORK))
 
 
-def every_core() -> contextlib.AbstractContextManager[None]:
-    """Operators called from this thread inside the block use every core."""
-    return using(cores())
+def budget() -> int:
+    """The cores this thread's operators may take: cores(), shared out while it trains beside
+    other threads (sharing)."""
+    beside = getattr(_set, "beside", None)
+    return max(1, cores() // max(1, beside())) if beside else cores()
+
+
+@contextlib.contextmanager
+def sharing(beside: Callable[[], int]) -> Iterator[None]:
+    """Inside the block this thread's operators take their share of the cores with beside() threads
+    training at once (itself included), read again at each use: a thread left alone takes them all.
+    A model's numbers stay those it gets alone on every core: the products are checked for the
+    thread counts on both sides (model.exact_chunk)."""
+    before = getattr(_set, "beside", None)
+    _set.beside = beside
+    try:
+        yield
+    finally:
+        _set.beside = before
 
 
 @contextlib.contextmanager

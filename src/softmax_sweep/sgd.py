@@ -101,8 +101,8 @@ def _joined(parts: list):
 def step_plan(batch_size: int, last_size: int, lanes: tuple[int, ...], num_outputs: int, num_inputs: int,
               most: int = 0) -> tuple[int, dict[tuple[int, int], int]]:
     """The threads of an epoch's steps (as many as a lane's products pay for, up to `most` if given,
-    unless a model's products there differ from its products alone, on the threads it takes alone)
-    and each (step size, lane's models)'s exact chunk."""
+    unless a model's products there differ from its products alone, on the threads it takes alone
+    on every core) and each (step size, lane's models)'s exact chunk."""
     alone = engine.training_threads(batch_size * num_outputs * num_inputs)
     together = engine.training_threads(batch_size * max(lanes) * num_outputs * num_inputs)
     for threads in dict.fromkeys((min(together, most or together), alone)):
@@ -214,12 +214,13 @@ class SoftmaxSGD:
         summed loss and the number of correct predictions, each measured on a batch before its step
         (as NDArrays: no sync). Lanes are shared out among the cores, a thread each."""
         assert len(orders) == len(self.lanes) and len({o.shape[0] for o in orders}) == 1, "an order per lane, alike"
-        shares = _shares([len(lane) for lane in self.lanes], engine.cores())
+        cores = engine.budget()
+        shares = _shares([len(lane) for lane in self.lanes], cores)
         use_fused = fused.available()  # here: its first call loads the operator, once
         if len(shares) == 1:
-            found = [self._pass(self.lanes, X, y, orders, 0, use_fused)]
+            found = [self._pass(self.lanes, X, y, orders, cores, use_fused)]
         else:
-            most = max(1, engine.cores() // len(shares))
+            most = max(1, cores // len(shares))
             passes = _lane_threads(os.getpid()).map(
                 lambda share: self._pass(self.lanes[share], X, y, orders[share], most, use_fused), shares)
             found = list(passes)
@@ -230,8 +231,7 @@ class SoftmaxSGD:
 
     def _pass(self, lanes: list[list[Member]], X: nd.NDArray, y: nd.NDArray, orders: Sequence[nd.NDArray],
               most: int, use_fused: bool) -> tuple[nd.NDArray, nd.NDArray]:
-        """epoch's pass for some of its lanes, in one graph per call, on at most `most` threads (0: as
-        many as the products pay for)."""
+        """epoch's pass for some of its lanes, in one graph per call, on at most `most` threads."""
         n, bs = orders[0].shape[0], self.batch_size
         members = [m for lane in lanes for m in lane]
         sizes_of_lanes = tuple(len(lane) for lane in lanes)

@@ -6,6 +6,7 @@ and return value."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -14,12 +15,15 @@ from typing import Any, Optional
 import mxnet as mx
 import numpy as np
 
+from hydra_plugins.softmax_sweep_stacked.stack import groups_training
+from softmax_sweep import engine
 from softmax_sweep.data import DataIter, Dataset, fixed_batches, split_indices
 from softmax_sweep.model import build_net
 from softmax_sweep.sgd import Member
 from softmax_sweep.training import Callback, Lane, Model, fit_stacked
 
 log = logging.getLogger("softmax_sweep")
+_SEEDING = threading.Lock()  # MXNet's random state is the process's: groups training side by side take turns
 
 
 @dataclass
@@ -55,8 +59,9 @@ def train_stacked(dataset: Dataset, models: Sequence[ModelSettings], *, batch_si
         for i, m in enumerate(models):
             if m.seed != seed:
                 continue
-            mx.random.seed(seed)  # every model starts from the weights it would start from alone
-            net = build_net(dataset.num_classes, dataset.X_train.shape[1])
+            with _SEEDING:  # every model starts from the weights it would start from alone
+                mx.random.seed(seed)
+                net = build_net(dataset.num_classes, dataset.X_train.shape[1])
             # updates count from 1 and the schedule reaches 0 at its max_update: one more than the run has,
             # so the last update still trains (a run of a single update would otherwise train at lr 0)
             scheduler = mx.lr_scheduler.CosineScheduler(m.num_epochs * len(lane.train_iter) + 1, base_lr=m.lr) \
@@ -95,7 +100,8 @@ def train_together(requests: list) -> None:
         f" ({images} training images, batch {shared['batch_size']}, " + \
         (f"seed {seeds[0]})" if len(seeds) == 1 else f"{len(seeds)} seeds, each its own minibatches)")
     progress = _Progress(what, max(s.num_epochs for s in settings))
-    models = train_stacked(dataset, [replace(s, callbacks=[*s.callbacks, progress]) for s in settings], **shared)
+    with engine.sharing(groups_training):  # the cores are shared with the groups training beside it
+        models = train_stacked(dataset, [replace(s, callbacks=[*s.callbacks, progress]) for s in settings], **shared)
     for request, model in zip(requests, models):
         request.result = model
     log.info("trained %s: %d epochs in %.1f s", what, max(len(m.result.history) for m in models),

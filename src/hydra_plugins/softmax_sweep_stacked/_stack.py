@@ -1,11 +1,14 @@
 """A launch whose jobs meet where they train: each job runs in a thread of its own up to the point
 where it hands a Request to the Stack and waits; the launcher then calls each group's train
-function once for the requests of that group (same group key) and lets the jobs go on, one at a
-time. A job may fork: run parts of itself as jobs of the launch (a trial's seeds), whose requests
-train with everyone's, and wait for them. The app decides what a request holds and how a group
-trains; this module knows neither."""
+function once for the requests of that group (same group key), up to `at_once` groups side by side
+in threads of their own, and lets the jobs go on, one at a time. A job may fork: run parts of
+itself as jobs of the launch (a trial's seeds), whose requests train with everyone's, and wait for
+them. The app decides what a request holds and how a group trains; this module knows neither. A
+train function learns how many groups train beside it (groups_training) to take its share of the
+machine, and should end soon when the process is interrupted: the launch waits for it."""
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -37,8 +40,10 @@ class Job:
 
 
 class Stack:
-    def __init__(self) -> None:
+    def __init__(self, at_once: int = 1) -> None:
         self._changed = threading.Condition()
+        self.at_once = max(1, at_once)
+        self._training = 0  # groups training now
 
     def run(self, jobs: Sequence[Job]) -> list[Any]:
         """Run the jobs' bodies; returns what each returned. Every job goes on alone until it asks
@@ -66,8 +71,29 @@ class Stack:
         groups: dict[Any, list[Request]] = {}
         for request in requests:
             groups.setdefault(request.key, []).append(request)
-        for group in groups.values():
+        if self.at_once == 1 or len(groups) == 1:
+            for group in groups.values():
+                self._train_group(group)
+            return
+        pool = ThreadPoolExecutor(min(self.at_once, len(groups)), thread_name_prefix="stacked-group")
+        futures = [pool.submit(self._train_group, group) for group in groups.values()]
+        try:
+            wait(futures)
+        finally:  # an interrupt here: the groups end as they do when interrupted (each at its next epoch)
+            pool.shutdown(wait=True)
+        for future in futures:
+            future.result()  # the first group's error, as when they train one after another
+
+    def _train_group(self, group: list[Request]) -> None:
+        with self._changed:
+            self._training += 1
+        _local.groups = self
+        try:
             group[0].train(group)
+        finally:
+            _local.groups = None
+            with self._changed:
+                self._training -= 1
 
     def _advance(self, job: Job) -> None:
         """Step the job; the children of its fork, if it forked; its parent, if it was the last
@@ -138,3 +164,10 @@ class Stack:
 def current() -> Optional[Stack]:
     """The Stack this thread's job belongs to, None outside a stacked launch."""
     return getattr(_local, "stack", None)
+
+
+def groups_training() -> int:
+    """In a group's train function: the groups of its launch training now, itself included (1
+    elsewhere)."""
+    stack = getattr(_local, "groups", None)
+    return stack._training if stack is not None else 1

@@ -1,8 +1,10 @@
 """`hydra/launcher=stacked`: softmax-sweep's launcher for a multirun's jobs in this process that
 trains the jobs which can share minibatches in one graph (softmax_sweep.stacking), each still its
-own job: its folder, config, MLflow run and return value."""
+own job: its folder, config, MLflow run and return value. Groups that cannot share train side by
+side, up to groups_at_once (0: one per core) at a time."""
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class StackedLauncherConf:
     _target_: str = "hydra_plugins.softmax_sweep_stacked.stacked_launcher.StackedLauncher"
+    groups_at_once: int = 0
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="stacked", node=StackedLauncherConf,
@@ -48,7 +51,8 @@ class StackedLauncher(Launcher):
     in_process = True  # the optuna_pruning sweeper reaches a job's trial in this process,
     launches_together = True  # and hands it n_jobs trials per launch to train together
 
-    def __init__(self) -> None:
+    def __init__(self, groups_at_once: int = 0) -> None:
+        self.groups_at_once = groups_at_once or len(os.sched_getaffinity(0))
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.task_function: Optional[TaskFunction] = None
@@ -78,6 +82,6 @@ class StackedLauncher(Launcher):
                 job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"),
                 before_each_step=turns.enter, after_each_step=turns.leave))
         try:
-            return Stack().run(jobs)
+            return Stack(self.groups_at_once).run(jobs)
         finally:
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
