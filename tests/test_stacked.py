@@ -193,7 +193,8 @@ def test_a_long_group_says_how_far_it_is(digits, caplog: pytest.LogCaptureFixtur
 
 def _grid(mlruns: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "softmax_sweep.train", "-m", "lr=0.05,1e38,0.3,1", "seed=0,1",
-                           "data=digits", "num_epochs=4", "eval_train=true", "early_stopping_patience=1",
+                           "batch_size=128,256", "data=digits", "num_epochs=4", "eval_train=true",
+                           "early_stopping_patience=1",
                            f"mlruns_dir={mlruns}", *extra],
                           capture_output=True, text=True, timeout=600, env=clean_env())
 
@@ -221,18 +222,20 @@ def _store(mlruns: Path) -> dict:
 
 
 def test_a_stacked_grid_records_what_one_at_a_time_records(tmp_path: Path) -> None:
-    """Four learning rates times two seeds: one stack, each seed's models on its own minibatches."""
+    """Four learning rates times two seeds times two batch sizes: a stack per batch size, the two
+    side by side (one per core), each seed's models on its own minibatches."""
     stacked, alone = _grid(tmp_path / "stacked"), _grid(tmp_path / "alone", "hydra/launcher=basic")
     for done in (stacked, alone):
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
         assert done.stderr.strip().splitlines()[-1] == \
-            "error: 2 of 8 jobs failed (their reasons are in the table above)"
+            "error: 4 of 16 jobs failed (their reasons are in the table above)"
     assert "trained together where they can share minibatches" in stacked.stdout + stacked.stderr
     progress = re.findall(r"trained (.*): (\d+) epochs in [\d.]+ s", stacked.stdout + stacked.stderr)
-    assert progress == [("8 runs together (1047 training images, batch 256, 2 seeds, each its own minibatches)",
-                         "4")], progress
+    assert sorted(progress) == [
+        (f"8 runs together (1047 training images, batch {bs}, 2 seeds, each its own minibatches)", "4")
+        for bs in (128, 256)], progress
     ours, theirs = _store(tmp_path / "stacked"), _store(tmp_path / "alone")
-    assert sorted(ours) == sorted(theirs) and len(ours) == 9, "eight jobs and the grid's parent run"
+    assert sorted(ours) == sorted(theirs) and len(ours) == 17, "sixteen jobs and the grid's parent run"
     for name in ours:
         a, b = ours[name], theirs[name]
         assert {k: a[k] for k in ("status", "params", "tags", "artifacts")} == \
@@ -243,21 +246,22 @@ def test_a_stacked_grid_records_what_one_at_a_time_records(tmp_path: Path) -> No
             assert [v for _, v in history] == pytest.approx([v for _, v in b["metrics"][key]], rel=1e-5, abs=1e-6,
                                                             nan_ok=True), (name, key)
     statuses = sorted(r["status"] for r in ours.values())
-    assert statuses == ["FAILED"] * 2 + ["FINISHED"] * 7
+    assert statuses == ["FAILED"] * 4 + ["FINISHED"] * 13
     assert any(len(r["metrics"].get("val_acc", [])) < 4 for r in ours.values()), "early stopping ended one early"
 
 
 def test_ctrl_c_of_a_stacked_grid_leaves_nothing_running(tmp_path: Path) -> None:
+    """Two groups (batch sizes) training side by side, two jobs each: Ctrl-C ends every run."""
     mlruns = tmp_path / "mlruns"
-    proc = subprocess.Popen([sys.executable, "-m", "softmax_sweep.train", "-m", "lr=0.05,0.3", "data=digits",
-                             "num_epochs=100000", f"mlruns_dir={mlruns}"],
+    proc = subprocess.Popen([sys.executable, "-m", "softmax_sweep.train", "-m", "lr=0.05,0.3", "batch_size=64,256",
+                             "data=digits", "num_epochs=100000", f"mlruns_dir={mlruns}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env())
-    wait_for_count(mlruns / "mlflow.db", proc, "SELECT count(*) FROM metrics WHERE key = 'val_acc'", 6,
-                   "epochs of both jobs")
+    wait_for_count(mlruns / "mlflow.db", proc, "SELECT count(*) FROM metrics WHERE key = 'val_acc'", 12,
+                   "epochs of the four jobs")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
-    assert sorted(run_statuses(mlruns / "mlflow.db")) == ["KILLED", "KILLED", "KILLED"], "both jobs and the parent"
+    assert sorted(run_statuses(mlruns / "mlflow.db")) == ["KILLED"] * 5, "the four jobs and the parent"
 
 
 def test_an_optuna_sweep_stacks_its_trials_and_prunes_them_one_by_one(tmp_path: Path) -> None:

@@ -27,7 +27,6 @@ products gain less from a second core than from a second lane beside them (bench
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -111,13 +110,6 @@ def step_plan(batch_size: int, last_size: int, lanes: tuple[int, ...], num_outpu
         if all(chunk_of.values()):
             return threads, chunk_of
     raise AssertionError("a model's products differ from themselves on the same threads")
-
-
-@functools.lru_cache(maxsize=1)
-def _lane_threads(pid: int) -> ThreadPoolExecutor:
-    """Threads kept for the lanes' passes (a new thread's first MXNet calls cost ~1 ms: a pass of
-    small lanes takes a few ms); per process, as a fork's child has none of its parent's threads."""
-    return ThreadPoolExecutor(engine.cores(), thread_name_prefix="lanes")
 
 
 def _shares(models: list[int], parts: int) -> list[slice]:
@@ -221,9 +213,12 @@ class SoftmaxSGD:
             found = [self._pass(self.lanes, X, y, orders, cores, use_fused)]
         else:
             most = max(1, cores // len(shares))
-            passes = _lane_threads(os.getpid()).map(
-                lambda share: self._pass(self.lanes[share], X, y, orders[share], most, use_fused), shares)
-            found = list(passes)
+            # threads that end with the pass: a thread that has run OpenMP operators counts as busy to
+            # libgomp while it lives, and with more such threads than cores every later parallel
+            # operator sleeps at its barriers (a pass at batch 256 on two cores: 3x slower)
+            with ThreadPoolExecutor(len(shares), thread_name_prefix="lanes") as pool:
+                found = list(pool.map(
+                    lambda share: self._pass(self.lanes[share], X, y, orders[share], most, use_fused), shares))
         self.num_update += -(-orders[0].shape[0] // self.batch_size)
         if len(found) == 1:
             return found[0]

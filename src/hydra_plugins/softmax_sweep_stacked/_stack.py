@@ -4,11 +4,10 @@ function once for the requests of that group (same group key), up to `at_once` g
 in threads of their own, and lets the jobs go on, one at a time. A job may fork: run parts of
 itself as jobs of the launch (a trial's seeds), whose requests train with everyone's, and wait for
 them. The app decides what a request holds and how a group trains; this module knows neither. A
-train function learns how many groups train beside it (groups_training) to take its share of the
-machine, and should end soon when the process is interrupted: the launch waits for it."""
+train function learns how many groups train side by side (groups_training) to take its share of
+the machine, and should end soon when the process is interrupted: the launch waits for it."""
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -43,7 +42,6 @@ class Stack:
     def __init__(self, at_once: int = 1) -> None:
         self._changed = threading.Condition()
         self.at_once = max(1, at_once)
-        self._training = 0  # groups training now
 
     def run(self, jobs: Sequence[Job]) -> list[Any]:
         """Run the jobs' bodies; returns what each returned. Every job goes on alone until it asks
@@ -71,29 +69,34 @@ class Stack:
         groups: dict[Any, list[Request]] = {}
         for request in requests:
             groups.setdefault(request.key, []).append(request)
-        if self.at_once == 1 or len(groups) == 1:
+        side_by_side = min(self.at_once, len(groups))
+        if side_by_side == 1:
             for group in groups.values():
-                self._train_group(group)
+                group[0].train(group)
             return
-        pool = ThreadPoolExecutor(min(self.at_once, len(groups)), thread_name_prefix="stacked-group")
-        futures = [pool.submit(self._train_group, group) for group in groups.values()]
-        try:
-            wait(futures)
-        finally:  # an interrupt here: the groups end as they do when interrupted (each at its next epoch)
-            pool.shutdown(wait=True)
-        for future in futures:
-            future.result()  # the first group's error, as when they train one after another
+        # a thread per group, ended with it: a train function's threads may hold resources for as long
+        # as they live (an OpenMP runtime counts them as busy)
+        slots, errors, threads = threading.Semaphore(self.at_once), {}, []
 
-    def _train_group(self, group: list[Request]) -> None:
-        with self._changed:
-            self._training += 1
-        _local.groups = self
+        def train(index: int, group: list[Request]) -> None:
+            _local.side_by_side = side_by_side
+            try:
+                group[0].train(group)
+            except BaseException as e:  # noqa: BLE001 - raised in the launcher's thread once all have ended
+                errors[index] = e
+            finally:
+                slots.release()
+
         try:
-            group[0].train(group)
-        finally:
-            _local.groups = None
-            with self._changed:
-                self._training -= 1
+            for index, group in enumerate(groups.values()):
+                slots.acquire()
+                threads.append(threading.Thread(target=train, args=(index, group), name="stacked-group"))
+                threads[-1].start()
+        finally:  # an interrupt here: the groups end as they do when interrupted (each at its next epoch)
+            for thread in threads:
+                thread.join()
+        if errors:
+            raise errors[min(errors)]  # the first group's error, as when they train one after another
 
     def _advance(self, job: Job) -> None:
         """Step the job; the children of its fork, if it forked; its parent, if it was the last
@@ -167,7 +170,6 @@ def current() -> Optional[Stack]:
 
 
 def groups_training() -> int:
-    """In a group's train function: the groups of its launch training now, itself included (1
-    elsewhere)."""
-    stack = getattr(_local, "groups", None)
-    return stack._training if stack is not None else 1
+    """In a group's train function: how many groups of its launch train side by side, itself
+    included (1 elsewhere)."""
+    return getattr(_local, "side_by_side", 1)
