@@ -21,7 +21,7 @@ import ctypes
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 
 def cores() -> int:
@@ -76,21 +76,23 @@ def training_threads(work: int) -> int:
 
 
 def budget() -> int:
-    """The cores this thread's operators may take: cores(), or its share while it trains beside
+    """The cores this thread's operators may take: cores(), shared out while it trains beside
     other threads (sharing)."""
-    return max(1, cores() // getattr(_set, "beside", 1))
+    beside = getattr(_set, "beside", None)
+    return max(1, cores() // max(1, beside())) if beside else cores()
 
 
 @contextlib.contextmanager
-def sharing(threads: int) -> Iterator[None]:
-    """Inside the block this thread's operators take their share of the cores with `threads`
-    threads training side by side (itself included). A fixed share, also once the others are done:
-    with more threads that ever ran OpenMP operators alive than cores, libgomp has every parallel
-    operator sleep at its barriers (a training pass at batch 256 on two cores from a second thread
-    while the first keeps its team: 3x slower than on one core). A model's numbers stay those it
-    gets alone on every core: its products are checked for both thread counts (model.exact_chunk)."""
-    before = getattr(_set, "beside", 1)
-    _set.beside = max(1, threads)
+def sharing(beside: Callable[[], int]) -> Iterator[None]:
+    """Inside the block this thread's operators take their share of the cores with beside() threads
+    training at once (itself included), read again at each use: a thread left alone takes them all.
+    A model's numbers stay those it gets alone on every core: its products are checked for both
+    thread counts (model.exact_chunk). (libgomp has every parallel operator sleep at its barriers
+    while more threads that ran OpenMP operators live than there are cores: a training pass at batch
+    256 on two threads from a second thread, the first keeping its team, takes 3x as long. Exercise 2
+    still gains: 137 s against 171 s with a fixed share, benchmarks/stacked.py (b).)"""
+    before = getattr(_set, "beside", None)
+    _set.beside = beside
     try:
         yield
     finally:

@@ -100,7 +100,7 @@ def train_together(requests: list) -> None:
         f" ({images} training images, batch {shared['batch_size']}, " + \
         (f"seed {seeds[0]})" if len(seeds) == 1 else f"{len(seeds)} seeds, each its own minibatches)")
     progress = _Progress(what, max(s.num_epochs for s in settings))
-    with engine.sharing(groups_training()):  # the cores are shared with the groups training beside it
+    with engine.sharing(groups_training):  # the cores are shared with the groups training beside it
         models = train_stacked(dataset, [replace(s, callbacks=[*s.callbacks, progress]) for s in settings], **shared)
     for request, model in zip(requests, models):
         request.result = model

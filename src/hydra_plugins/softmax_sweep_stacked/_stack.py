@@ -42,6 +42,7 @@ class Stack:
     def __init__(self, at_once: int = 1) -> None:
         self._changed = threading.Condition()
         self.at_once = max(1, at_once)
+        self._training = 0  # groups training side by side now
 
     def run(self, jobs: Sequence[Job]) -> list[Any]:
         """Run the jobs' bodies; returns what each returned. Every job goes on alone until it asks
@@ -79,12 +80,16 @@ class Stack:
         slots, errors, threads = threading.Semaphore(self.at_once), {}, []
 
         def train(index: int, group: list[Request]) -> None:
-            _local.side_by_side = side_by_side
+            _local.stack_training = self
+            with self._changed:
+                self._training += 1
             try:
                 group[0].train(group)
             except BaseException as e:  # noqa: BLE001 - raised in the launcher's thread once all have ended
                 errors[index] = e
             finally:
+                with self._changed:
+                    self._training -= 1
                 slots.release()
 
         try:
@@ -170,6 +175,7 @@ def current() -> Optional[Stack]:
 
 
 def groups_training() -> int:
-    """In a group's train function: how many groups of its launch train side by side, itself
+    """In a group's train function: how many groups of its launch train side by side now, itself
     included (1 elsewhere)."""
-    return getattr(_local, "side_by_side", 1)
+    stack = getattr(_local, "stack_training", None)
+    return stack._training if stack is not None else 1
