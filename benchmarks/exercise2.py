@@ -6,7 +6,8 @@ size x lr x remedy, each over its seeds), timed.
 Runs `sweeps/overfit.py` and `python -m softmax_sweep.train -m sweep=overfit` in fresh processes on
 new stores and prints, for each, the wall time of the command and the training time of its runs
 (the sum of their epochs' seconds, as MLflow recorded them: each run's share of its stack's epochs,
-so groups trained side by side both count), then the answer (answer.md). Target: the study finishes in at most 10 minutes.
+so groups trained side by side both count), then the answer (answer.md). Target: the study
+finishes in at most 10 minutes.
 
 --write-docs: docs/results/exercise2.md (the timing and the whole answer), exercise2-answer.md (the
 answer's conclusion, which the README quotes) and the study's figures beside them.

@@ -187,10 +187,10 @@ def _evaluate(nets: Sequence[gluon.Block], batches: Iterable, parts: int) -> tup
     loss_sum, correct, n = nd.zeros(shape), nd.zeros(shape), 0
     use_fused = fused.available()
     for X, y, part in batches:
-        threads, chunk = _evaluation_plan(X.shape[0], len(denses), num_outputs, num_inputs)
+        count, chunk = _evaluation_plan(X.shape[0], len(denses), num_outputs, num_inputs)
         graph, inputs = _loss_and_correct(len(denses), num_outputs, chunk, use_fused, parts)
         feed = {"X": X, "y": y, "part": part, "weight": weight, "bias": bias}
-        with using(threads):
+        with using(count):
             batch_loss, batch_correct = graph(*(feed[name] for name in inputs))
         loss_sum += batch_loss
         correct += batch_correct

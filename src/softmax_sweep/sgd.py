@@ -210,7 +210,7 @@ class SoftmaxSGD:
         shares = _shares([len(lane) for lane in self.lanes], cores)
         use_fused = fused.available()  # here: its first call loads the operator, once
         if len(shares) == 1:
-            found = [self._pass(self.lanes, X, y, orders, cores, use_fused)]
+            loss, correct = self._pass(self.lanes, X, y, orders, cores, use_fused)
         else:
             most = max(1, cores // len(shares))
             # threads that end with the pass: a thread that has run OpenMP operators counts as busy to
@@ -219,10 +219,9 @@ class SoftmaxSGD:
             with ThreadPoolExecutor(len(shares), thread_name_prefix="lanes") as pool:
                 found = list(pool.map(
                     lambda share: self._pass(self.lanes[share], X, y, orders[share], most, use_fused), shares))
+            loss, correct = (nd.concat(*part, dim=0) for part in zip(*found))
         self.num_update += -(-orders[0].shape[0] // self.batch_size)
-        if len(found) == 1:
-            return found[0]
-        return nd.concat(*(f[0] for f in found), dim=0), nd.concat(*(f[1] for f in found), dim=0)
+        return loss, correct
 
     def _pass(self, lanes: list[list[Member]], X: nd.NDArray, y: nd.NDArray, orders: Sequence[nd.NDArray],
               most: int, use_fused: bool) -> tuple[nd.NDArray, nd.NDArray]:
