@@ -112,6 +112,17 @@ def using(count: int) -> Iterator[None]:
         set_threads(before)
 
 
+def waiting_thread() -> None:
+    """This thread waits while others train (a stacked launch's job, until its group has trained):
+    its own operators take one thread, so that it keeps no OpenMP team. libgomp has every parallel
+    operator sleep at its barriers while more threads of its teams live than there are cores, and
+    a thread's team lives as long as the thread: with the 16 jobs of a grid each holding one, a
+    training pass of their stack at batch 256 took 3.7x as long (benchmarks/stacked.py (a), as
+    commands)."""
+    if "mxnet" in sys.modules and threading.current_thread() is not threading.main_thread():
+        set_threads(1)
+
+
 def _steps() -> int:
     return int(os.environ.get("OMP_NUM_THREADS") or 1)
 

@@ -71,6 +71,7 @@ def run_job(cfg: DictConfig) -> Optional[float]:
         settings = to_settings(cfg)  # bad values fail here, before MXNet and MLflow are imported
         if os.environ.get("MXNET_ENGINE_TYPE") and "mxnet" not in sys.modules:
             engine.start_quietly()  # a launcher's worker process
+        engine.waiting_thread()  # a job of the stacked launcher, in a thread of its own
         if trial is not None:
             from softmax_sweep.curves import draw_in_background
             from softmax_sweep.trial_runs import run_trial

@@ -13,6 +13,7 @@ from mxnet.gluon import nn
 from softmax_sweep import fused
 from softmax_sweep.engine import budget, cores, threads, using
 from softmax_sweep.fused import loss_and_correct, loss_and_correct_by_part
+from softmax_sweep.graphs import Graphs
 
 
 def build_net(num_outputs: int = 10, num_inputs: int = 0) -> nn.HybridSequential:
@@ -136,7 +137,6 @@ def stacked_weight_grad(X, grad, models: int, num_outputs: int, chunk: int):
     return sym.transpose(parts[0] if len(parts) == 1 else sym.concat(*parts, dim=1))
 
 
-@functools.lru_cache(maxsize=32)
 def _loss_and_correct(models: int, num_outputs: int, chunk: int, use_fused: bool, parts: int
                       ) -> tuple[mx.nd.CachedOp, list[str]]:
     """Inputs X, y, weight (models * num_outputs, inputs), bias (and with parts, part: rows by
@@ -151,6 +151,9 @@ def _loss_and_correct(models: int, num_outputs: int, chunk: int, use_fused: bool
     # no static_alloc: a graph per stack size would keep its own logits (48 MB for 120 models), a
     # few large operators gain nothing from it
     return mx.nd.CachedOp(out), out.list_inputs()
+
+
+_EVALUATIONS = Graphs(_loss_and_correct, most=32)
 
 
 def evaluate(nets: Sequence[gluon.Block], data_iter: Iterable) -> tuple[np.ndarray, np.ndarray]:
@@ -188,12 +191,11 @@ def _evaluate(nets: Sequence[gluon.Block], batches: Iterable, parts: int) -> tup
     use_fused = fused.available()
     for X, y, part in batches:
         count, chunk = _evaluation_plan(X.shape[0], len(denses), num_outputs, num_inputs)
-        graph, inputs = _loss_and_correct(len(denses), num_outputs, chunk, use_fused, parts)
         feed = {"X": X, "y": y, "part": part, "weight": weight, "bias": bias}
-        with using(count):
+        with using(count), _EVALUATIONS.taken(len(denses), num_outputs, chunk, use_fused, parts) as (graph, inputs):
             batch_loss, batch_correct = graph(*(feed[name] for name in inputs))
-        loss_sum += batch_loss
-        correct += batch_correct
+            loss_sum += batch_loss
+            correct += batch_correct
         n += X.shape[0]
     return loss_sum.asnumpy(), correct.asnumpy(), n
 

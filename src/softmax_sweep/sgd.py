@@ -26,7 +26,7 @@ products gain less from a second core than from a second lane beside them (bench
 """
 from __future__ import annotations
 
-import functools
+import contextlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,12 +37,12 @@ from mxnet import gluon, nd, sym
 
 from softmax_sweep import engine, fused
 from softmax_sweep.fused import loss_correct_and_grad
+from softmax_sweep.graphs import Graphs
 from softmax_sweep.model import dense_of, exact_chunk, stacked_logits, stacked_weight_grad
 
 STEPS_PER_CALL = 8  # 32 steps per graph measured no faster at batch 16
 
 
-@functools.lru_cache(maxsize=128)
 def _steps_graph(sizes: tuple[int, ...], chunks: tuple[tuple[int, ...], ...], lanes: tuple[int, ...],
                  num_outputs: int, decay: bool, use_fused: bool) -> tuple[mx.nd.CachedOp, list[str]]:
     """One graph for SGD steps of stacked models on batches of `sizes` rows taken in turn from
@@ -86,6 +86,9 @@ def _steps_graph(sizes: tuple[int, ...], chunks: tuple[tuple[int, ...], ...], la
         corrects.append(_joined(step_corrects))
     out = sym.Group([_joined(weights), _joined(biases), sym.add_n(*losses), sym.add_n(*corrects)])
     return mx.nd.CachedOp(out, flags=[("static_alloc", "true"), ("static_shape", "true")]), out.list_inputs()
+
+
+_STEPS = Graphs(_steps_graph)
 
 
 def _part(whole, begin: int, end: int, lanes: int):
@@ -186,7 +189,7 @@ class SoftmaxSGD:
         self.lanes = [lane for lane in self.lanes if lane]
         # each graph keeps its memory (static_alloc; 100 MB for 10 lanes of 12 models at batch 32),
         # and the stack it was built for is gone: rebuilding is a few ms
-        _steps_graph.cache_clear()
+        _STEPS.clear()
 
     def _rates(self, members: list[Member], update: int, steps: int) -> tuple[nd.NDArray, nd.NDArray]:
         """Per step and model: lr / batch_size and lr * wd, for the steps after `update` (the step
@@ -243,19 +246,23 @@ class SoftmaxSGD:
             calls.append((rest_sizes, order[:, full_calls * chunk:]))
         decay = any(m.wd for m in members)
         threads, chunk_of = step_plan(bs, rest % bs, sizes_of_lanes, self.num_outputs, weight.shape[1], most)
-        update = self.num_update
-        with engine.using(threads):
+        update, graphs = self.num_update, {}
+        # the graphs stay this thread's until the weights are copied out of their memory
+        with engine.using(threads), contextlib.ExitStack() as held:
             for sizes, rows in calls:
                 chunks = tuple(tuple(chunk_of[size, models] for models in sizes_of_lanes) for size in sizes)
-                graph, inputs = _steps_graph(sizes, chunks, sizes_of_lanes, self.num_outputs, decay, use_fused)
+                key = (sizes, chunks, sizes_of_lanes, self.num_outputs, decay, use_fused)
+                if key not in graphs:
+                    graphs[key] = held.enter_context(_STEPS.taken(*key))
+                graph, inputs = graphs[key]
                 lrs, decays = self._rates(members, update, len(sizes))
                 feed = {"X": X, "y": y, "order": rows, "lrs": lrs, "decays": decays, "weight": weight, "bias": bias}
                 weight, bias, batch_loss, batch_correct = graph(*(feed[name] for name in inputs))
                 loss += batch_loss
                 correct += batch_correct
                 update += len(sizes)
-        k = self.num_outputs
-        for i, dense in enumerate(denses):
-            dense.weight.set_data(weight[i * k:(i + 1) * k] if len(denses) > 1 else weight)
-            dense.bias.set_data(bias[i * k:(i + 1) * k] if len(denses) > 1 else bias)
+            k = self.num_outputs
+            for i, dense in enumerate(denses):
+                dense.weight.set_data(weight[i * k:(i + 1) * k] if len(denses) > 1 else weight)
+                dense.bias.set_data(bias[i * k:(i + 1) * k] if len(denses) > 1 else bias)
         return loss, correct
