@@ -38,8 +38,8 @@
     pass at batch 16 and 256 for one model and --models models, an evaluation of the test images,
     and (a)'s one run, each in both forms.
 Peak RSS of this process at the end. This process runs MXNet as a multirun's process does
-(softmax_sweep.engine: NaiveEngine, evaluations on every core, training steps on a thread for
-each 128 of batch x models on Fashion-MNIST, up to every core).
+(softmax_sweep.engine: NaiveEngine, evaluations on every core where exact, training steps on a
+thread for each 128 of batch x models on Fashion-MNIST, up to every core).
 """
 from __future__ import annotations
 
