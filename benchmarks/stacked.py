@@ -34,9 +34,9 @@
     (target: at most half the wall time, test accuracy at the best trial's best epoch >= 0.843).
 (e) a training pass on one core against every core, at batch 16 to 256, for 1, 4 and --models
     models: where training steps start taking every core (softmax_sweep.engine.THREAD_WORK).
-(f) the fused loss operator (softmax_sweep/fused.py) against MXNet's own operators: a training
-    pass at batch 16 and 256 for one model and --models models, an evaluation of the test images,
-    and (a)'s one run, each in both forms.
+(f) the fused operators (softmax_sweep/fused.py: the loss; the weight update) against MXNet's own
+    operators: a training pass at batch 16 and 256 for one model and --models models, an
+    evaluation of the test images, and (a)'s one run, each in both forms.
 Peak RSS of this process at the end. This process runs MXNet as a multirun's process does
 (softmax_sweep.engine: NaiveEngine, evaluations on every core where exact, training steps on a
 thread for each 128 of batch x models on Fashion-MNIST, up to every core).
@@ -134,19 +134,20 @@ def products_seconds(models: int, batch_size: int, steps: int) -> float:
     models*10) and the weight gradient (784 x batch by batch x models*10)."""
     from mxnet import nd, sym
 
-    from softmax_sweep.model import stacked_logits, stacked_weight_grad
+    from softmax_sweep.model import stacked_logits, weight_grad_columns
     from softmax_sweep.sgd import step_plan
 
     rng = np.random.RandomState(0)
     threads, chunks = step_plan(batch_size, 0, (models,), 10, 784)
     chunk = chunks[batch_size, models]
-    X, weight, bias, grad = (sym.var(n) for n in ("X", "weight", "bias", "grad"))
+    X, XT, weight, bias, grad = (sym.var(n) for n in ("X", "XT", "weight", "bias", "grad"))
     out = sym.Group([stacked_logits(X, weight, bias, models, 10, chunk),
-                     stacked_weight_grad(X, grad, models, 10, chunk)])
+                     weight_grad_columns(XT, grad, models, 10, chunk)])
     graph = nd.CachedOp(out, flags=[("static_alloc", "true"), ("static_shape", "true")])
     feed = {"X": nd.array(rng.rand(batch_size, 784).astype(np.float32)),
             "weight": nd.array(rng.rand(models * 10, 784).astype(np.float32)), "bias": nd.zeros(models * 10),
             "grad": nd.array(rng.rand(batch_size, models * 10).astype(np.float32))}
+    feed["XT"] = feed["X"].T
     inputs = [feed[name] for name in out.list_inputs()]
     with engine.using(threads):
         graph(*inputs)[0].wait_to_read()
@@ -281,7 +282,7 @@ def threads_table(data, models: int) -> None:
 
 
 def loss_ops(name: str):
-    """Graphs built inside use the fused loss operator ("fused") or MXNet's operators ("mxnet")."""
+    """Graphs built inside use the fused operators ("fused") or MXNet's operators ("mxnet")."""
     return mock.patch.dict(os.environ, {"SOFTMAX_SWEEP_FUSED": "1" if name == "fused" else "0"})
 
 
@@ -307,11 +308,12 @@ def eval_seconds(data, models: int, repeats: int = 3) -> float:
 
 
 def loss_ops_table(data, models: int) -> None:
-    """The fused loss operator against MXNet's operators: training passes, evaluations, one run."""
+    """The fused operators against MXNet's operators: training passes, evaluations, one run."""
     if not fused.available():
-        print("(f) skipped: the fused loss operator could not be built here (its warning says why)")
+        print("(f) skipped: the fused operators could not be built here (their warning says why)")
         return
-    print("(f) the fused loss operator (softmax_sweep/fused.py) against MXNet's operators (SOFTMAX_SWEEP_FUSED=0), "
+    print("(f) the fused operators (softmax_sweep/fused.py: the loss, the weight update) against MXNet's operators "
+          "(SOFTMAX_SWEEP_FUSED=0), "
           "seconds, MXNet's / fused:")
     for batch_size in (16, 256):
         cells = [both_forms(count, partial(pass_seconds, data, batch_size, count), 3) for count in (1, models)]

@@ -1,4 +1,4 @@
-"""The fused loss operator (softmax_sweep.fused): the numbers MXNet's own operators give, on
+"""The fused operators (softmax_sweep.fused): the numbers MXNet's own operators give, on
 logits small and large, one model and several stacked; and a machine that cannot build it trains
 with MXNet's operators, saying so."""
 from __future__ import annotations
@@ -67,7 +67,7 @@ def test_without_a_compiler_training_uses_mxnets_operators_and_says_so(
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     with caplog.at_level(logging.WARNING, logger="softmax_sweep"):
         assert fused._loaded.__wrapped__() is False
-    assert "training uses MXNet's own operators, slower: the fused loss operator could not be built" in caplog.text
+    assert "training uses MXNet's own operators, slower: the fused operators could not be built" in caplog.text
     assert "no-such-compiler" in caplog.text
     assert not list(tmp_path.iterdir()), "no half-built library left behind"
 
@@ -119,3 +119,30 @@ def test_the_fused_operator_shares_models_among_threads_without_changing_a_numbe
             assert own[0][0] == stacked[0][m] and own[1][0] == stacked[1][m]
             by_part, own_parts = _run(ops[2](models), feed), _run(ops[2](1), alone)
             np.testing.assert_array_equal(own_parts[0][:, 0], by_part[0][:, m])
+
+
+@pytest.mark.parametrize("outputs", [10, 37, 160])
+def test_minus_transposed_gives_what_mxnets_transpose_and_subtraction_give(outputs: int) -> None:
+    """The SGD step's last operation (fused_update.cc), float for float, on one thread and on four
+    (160 x 784 is above the operator's parallel threshold; 37 rows end in a partial block)."""
+    if not fused.available():
+        pytest.skip("the fused operators could not be built here (no C++ compiler?): see the warning")
+    from softmax_sweep.engine import using
+
+    rng = np.random.RandomState(2)
+    feed = {"W": nd.array(rng.normal(0, 0.01, (outputs, 784)).astype(np.float32)),
+            "G": nd.array(rng.normal(0, 0.001, (784, outputs)).astype(np.float32))}
+    theirs = _run([fused.minus_transposed(sym.var("W"), sym.var("G"), False)], feed)[0]
+    assert np.abs(theirs - feed["W"].asnumpy()).max() > 0, "the gradient moves the weights"
+    for threads in (1, 4):
+        with using(threads):
+            np.testing.assert_array_equal(_run([fused.minus_transposed(sym.var("W"), sym.var("G"), True)], feed)[0],
+                                          theirs)
+
+
+def test_minus_transposed_refuses_shapes_that_do_not_transpose() -> None:
+    if not fused.available():
+        pytest.skip("the fused operators could not be built here (no C++ compiler?): see the warning")
+    feed = {"W": nd.ones((10, 784)), "G": nd.ones((10, 784))}
+    with pytest.raises(mx.MXNetError, match=r"minus_transposed: W \(N, K\), G \(K, N\)"):
+        _run([fused.minus_transposed(sym.var("W"), sym.var("G"), True)], feed)

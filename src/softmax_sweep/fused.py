@@ -7,7 +7,8 @@ one_hot, the sums), at a few ns per element over 10 classes: on a CPU with fast 
 they cost a stacked step as much as its products. The same numbers come from one C++ operator
 (fused_xent.cc: one pass, sums in double), built once per machine with the C++ compiler into
 softmax-sweep's cache (places.own_cache) and loaded as an MXNet extension library;
-benchmarks/stacked.py (f) prints both. Without a compiler, or with SOFTMAX_SWEEP_FUSED=0, graphs
+benchmarks/stacked.py (f) prints both. The same library holds the SGD step's last operation, the
+weight minus its gradient transposed (fused_update.cc). Without a compiler, or with SOFTMAX_SWEEP_FUSED=0, graphs
 are built from MXNet's operators. A step's numbers agree to about 1e-6 between the two (SGD at lr 1
 grows that, as any rounding, into another trajectory of the same spread), and in each form a
 stacked model gets what it gets alone, float for float.
@@ -33,7 +34,7 @@ from mxnet.symbol.register import _make_symbol_function
 
 from softmax_sweep.places import own_cache
 
-SOURCE = Path(__file__).with_name("fused_xent.cc")
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("fused_xent.cc", "fused_update.cc"))
 FLAGS = ("-shared", "-fPIC", "-O2", "-std=c++17", "-fopenmp")
 log = logging.getLogger("softmax_sweep")
 
@@ -53,17 +54,17 @@ def _loaded() -> bool:
         _load(built())
     except (OSError, subprocess.CalledProcessError, mx.MXNetError) as e:
         reason = e.stderr.strip().splitlines()[-1] if isinstance(e, subprocess.CalledProcessError) and e.stderr else e
-        log.warning("training uses MXNet's own operators, slower: the fused loss operator could not be built (%s)",
+        log.warning("training uses MXNet's own operators, slower: the fused operators could not be built (%s)",
                     reason)
         return False
     return True
 
 
 def _load(library: Path) -> None:
-    """Load the library and make symbol functions of its two operators only: mx.library.load
+    """Load the library and make symbol functions of its operators only: mx.library.load
     would make them again for every MXNet operator, 0.4 s of each process's start."""
     check_call(_LIB.MXLoadLib(c_str(str(library)), mx_uint(0)))
-    for name in ("stacked_xent", "stacked_xent_grad", "stacked_xent_parts"):
+    for name in ("stacked_xent", "stacked_xent_grad", "stacked_xent_parts", "minus_transposed"):
         handle = OpHandle()
         check_call(_LIB.NNGetOpHandle(c_str(name), ctypes.byref(handle)))
         _ops[name] = _make_symbol_function(handle, name, name)
@@ -73,8 +74,9 @@ def built() -> Path:
     """The operator's library for this source, MXNet and machine: built on the first call."""
     package = Path(mx.__file__).parent
     lib_api = package / "src" / "lib_api.cc"
-    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), lib_api.read_bytes(), " ".join(FLAGS).encode(),
-                                     platform.machine().encode(), mx.__version__.encode()])).hexdigest()[:16]
+    key = hashlib.sha256(b"\0".join([*(source.read_bytes() for source in SOURCES), lib_api.read_bytes(),
+                                     " ".join(FLAGS).encode(), platform.machine().encode(),
+                                     mx.__version__.encode()])).hexdigest()[:16]
     folder = own_cache()
     target = folder / f"fused_xent-{key}.so"
     if target.exists():
@@ -83,12 +85,12 @@ def built() -> Path:
     if not compiler:
         raise OSError("no C++ compiler on PATH (c++, g++, clang++; or set CXX)")
     folder.mkdir(parents=True, exist_ok=True)
-    log.info("building the fused loss operator (once per machine): %s", target)
+    log.info("building the fused operators (once per machine): %s", target)
     fd, partial = tempfile.mkstemp(dir=folder, prefix=".building-", suffix=".so")
     os.close(fd)
     try:  # built beside the target, renamed into place: processes starting together never load half a file
-        subprocess.run([compiler, *FLAGS, f"-I{package / 'include'}", str(SOURCE), str(lib_api), "-o", partial],
-                       check=True, capture_output=True, text=True)
+        subprocess.run([compiler, *FLAGS, f"-I{package / 'include'}", *map(str, SOURCES), str(lib_api), "-o",
+                        partial], check=True, capture_output=True, text=True)
         os.replace(partial, target)
     finally:
         if os.path.exists(partial):
@@ -143,3 +145,8 @@ def loss_correct_and_grad(logits, y, scale, models: int, num_outputs: int, fused
         grad = sym.broadcast_sub(sym.softmax(per_model, axis=-1), sym.expand_dims(sym.one_hot(y, num_outputs), 1))
         grad = sym.reshape(sym.broadcast_mul(grad, sym.reshape(scale, shape=(1, models, 1))), shape=(0, -1))
     return loss, correct, grad, sym.sum(grad, axis=0)
+
+
+def minus_transposed(W, G, fused: bool):
+    """Symbol: W - G^T (fused_update.cc: one pass, not MXNet's transpose and then the subtraction)."""
+    return _ops["minus_transposed"](W, G) if fused else W - sym.transpose(G)

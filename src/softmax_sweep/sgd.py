@@ -36,9 +36,9 @@ import mxnet as mx
 from mxnet import gluon, nd, sym
 
 from softmax_sweep import engine, fused
-from softmax_sweep.fused import loss_correct_and_grad
+from softmax_sweep.fused import loss_correct_and_grad, minus_transposed
 from softmax_sweep.graphs import Graphs
-from softmax_sweep.model import dense_of, exact_chunk, stacked_logits, stacked_weight_grad
+from softmax_sweep.model import dense_of, exact_chunk, stacked_logits, weight_grad_columns
 
 STEPS_PER_CALL = 8  # 32 steps per graph measured no faster at batch 16
 
@@ -79,7 +79,8 @@ def _steps_graph(sizes: tuple[int, ...], chunks: tuple[tuple[int, ...], ...], la
             if decay:  # each model's factor on its num_outputs rows
                 keep = sym.repeat(_part(step_keeps, firsts[lane], firsts[lane + 1], len(lanes)), repeats=num_outputs)
                 w, b = sym.broadcast_mul(w, sym.expand_dims(keep, axis=1)), sym.broadcast_mul(b, keep)
-            weights[lane] = w - stacked_weight_grad(Xb, grad, models, num_outputs, chunk)
+            weight_grad = weight_grad_columns(sym.transpose(Xb), grad, models, num_outputs, chunk)
+            weights[lane] = minus_transposed(w, weight_grad, use_fused)
             biases[lane] = b - bias_grad
         start += size
         losses.append(_joined(step_losses))
