@@ -146,3 +146,34 @@ def test_minus_transposed_refuses_shapes_that_do_not_transpose() -> None:
     feed = {"W": nd.ones((10, 784)), "G": nd.ones((10, 784))}
     with pytest.raises(mx.MXNetError, match=r"minus_transposed: W \(N, K\), G \(K, N\)"):
         _run([fused.minus_transposed(sym.var("W"), sym.var("G"), True)], feed)
+
+
+def test_threads_asking_at_once_load_the_operators_once(monkeypatch) -> None:
+    """Groups side by side make their first calls at the same moment: the library is loaded by one
+    of them, the others wait for it (loading it twice at once once failed a study, see available())."""
+    import threading
+    import time
+
+    if not fused.available():
+        pytest.skip("the fused operators could not be built here (no C++ compiler?): see the warning")
+    real, loads = fused._load, []
+
+    def slow_load(library: Path) -> None:
+        loads.append(library)
+        time.sleep(0.2)  # the window in which a second thread would load it again
+        real(library)
+
+    monkeypatch.setattr(fused, "_load", slow_load)
+    fused._loaded.cache_clear()
+    start, found = threading.Barrier(4), []
+
+    def ask() -> None:
+        start.wait()
+        found.append(fused.available())
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert found == [True] * 4 and len(loads) == 1

@@ -24,6 +24,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,12 +41,18 @@ log = logging.getLogger("softmax_sweep")
 
 
 def available() -> bool:
-    """Whether graphs built now use the fused operator: unless SOFTMAX_SWEEP_FUSED=0, once it is
-    built and loaded into this process (on the first call)."""
-    return os.environ.get("SOFTMAX_SWEEP_FUSED", "1") != "0" and _loaded()
+    """Whether graphs built now use the fused operators: unless SOFTMAX_SWEEP_FUSED=0, once they
+    are built and loaded into this process (on the first call, in one thread: two groups' first
+    epochs side by side loaded the library at once, and MXNet's half-registered operator failed
+    one of them, 'Op can only have one argument with variable size', ending exercise 2's study)."""
+    if os.environ.get("SOFTMAX_SWEEP_FUSED", "1") == "0":
+        return False
+    with _loading:
+        return _loaded()
 
 
 _ops: dict[str, Callable] = {}  # the operators' symbol functions, once loaded
+_loading = threading.Lock()
 
 
 @functools.cache
