@@ -8,10 +8,10 @@ they cost a stacked step as much as its products. The same numbers come from one
 (fused_xent.cc: one pass, sums in double), built once per machine with the C++ compiler into
 softmax-sweep's cache (places.own_cache) and loaded as an MXNet extension library;
 benchmarks/stacked.py (f) prints both. The same library holds the SGD step's last operation, the
-weight minus its gradient transposed (fused_update.cc). Without a compiler, or with SOFTMAX_SWEEP_FUSED=0, graphs
-are built from MXNet's operators. A step's numbers agree to about 1e-6 between the two (SGD at lr 1
-grows that, as any rounding, into another trajectory of the same spread), and in each form a
-stacked model gets what it gets alone, float for float.
+weight minus its gradient transposed (fused_update.cc). Without a compiler, or with
+SOFTMAX_SWEEP_FUSED=0, graphs are built from MXNet's operators. A step's numbers agree to about
+1e-6 between the two (SGD at lr 1 grows that, as any rounding, into another trajectory of the same
+spread), and in each form a stacked model gets what it gets alone, float for float.
 """
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def _load(library: Path) -> None:
 
 
 def built() -> Path:
-    """The operator's library for this source, MXNet and machine: built on the first call."""
+    """The operators' library for these sources, MXNet and machine: built on the first call."""
     package = Path(mx.__file__).parent
     lib_api = package / "src" / "lib_api.cc"
     key = hashlib.sha256(b"\0".join([*(source.read_bytes() for source in SOURCES), lib_api.read_bytes(),

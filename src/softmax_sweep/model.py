@@ -144,7 +144,8 @@ def _loss_and_correct(models: int, num_outputs: int, chunk: int, use_fused: bool
     models); outputs per model the summed softmax cross-entropy of its logits and its number of
     correct predictions (with parts: per part 1..parts and model). One cached op per batch: the
     loop never waits for a batch to finish. Each chunk's logits go to the loss on their own: joined,
-    120 models' logits of the 10,000 test images were a 48 MB copy, a tenth of the evaluation."""
+    120 models' logits of the 10,000 test images were a 48 MB copy (that evaluation on one core:
+    173-180 ms joined, 140 ms apart)."""
     X, y, part, weight, bias = (sym.var(n) for n in ("X", "y", "part", "weight", "bias"))
     found = []
     for a, b in _chunks(models, chunk, num_outputs):
@@ -155,7 +156,7 @@ def _loss_and_correct(models: int, num_outputs: int, chunk: int, use_fused: bool
         found.append(loss_and_correct_by_part(logits, y, sym.slice_axis(part, axis=1, begin=first, end=first + size),
                                               size, num_outputs, parts, use_fused) if parts else
                      loss_and_correct(logits, y, size, num_outputs, use_fused))
-    out = sym.Group([parts_[0] if len(parts_) == 1 else sym.concat(*parts_, dim=-1) for parts_ in zip(*found)])
+    out = sym.Group([each[0] if len(each) == 1 else sym.concat(*each, dim=-1) for each in zip(*found)])
     # no static_alloc: a graph per stack size would keep its own logits (48 MB for 120 models), a
     # few large operators gain nothing from it
     return mx.nd.CachedOp(out), out.list_inputs()
