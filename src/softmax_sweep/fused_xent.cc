@@ -12,7 +12,9 @@
 // Each model's numbers come from the same code on its own C logits, row after row, whatever K is:
 // a model stacked gets what it gets alone, float for float. Sums are kept in double. The models are
 // shared out among the threads MXNet gives operators (omp_get_max_threads, as MXSetNumOMPThreads
-// set it), each model whole to one thread: the thread count changes no model's numbers.
+// set it), each model whole to one thread: the thread count changes no model's numbers. Each thread
+// sums into memory of its own (sums of neighbouring models written by two threads: 16 models at
+// batch 256 took 177 us on 2 threads, 133 apart; 236 on one).
 #include <omp.h>
 
 #include <algorithm>
@@ -94,12 +96,16 @@ static MXReturnValue run(const Attrs& attrs, std::vector<MXTensor>* in, std::vec
   std::vector<Sums> sums(K);
   std::vector<double> bias_grad(with_grad ? static_cast<size_t>(K) * C : 0, 0.0);
   by_models(K, N, [&](int first, int end) {
+    std::vector<Sums> own(end - first);
+    std::vector<double> own_bias(with_grad ? static_cast<size_t>(end - first) * C : 0, 0.0);
     for (int n = 0; n < N; ++n)
       for (int m = first; m < end; ++m) {
         const size_t at = static_cast<size_t>(n) * K * C + static_cast<size_t>(m) * C;
         one_row(logits + at, C, label[n], with_grad ? scale[m] : 0.0f, with_grad ? grad + at : nullptr,
-                with_grad ? bias_grad.data() + static_cast<size_t>(m) * C : nullptr, &sums[m]);
+                with_grad ? own_bias.data() + static_cast<size_t>(m - first) * C : nullptr, &own[m - first]);
       }
+    std::copy(own.begin(), own.end(), sums.begin() + first);
+    std::copy(own_bias.begin(), own_bias.end(), bias_grad.begin() + static_cast<size_t>(first) * C);
   });
   const int first = with_grad ? 1 : 0;
   float* loss = (*out)[first].data<float>();
@@ -127,13 +133,18 @@ static MXReturnValue run_parts(const Attrs& attrs, std::vector<MXTensor>* in, st
   if (!labels_of(labels, N, C, "stacked_xent_parts", &label)) return MX_FAIL;
   std::vector<Sums> sums(static_cast<size_t>(P) * K);
   by_models(K, N, [&](int first, int end) {
+    const int mine = end - first;
+    std::vector<Sums> own(static_cast<size_t>(P) * mine);
     for (int n = 0; n < N; ++n)
       for (int m = first; m < end; ++m) {
         const int p = static_cast<int>(part[static_cast<size_t>(n) * K + m]);
         if (p < 1 || p > P) continue;
         const size_t at = static_cast<size_t>(n) * K * C + static_cast<size_t>(m) * C;
-        one_row(logits + at, C, label[n], 0.0f, nullptr, nullptr, &sums[static_cast<size_t>(p - 1) * K + m]);
+        one_row(logits + at, C, label[n], 0.0f, nullptr, nullptr, &own[static_cast<size_t>(p - 1) * mine + m - first]);
       }
+    for (int p = 0; p < P; ++p)
+      std::copy(own.begin() + static_cast<size_t>(p) * mine, own.begin() + static_cast<size_t>(p + 1) * mine,
+                sums.begin() + static_cast<size_t>(p) * K + first);
   });
   float* loss = (*out)[0].data<float>();
   float* correct = (*out)[1].data<float>();
