@@ -313,8 +313,7 @@ def loss_ops_table(data, models: int) -> None:
         print("(f) skipped: the fused operators could not be built here (their warning says why)")
         return
     print("(f) the fused operators (softmax_sweep/fused.py: the loss, the weight update) against MXNet's operators "
-          "(SOFTMAX_SWEEP_FUSED=0), "
-          "seconds, MXNet's / fused:")
+          "(SOFTMAX_SWEEP_FUSED=0), seconds, MXNet's / fused:")
     for batch_size in (16, 256):
         cells = [both_forms(count, partial(pass_seconds, data, batch_size, count), 3) for count in (1, models)]
         print(f"    training pass, batch {batch_size:3d}: " + "   ".join(cells), flush=True)
