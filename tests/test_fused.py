@@ -177,3 +177,72 @@ def test_threads_asking_at_once_load_the_operators_once(monkeypatch) -> None:
     for thread in threads:
         thread.join()
     assert found == [True] * 4 and len(loads) == 1
+
+
+def _exp_mismatches():
+    """The library's count of floats whose exp differs from libm's expf, None where it uses expf itself."""
+    import ctypes
+
+    if not fused.available():
+        pytest.skip("the fused loss operator could not be built here (no C++ compiler?): see the warning")
+    count = ctypes.CDLL(str(fused.built())).softmax_sweep_exp_mismatches
+    count.restype, count.argtypes = ctypes.c_long, [ctypes.c_uint32] * 3
+
+    def mismatches(stride: int) -> int:
+        found = count(0, 0xFFFFFFFF, stride)
+        if found == -1:
+            pytest.skip("this CPU lacks AVX2 or FMA (or its libm's expf is another): the operator calls expf itself")
+        return found
+
+    return mismatches
+
+
+def test_the_loss_operators_exp_is_libms_expf_float_for_float() -> None:
+    """Every 1021st float of all 2^32 (4.2 million, each exponent and sign, nan and inf): the
+    vector exp gives expf's value bit for bit, so no published number moved with it."""
+    assert _exp_mismatches()(1021) == 0
+
+
+@pytest.mark.slow
+def test_the_loss_operators_exp_is_libms_expf_on_every_float() -> None:
+    assert _exp_mismatches()(1) == 0  # all 2^32: 29 s here
+
+
+def test_the_loss_operator_gives_the_scalar_sums_of_libms_expf_and_logf() -> None:
+    """Each model's loss is what one model's row after row of float arithmetic gives with libm's
+    expf and logf (summed in double), and its gradient too: float for float, logits small and huge."""
+    import ctypes
+    import ctypes.util
+
+    if not fused.available():
+        pytest.skip("the fused loss operator could not be built here (no C++ compiler?): see the warning")
+    libm = ctypes.CDLL(ctypes.util.find_library("m"))
+    for name in ("expf", "logf"):
+        getattr(libm, name).restype, getattr(libm, name).argtypes = ctypes.c_float, [ctypes.c_float]
+    rng = np.random.RandomState(1)
+    rows, models, classes = 40, 3, 10
+    logits = rng.normal(0, 1, (rows, models * classes)).astype(np.float32)
+    logits[:10] *= 200  # exps below 88 in size and beyond, where expf's own special cases answer
+    labels = rng.randint(0, classes, rows)
+    scale = np.float32(0.01)
+    feed = {"logits": nd.array(logits), "y": nd.array(labels.astype(np.float32)),
+            "scale": nd.array(np.full(models, scale, np.float32))}
+    loss, correct, grad, _ = _run(fused.loss_correct_and_grad(sym.var("logits"), sym.var("y"), sym.var("scale"),
+                                                               models, classes, True), feed)
+    for m in range(models):
+        total_loss, right = 0.0, 0
+        for n in range(rows):
+            x = logits[n, m * classes:(m + 1) * classes]
+            top, arg = x[0], 0
+            for c in range(1, classes):
+                if x[c] > top:
+                    top, arg = x[c], c
+            e = [np.float32(libm.expf(float(np.float32(x[c] - top)))) for c in range(classes)]
+            total = np.float32(0)
+            for value in e:
+                total = np.float32(total + value)
+            total_loss -= float(np.float32(np.float32(x[labels[n]] - top) - np.float32(libm.logf(float(total)))))
+            right += arg == labels[n]
+            want = [np.float32((np.float32(e[c] / total) - np.float32(c == labels[n])) * scale) for c in range(classes)]
+            assert grad[n, m * classes:(m + 1) * classes].tolist() == want
+        assert loss[m] == np.float32(total_loss) and correct[m] == right
