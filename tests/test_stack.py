@@ -163,3 +163,19 @@ def test_groups_that_cannot_share_train_side_by_side_and_know_it() -> None:
         Stack(at_once=2).run([Job(lambda: current().request(Request("x", failing))),
                               Job(lambda: current().request(Request("y", slow)))])
     assert ended == ["slow"], "the other group ended before the launch raised"
+
+
+def test_a_group_alone_trains_in_a_thread_of_its_own() -> None:
+    """Not in the launcher's thread, which lives on: whatever a train function's thread holds while
+    it lives (an OpenMP team) ends with the group."""
+    where: list = []
+
+    def train(requests: list[Request]) -> None:
+        where.append(threading.current_thread())
+        for r in requests:
+            r.result = "trained"
+
+    for at_once in (1, 2):
+        where.clear()
+        assert Stack(at_once=at_once).run([Job(lambda: current().request(Request("a", train, None)))]) == ["trained"]
+        assert len(where) == 1 and where[0] is not threading.current_thread() and not where[0].is_alive()

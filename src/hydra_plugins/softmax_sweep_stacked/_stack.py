@@ -70,13 +70,9 @@ class Stack:
         groups: dict[Any, list[Request]] = {}
         for request in requests:
             groups.setdefault(request.key, []).append(request)
-        side_by_side = min(self.at_once, len(groups))
-        if side_by_side == 1:
-            for group in groups.values():
-                group[0].train(group)
-            return
-        # a thread per group, ended with it: a train function's threads may hold resources for as long
-        # as they live (an OpenMP runtime counts them as busy)
+        # a thread per group, ended with it, also for a group alone: a train function's threads may
+        # hold resources for as long as they live (an OpenMP runtime counts them as busy), and the
+        # launcher's thread lives on
         slots, errors, threads = threading.Semaphore(self.at_once), {}, []
 
         def train(index: int, group: list[Request]) -> None:
