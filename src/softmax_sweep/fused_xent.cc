@@ -15,8 +15,10 @@
 // set it), each model whole to one thread: the thread count changes no model's numbers. Each thread
 // sums into memory of its own (sums of neighbouring models written by two threads: 16 models at
 // batch 256 took 177 us on 2 threads, 133 apart; 236 on one).
-#include <immintrin.h>
 #include <omp.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -74,6 +76,7 @@ struct Sums {
 // on 2 threads; all 2^32 floats checked against expf, tests/test_fused.py). Where |x| >= 88 or x is
 // not a number: glibc's expf itself. Used where the CPU has AVX2 and FMA and a check against expf at
 // load passes; elsewhere expf.
+#if defined(__x86_64__)
 namespace vector_exp {
 constexpr uint64_t kTable[32] = {
     0x3ff0000000000000, 0x3fefd9b0d3158574, 0x3fefb5586cf9890f, 0x3fef9301d0125b51, 0x3fef72b83c7d517b,
@@ -172,6 +175,13 @@ static void exps(float* v, size_t n) {
 extern "C" long softmax_sweep_exp_mismatches(uint32_t first, uint32_t last, uint32_t stride) {
   return exp_is_glibcs() ? vector_exp::mismatches(first, last, stride) : -1;
 }
+#else  // another CPU than x86-64: expf itself
+static void exps(float* v, size_t n) {
+  for (size_t i = 0; i < n; ++i) v[i] = std::exp(v[i]);
+}
+
+extern "C" long softmax_sweep_exp_mismatches(uint32_t, uint32_t, uint32_t) { return -1; }
+#endif
 
 // A row of one model up to its exp: s = x less its largest value, whose first class it returns,
 // and s's value at the label. noinline (as finish_row): the compiler may not merge models into one
