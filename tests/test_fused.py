@@ -14,6 +14,13 @@ from mxnet import nd, sym
 from softmax_sweep import fused
 
 
+@pytest.fixture
+def operators() -> None:
+    """Skips a test of the fused operators where they cannot be built (no C++ compiler?)."""
+    if not fused.available():
+        pytest.skip("the fused operators could not be built here (no C++ compiler?): see the warning")
+
+
 def _run(outputs, feed: dict) -> list[np.ndarray]:
     group = sym.Group(list(outputs))
     graph = mx.nd.CachedOp(group, flags=[("static_alloc", "true")])
@@ -22,9 +29,7 @@ def _run(outputs, feed: dict) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("models", [1, 3])
-def test_the_fused_operator_gives_what_mxnets_operators_give(models: int) -> None:
-    if not fused.available():
-        pytest.skip("the fused loss operator could not be built here (no C++ compiler?): see the warning")
+def test_the_fused_operator_gives_what_mxnets_operators_give(models: int, operators) -> None:
     rng = np.random.RandomState(0)
     rows, classes = 300, 10
     logits = rng.normal(0, 1, (rows, models * classes)).astype(np.float32)
@@ -85,11 +90,9 @@ def test_a_broken_build_names_the_compilers_complaint(tmp_path: Path, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == ["c++"], "no half-built library left behind"
 
 
-def test_the_fused_operator_shares_models_among_threads_without_changing_a_number() -> None:
+def test_the_fused_operator_shares_models_among_threads_without_changing_a_number(operators) -> None:
     """Each model's numbers are the same on one thread and on four (its models split among them),
     and the same as the operator gives that model alone."""
-    if not fused.available():
-        pytest.skip("the fused loss operator could not be built here (no C++ compiler?): see the warning")
     from softmax_sweep.engine import using
 
     rng = np.random.RandomState(1)
@@ -122,11 +125,9 @@ def test_the_fused_operator_shares_models_among_threads_without_changing_a_numbe
 
 
 @pytest.mark.parametrize("outputs", [10, 37, 160])
-def test_minus_transposed_gives_what_mxnets_transpose_and_subtraction_give(outputs: int) -> None:
+def test_minus_transposed_gives_what_mxnets_transpose_and_subtraction_give(outputs: int, operators) -> None:
     """The SGD step's last operation (fused_update.cc), float for float, on one thread and on four
     (160 x 784 is above the operator's parallel threshold; 37 rows end in a partial block)."""
-    if not fused.available():
-        pytest.skip("the fused operators could not be built here (no C++ compiler?): see the warning")
     from softmax_sweep.engine import using
 
     rng = np.random.RandomState(2)
@@ -140,22 +141,18 @@ def test_minus_transposed_gives_what_mxnets_transpose_and_subtraction_give(outpu
                                           theirs)
 
 
-def test_minus_transposed_refuses_shapes_that_do_not_transpose() -> None:
-    if not fused.available():
-        pytest.skip("the fused operators could not be built here (no C++ compiler?): see the warning")
+def test_minus_transposed_refuses_shapes_that_do_not_transpose(operators) -> None:
     feed = {"W": nd.ones((10, 784)), "G": nd.ones((10, 784))}
     with pytest.raises(mx.MXNetError, match=r"minus_transposed: W \(N, K\), G \(K, N\)"):
         _run([fused.minus_transposed(sym.var("W"), sym.var("G"), True)], feed)
 
 
-def test_threads_asking_at_once_load_the_operators_once(monkeypatch) -> None:
+def test_threads_asking_at_once_load_the_operators_once(monkeypatch, operators) -> None:
     """Groups side by side make their first calls at the same moment: the library is loaded by one
     of them, the others wait for it (loading it twice at once once failed a study, see available())."""
     import threading
     import time
 
-    if not fused.available():
-        pytest.skip("the fused operators could not be built here (no C++ compiler?): see the warning")
     real, loads = fused._load, []
 
     def slow_load(library: Path) -> None:
@@ -179,43 +176,36 @@ def test_threads_asking_at_once_load_the_operators_once(monkeypatch) -> None:
     assert found == [True] * 4 and len(loads) == 1
 
 
-def _exp_mismatches():
-    """The library's count of floats whose exp differs from libm's expf, None where it uses expf itself."""
+def _exp_mismatches(stride: int) -> int:
+    """The library's count of floats 0, stride, 2 * stride, ... whose exp differs from libm's expf;
+    skips where the operator calls expf itself."""
     import ctypes
 
-    if not fused.available():
-        pytest.skip("the fused loss operator could not be built here (no C++ compiler?): see the warning")
     count = ctypes.CDLL(str(fused.built())).softmax_sweep_exp_mismatches
     count.restype, count.argtypes = ctypes.c_long, [ctypes.c_uint32] * 3
-
-    def mismatches(stride: int) -> int:
-        found = count(0, 0xFFFFFFFF, stride)
-        if found == -1:
-            pytest.skip("this CPU lacks AVX2 or FMA (or its libm's expf is another): the operator calls expf itself")
-        return found
-
-    return mismatches
+    found = count(0, 0xFFFFFFFF, stride)
+    if found == -1:
+        pytest.skip("this CPU lacks AVX2 or FMA (or its libm's expf is another): the operator calls expf itself")
+    return found
 
 
-def test_the_loss_operators_exp_is_libms_expf_float_for_float() -> None:
+def test_the_loss_operators_exp_is_libms_expf_float_for_float(operators) -> None:
     """Every 1021st float of all 2^32 (4.2 million, each exponent and sign, nan and inf): the
     vector exp gives expf's value bit for bit, so no published number moved with it."""
-    assert _exp_mismatches()(1021) == 0
+    assert _exp_mismatches(1021) == 0
 
 
 @pytest.mark.slow
-def test_the_loss_operators_exp_is_libms_expf_on_every_float() -> None:
-    assert _exp_mismatches()(1) == 0  # all 2^32: 29 s here
+def test_the_loss_operators_exp_is_libms_expf_on_every_float(operators) -> None:
+    assert _exp_mismatches(1) == 0  # all 2^32: 29 s here
 
 
-def test_the_loss_operator_gives_the_scalar_sums_of_libms_expf_and_logf() -> None:
+def test_the_loss_operator_gives_the_scalar_sums_of_libms_expf_and_logf(operators) -> None:
     """Each model's loss is what one model's row after row of float arithmetic gives with libm's
     expf and logf (summed in double), and its gradient too: float for float, logits small and huge."""
     import ctypes
     import ctypes.util
 
-    if not fused.available():
-        pytest.skip("the fused loss operator could not be built here (no C++ compiler?): see the warning")
     libm = ctypes.CDLL(ctypes.util.find_library("m"))
     for name in ("expf", "logf"):
         getattr(libm, name).restype, getattr(libm, name).argtypes = ctypes.c_float, [ctypes.c_float]

@@ -162,26 +162,23 @@ static bool exp_is_glibcs() {
   static const bool yes = vector_exp::checked();
   return yes;
 }
+#endif
 
 static void exps(float* v, size_t n) {
-  if (exp_is_glibcs())
-    vector_exp::in_place(v, n);
-  else
-    for (size_t i = 0; i < n; ++i) v[i] = std::exp(v[i]);
+#if defined(__x86_64__)
+  if (exp_is_glibcs()) return vector_exp::in_place(v, n);
+#endif
+  for (size_t i = 0; i < n; ++i) v[i] = std::exp(v[i]);  // another CPU, or a check that failed
 }
 
 // For tests: how many floats first, first + stride, ... up to last get another exp here than from
 // expf; -1 where expf itself is used.
 extern "C" long softmax_sweep_exp_mismatches(uint32_t first, uint32_t last, uint32_t stride) {
-  return exp_is_glibcs() ? vector_exp::mismatches(first, last, stride) : -1;
-}
-#else  // another CPU than x86-64: expf itself
-static void exps(float* v, size_t n) {
-  for (size_t i = 0; i < n; ++i) v[i] = std::exp(v[i]);
-}
-
-extern "C" long softmax_sweep_exp_mismatches(uint32_t, uint32_t, uint32_t) { return -1; }
+#if defined(__x86_64__)
+  if (exp_is_glibcs()) return vector_exp::mismatches(first, last, stride);
 #endif
+  return -1;
+}
 
 // A row of one model up to its exp: s = x less its largest value, whose first class it returns,
 // and s's value at the label. noinline (as finish_row): the compiler may not merge models into one
