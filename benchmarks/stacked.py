@@ -141,10 +141,9 @@ def products_seconds(models: int, batch_size: int, steps: int) -> float:
 
     rng = np.random.RandomState(0)
     threads, chunks = step_plan(batch_size, 0, (models,), 10, 784)
-    chunk = chunks[batch_size, models]
     X, XT, weight, bias, grad = (sym.var(n) for n in ("X", "XT", "weight", "bias", "grad"))
-    out = sym.Group([stacked_logits(X, weight, bias, models, 10, chunk),
-                     weight_grad_columns(XT, grad, models, 10, chunk)])
+    out = sym.Group([stacked_logits(X, weight, bias, 10, chunks[batch_size, models]),
+                     weight_grad_columns(XT, grad, 10, chunks[batch_size, models])])
     graph = nd.CachedOp(out, flags=[("static_alloc", "true"), ("static_shape", "true")])
     feed = {"X": nd.array(rng.rand(batch_size, 784).astype(np.float32)),
             "weight": nd.array(rng.rand(models * 10, 784).astype(np.float32)), "bias": nd.zeros(models * 10),

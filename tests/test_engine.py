@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 from softmax_sweep.data import load_dataset
 from softmax_sweep.experiment import train_softmax
-from softmax_sweep.model import exact_chunk
+from softmax_sweep.model import exact_chunks
 from softmax_sweep.sgd import step_plan
 from softmax_sweep.stacking import ModelSettings, train_stacked
 from softmax_sweep.synthetic import write_synthetic_idx
@@ -66,7 +66,7 @@ alone = [train_softmax(data, lr=lr, num_epochs=3, **shared)[0] for lr in lrs]
 print(sum(all(np.array_equal(a.data().asnumpy(), b.data().asnumpy())
               for a, b in zip(net.collect_params().values(), model.net.collect_params().values()))
           for net, model in zip(alone, stack)), step_plan(32, 0, (12,), 10, 784)[0], step_plan(32, 0, (1,), 10, 784)[0],
-      exact_chunk(32, 12, 10, 784, together=len(os.sched_getaffinity(0)), alone=1))
+      len(exact_chunks(32, 12, 10, 784, together=len(os.sched_getaffinity(0)), alone=1)))
 """
 
 

@@ -128,6 +128,30 @@ def test_sixteen_models_at_large_rates_end_float_for_float_as_alone(digits) -> N
     assert max(m.result.best["val_acc"] for m in stacked) > 0.9, "they learned"
 
 
+def test_a_stack_cut_in_unequal_chunks_ends_as_each_model_alone(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seven models on 784 inputs at batch 32, on one core: where oneDNN sums some stack sizes in
+    another order than one model (an AMD EPYC: 7 and 4 models, not 6, 3 or 1), the stack is cut in
+    the fewest products whose every model is its product alone (there 6 + 1, not seven products
+    of one), and each model ends with the weights it ends with alone."""
+    from softmax_sweep.model import _matches, exact_chunks
+    from softmax_sweep.synthetic import write_synthetic_idx
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    write_synthetic_idx(tmp_path / "idx", n_train=700, n_test=100)
+    data = load_dataset("idx", root=str(tmp_path / "idx"))
+    chunks = exact_chunks(32, 7, 10, 784, together=1, alone=1)
+    assert sum(chunks) == 7 and all(size == 1 or _matches(size, 32, 10, 784, True, 1, 1) for size in chunks)
+    if not _matches(7, 32, 10, 784, True, 1, 1) and _matches(6, 32, 10, 784, True, 1, 1):
+        assert chunks == (6, 1)
+    settings = [dict(lr=float(lr), num_epochs=3) for lr in np.geomspace(0.03, 1.0, 7)]
+    stacked = train_stacked(data, [_settings(s) for s in settings], batch_size=32, val_size=100)
+    for s, model in zip(settings, stacked):
+        net, _ = train_softmax(data, lr=s["lr"], num_epochs=3, batch_size=32, val_size=100, seed=SHARED["seed"])
+        for ours, theirs in zip(model.net.collect_params().values(), net.collect_params().values()):
+            np.testing.assert_array_equal(ours.data().asnumpy(), theirs.data().asnumpy(), err_msg=str(s))
+
+
 @pytest.mark.parametrize("cores", ["1", "3"])
 def test_models_of_other_seeds_take_their_own_minibatches_in_the_same_stack(
         digits, cores: str, monkeypatch: pytest.MonkeyPatch) -> None:

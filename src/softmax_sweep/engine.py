@@ -10,7 +10,7 @@ runs an operator in the thread that calls it, so the count can change between ev
 (every core where a model's products there are its products on one core) and training (using),
 and threads can train side by side, each on its share of the cores (sharing, budget): the stacked
 launcher's groups of jobs, a stack's lanes (softmax_sweep.sgd). The numbers are the same float
-for float (tests/test_engine.py; model.exact_chunk checks the products of a stack against each
+for float (tests/test_engine.py; model.exact_chunks checks the products of a stack against each
 model's alone: in training on the count it trains with, in evaluation on one core). OMP_NUM_THREADS,
 when set (by the user, or by joblib, which gives each worker process its share of the cores), is
 the count of training steps and evaluations alike.
@@ -94,7 +94,7 @@ def sharing(beside: Callable[[], int]) -> Iterator[None]:
     """Inside the block this thread's operators take their share of the cores with beside() threads
     training at once (itself included), read again at each use: a thread left alone takes them all.
     A model's numbers stay those it gets alone: its products are checked for both thread counts
-    (model.exact_chunk). (libgomp has every parallel operator sleep at its barriers
+    (model.exact_chunks). (libgomp has every parallel operator sleep at its barriers
     while more threads that ran OpenMP operators live than there are cores: a training pass at batch
     256 on two threads from a second thread, the first keeping its team, takes 3x as long. Exercise 2
     still gains: 137 s against 171 s with a fixed share, benchmarks/stacked.py (b).)"""
@@ -146,5 +146,5 @@ def set_threads(count: int) -> None:
 
 def threads() -> int:
     """The count this thread last set (0: none set, the process's default). oneDNN picks its
-    kernels by thread count too, so model.exact_chunk checks each count it meets."""
+    kernels by thread count too, so model.exact_chunks checks each count it meets."""
     return getattr(_set, "count", 0)

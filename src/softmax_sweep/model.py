@@ -51,40 +51,55 @@ def dense_of(net: gluon.Block) -> nn.Dense:
     return net[0] if isinstance(net, (nn.Sequential, nn.HybridSequential)) else net
 
 
-MAX_CHUNK = 32  # models in one product: wider is no faster, and exact_chunk's check grows with it
+MAX_CHUNK = 32  # models in one product: wider is no faster, and exact_chunks' check grows with it
 
 
-def exact_chunk(rows: int, models: int, num_outputs: int, num_inputs: int, weight_grad: bool = True,
-                together: int = 0, alone: int = 0) -> int:
-    """How many stacked models one matrix product may take, on `together` threads, so that each
-    model's part is what the same product of that model alone gives on `alone` threads, float for
-    float, for `rows` examples (0: the threads this thread uses now); 0 when not even one model's
-    product on `together` threads is its product on `alone`.
+def exact_chunks(rows: int, models: int, num_outputs: int, num_inputs: int, weight_grad: bool = True,
+                 together: int = 0, alone: int = 0) -> tuple[int, ...]:
+    """How many consecutive stacked models each matrix product takes (a partition of `models`), on
+    `together` threads, so that each model's part is what the same product of that model alone
+    gives on `alone` threads, float for float, for `rows` examples (0: the threads this thread
+    uses now); () when not even one model's product on `together` threads is its product on `alone`.
 
-    oneDNN picks its kernel by shape and thread count: on some CPUs (AVX-512 here) the forward
-    product of 16 or more stacked models on 16-199 rows sums in another order than one model's, a
-    rounding apart that SGD at a large lr grows into a different model. Found once per shape on
-    random numbers (the kernel depends on shapes, not on values): the largest chunk, halving from
-    MAX_CHUNK, whose forward product (stacked_logits) and, for training, weight gradient
-    (weight_grad_columns) match the models' alone, for a full chunk and for the last, partial one."""
-    return _exact_chunk(rows, models, num_outputs, num_inputs, weight_grad, together or threads(), alone or threads())
+    oneDNN picks its kernel by shape and thread count: the forward product of some stack sizes sums
+    in another order than one model's (on an AVX-512 Xeon 16 or more models on 16-199 rows; on an
+    AMD EPYC 4, 5 or 7 models, exact only where 10 x models leaves 0 or 10-14 over a multiple of
+    16), a rounding apart that SGD at a large lr grows into a different model. Found per shape on
+    random numbers (the kernel depends on shapes, not on values)."""
+    return _exact_chunks(rows, models, num_outputs, num_inputs, weight_grad, together or threads(),
+                         alone or threads())
 
 
 @functools.lru_cache(maxsize=256)
-def _exact_chunk(rows: int, models: int, num_outputs: int, num_inputs: int, weight_grad: bool, together: int,
-                 alone: int) -> int:
-    """exact_chunk for thread counts known (on an AMD EPYC and on an AVX-512 Intel Xeon, 12 or more
-    models on 16-128 rows are exact together on two threads, not on one; one model's products came
-    out the same on one thread and on two)."""
-    if models == 1 and together == alone:
-        return 1
-    chunk = min(models, MAX_CHUNK)
+def _exact_chunks(rows: int, models: int, num_outputs: int, num_inputs: int, weight_grad: bool, together: int,
+                  alone: int) -> tuple[int, ...]:
+    """exact_chunks for thread counts known. A training step's few rows are cheap to check: the
+    fewest products are sought (7 models on an EPYC: 6 + 1, not 7 of
+    one, 2.2x faster a pass at batch 32). An evaluation's 10,000 rows cost about 16 ms a model to
+    check: there the stack is cut in equal chunks, halving from MAX_CHUNK, and a last partial one
+    (on an AMD EPYC and on an AVX-512 Xeon, 12 or more models on 16-128 rows are exact together on
+    two threads, not on one; one model's products came out the same on one thread and on two)."""
     shape = (rows, num_outputs, num_inputs, weight_grad, together, alone)
+    if weight_grad:
+        return _fewest_products(models, shape) or ()
+    if models == 1 and together == alone:
+        return (1,)
+    chunk = min(models, MAX_CHUNK)
     while not (_matches(chunk, *shape) and (models % chunk == 0 or _matches(models % chunk, *shape))):
         if chunk == 1:
-            return 0
+            return ()
         chunk = (chunk + 1) // 2
-    return chunk
+    return (chunk,) * (models // chunk) + ((models % chunk,) if models % chunk else ())
+
+
+def _fewest_products(models: int, shape: tuple) -> tuple[int, ...] | None:
+    """A partition of `models` into the fewest exact chunks, of them the most even; None if none."""
+    best: dict[int, tuple[int, ...] | None] = {0: ()}
+    for count in range(1, models + 1):
+        options = [(size, *best[count - size]) for size in range(min(count, MAX_CHUNK), 0, -1)
+                   if best[count - size] is not None and (size == 1 and shape[4] == shape[5] or _matches(size, *shape))]
+        best[count] = min(options, key=lambda chunks: (len(chunks), max(chunks)), default=None)
+    return best[models]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -112,39 +127,40 @@ def _matches(count: int, rows: int, num_outputs: int, num_inputs: int, weight_gr
                for i in range(count) for t, m in zip(together_found, products(i, 1, alone)))
 
 
-def _chunks(models: int, chunk: int, num_outputs: int) -> list[tuple[int, int]]:
+def _chunks(chunks: tuple[int, ...], num_outputs: int) -> list[tuple[int, int]]:
     """(first row, last row + 1) of each chunk of models in a stacked weight."""
-    return [(first * num_outputs, min(first + chunk, models) * num_outputs) for first in range(0, models, chunk)]
+    ends = np.cumsum((0, *chunks)) * num_outputs
+    return [(int(a), int(b)) for a, b in zip(ends[:-1], ends[1:])]
 
 
-def _chunk_logits(X, weight, bias, models: int, num_outputs: int, chunk: int) -> list:
+def _chunk_logits(X, weight, bias, num_outputs: int, chunks: tuple[int, ...]) -> list:
     """Symbols: X (rows, inputs) times the weights of each chunk of stacked models, plus their
     biases: (rows, chunk models * num_outputs) each."""
     return [sym.FullyConnected(X, sym.slice_axis(weight, axis=0, begin=a, end=b),
                                sym.slice_axis(bias, axis=0, begin=a, end=b), num_hidden=b - a)
-            if chunk < models else sym.FullyConnected(X, weight, bias, num_hidden=b - a)
-            for a, b in _chunks(models, chunk, num_outputs)]
+            if len(chunks) > 1 else sym.FullyConnected(X, weight, bias, num_hidden=b - a)
+            for a, b in _chunks(chunks, num_outputs)]
 
 
-def stacked_logits(X, weight, bias, models: int, num_outputs: int, chunk: int):
+def stacked_logits(X, weight, bias, num_outputs: int, chunks: tuple[int, ...]):
     """Symbol: X (rows, inputs) times each stacked model's weight, plus its bias: (rows, models * num_outputs)."""
-    parts = _chunk_logits(X, weight, bias, models, num_outputs, chunk)
+    parts = _chunk_logits(X, weight, bias, num_outputs, chunks)
     return parts[0] if len(parts) == 1 else sym.concat(*parts, dim=1)
 
 
-def weight_grad_columns(XT, grad, models: int, num_outputs: int, chunk: int):
+def weight_grad_columns(XT, grad, num_outputs: int, chunks: tuple[int, ...]):
     """Symbol: the weight gradient transposed, X^T grad (inputs, models * num_outputs), from
     XT = X^T, each model's columns as its own product gives them. In that layout oneDNN's product of
     a stack is column for column the product of each model (grad^T X, the gradient itself, is
     not, on AVX-512)."""
     gradT = sym.transpose(grad)
-    parts = [sym.FullyConnected(XT, sym.slice_axis(gradT, axis=0, begin=a, end=b) if chunk < models else gradT,
+    parts = [sym.FullyConnected(XT, sym.slice_axis(gradT, axis=0, begin=a, end=b) if len(chunks) > 1 else gradT,
                                 no_bias=True, num_hidden=b - a)
-             for a, b in _chunks(models, chunk, num_outputs)]
+             for a, b in _chunks(chunks, num_outputs)]
     return parts[0] if len(parts) == 1 else sym.concat(*parts, dim=1)
 
 
-def _loss_and_correct(models: int, num_outputs: int, chunk: int, use_fused: bool, parts: int
+def _loss_and_correct(num_outputs: int, chunks: tuple[int, ...], use_fused: bool, parts: int
                       ) -> tuple[mx.nd.CachedOp, list[str]]:
     """Inputs X, y, weight (models * num_outputs, inputs), bias (and with parts, part: rows by
     models); outputs per model the summed softmax cross-entropy of its logits and its number of
@@ -154,8 +170,7 @@ def _loss_and_correct(models: int, num_outputs: int, chunk: int, use_fused: bool
     173-180 ms joined, 140 ms apart)."""
     X, y, part, weight, bias = (sym.var(n) for n in ("X", "y", "part", "weight", "bias"))
     found = []
-    for (a, b), logits in zip(_chunks(models, chunk, num_outputs),
-                              _chunk_logits(X, weight, bias, models, num_outputs, chunk)):
+    for (a, b), logits in zip(_chunks(chunks, num_outputs), _chunk_logits(X, weight, bias, num_outputs, chunks)):
         first, size = a // num_outputs, (b - a) // num_outputs
         found.append(loss_and_correct_by_part(logits, y, sym.slice_axis(part, axis=1, begin=first, end=first + size),
                                               size, num_outputs, parts, use_fused) if parts else
@@ -203,9 +218,9 @@ def _evaluate(nets: Sequence[gluon.Block], batches: Iterable, parts: int) -> tup
     loss_sum, correct, n = nd.zeros(shape), nd.zeros(shape), 0
     use_fused = fused.available()
     for X, y, part in batches:
-        count, chunk = _evaluation_plan(X.shape[0], len(denses), num_outputs, num_inputs)
+        count, chunks = _evaluation_plan(X.shape[0], len(denses), num_outputs, num_inputs)
         feed = {"X": X, "y": y, "part": part, "weight": weight, "bias": bias}
-        with using(count), _EVALUATIONS.taken(len(denses), num_outputs, chunk, use_fused, parts) as (graph, inputs):
+        with using(count), _EVALUATIONS.taken(num_outputs, chunks, use_fused, parts) as (graph, inputs):
             batch_loss, batch_correct = graph(*(feed[name] for name in inputs))
             loss_sum += batch_loss
             correct += batch_correct
@@ -213,15 +228,15 @@ def _evaluate(nets: Sequence[gluon.Block], batches: Iterable, parts: int) -> tup
     return loss_sum.asnumpy(), correct.asnumpy(), n
 
 
-def _evaluation_plan(rows: int, models: int, num_outputs: int, num_inputs: int) -> tuple[int, int]:
-    """Threads and exact chunk of an evaluation's products: every core this thread has (large
+def _evaluation_plan(rows: int, models: int, num_outputs: int, num_inputs: int) -> tuple[int, tuple[int, ...]]:
+    """Threads and exact chunks of an evaluation's products: every core this thread has (large
     products, unlike a training step's: about twice as fast on two cores), unless a model's
     product there differs from its product alone on one core. One core is the reference
     because a stack's products match it where they match no count of more (on an AMD EPYC, 120
     models on 10,000 rows: in chunks of 16 on one or two threads against one, of 1 on two against
     two), and groups side by side each evaluate on one (every core when a thread may use it)."""
     for count in dict.fromkeys((budget(), 1)):
-        if chunk := exact_chunk(rows, models, num_outputs, num_inputs, weight_grad=False, together=count,
-                                alone=1):
-            return count, chunk
+        if chunks := exact_chunks(rows, models, num_outputs, num_inputs, weight_grad=False, together=count,
+                                  alone=1):
+            return count, chunks
     raise AssertionError("a model's product differs from itself on the same threads")

@@ -14,7 +14,7 @@ one Dense(K * k) in the graph: one pass over each batch's rows serves them all, 
 learning rate, weight decay and schedule. Each model's weights are what training it alone gives,
 float for float (tests/test_stacked.py, up to lr 1): the two matrix products of a step are taken
 in a layout, and in chunks of models, in which oneDNN computes every model's part as it computes
-that model alone (model.exact_chunk), so no rounding difference is there for SGD to grow.
+that model alone (model.exact_chunks), so no rounding difference is there for SGD to grow.
 
 Models of other seeds (their own split and shuffle) are lanes: each lane takes its own rows,
 gathers them and computes its products as a stack of its own would. That saves graph calls, not
@@ -38,7 +38,7 @@ from mxnet import gluon, nd, sym
 from softmax_sweep import engine, fused
 from softmax_sweep.fused import loss_correct_and_grad, minus_transposed
 from softmax_sweep.graphs import Graphs
-from softmax_sweep.model import dense_of, exact_chunk, stacked_logits, weight_grad_columns
+from softmax_sweep.model import dense_of, exact_chunks, stacked_logits, weight_grad_columns
 
 STEPS_PER_CALL = 8  # 32 steps per graph measured no faster at batch 16
 
@@ -50,7 +50,7 @@ def _steps_graph(sizes: tuple[int, ...], chunks: tuple[tuple[int, ...], ...], la
     their rows (each its own shuffle). Inputs X, y, order (lanes, rows), lrs and decays (per step
     and model: lr / batch_size, lr * wd), weight (models * num_outputs, inputs), bias; outputs the
     new weight and bias, and per model the summed loss and the number of correct predictions.
-    chunks: per step, each lane's exact_chunk; use_fused: the loss and its gradient from
+    chunks: per step, each lane's exact_chunks; use_fused: the loss and its gradient from
     softmax_sweep.fused's operator.
 
     MXNet's sgd_update: weight <- (1 - lr * wd) * weight - lr * rescale_grad * grad."""
@@ -70,8 +70,7 @@ def _steps_graph(sizes: tuple[int, ...], chunks: tuple[tuple[int, ...], ...], la
             rows = sym.reshape(sym.slice(order, begin=(lane, start), end=(lane + 1, start + size)), shape=(-1,))
             Xb, yb = sym.take(X, rows), sym.take(y, rows)
             lr = _part(step_lrs, firsts[lane], firsts[lane + 1], len(lanes))
-            chunk = chunks[k][lane]
-            logits = stacked_logits(Xb, weights[lane], biases[lane], models, num_outputs, chunk)
+            logits = stacked_logits(Xb, weights[lane], biases[lane], num_outputs, chunks[k][lane])
             loss, correct, grad, bias_grad = loss_correct_and_grad(logits, yb, lr, models, num_outputs, use_fused)
             step_losses.append(loss)
             step_corrects.append(correct)
@@ -79,7 +78,7 @@ def _steps_graph(sizes: tuple[int, ...], chunks: tuple[tuple[int, ...], ...], la
             if decay:  # each model's factor on its num_outputs rows
                 keep = sym.repeat(_part(step_keeps, firsts[lane], firsts[lane + 1], len(lanes)), repeats=num_outputs)
                 w, b = sym.broadcast_mul(w, sym.expand_dims(keep, axis=1)), sym.broadcast_mul(b, keep)
-            weight_grad = weight_grad_columns(sym.transpose(Xb), grad, models, num_outputs, chunk)
+            weight_grad = weight_grad_columns(sym.transpose(Xb), grad, num_outputs, chunks[k][lane])
             weights[lane] = minus_transposed(w, weight_grad, use_fused)
             biases[lane] = b - bias_grad
         start += size
@@ -105,11 +104,11 @@ def step_plan(batch_size: int, last_size: int, lanes: tuple[int, ...], num_outpu
               most: int = 0) -> tuple[int, dict[tuple[int, int], int]]:
     """The threads of an epoch's steps (as many as a lane's products pay for, up to `most` if given,
     unless a model's products there differ from its products alone, on the threads it takes alone
-    on every core) and each (step size, lane's models)'s exact chunk."""
+    on every core) and each (step size, lane's models)'s exact chunks."""
     alone = engine.training_threads(batch_size * num_outputs * num_inputs)
     together = engine.training_threads(batch_size * max(lanes) * num_outputs * num_inputs)
     for threads in dict.fromkeys((min(together, most or together), alone)):
-        chunk_of = {(size, models): exact_chunk(size, models, num_outputs, num_inputs, together=threads, alone=alone)
+        chunk_of = {(size, models): exact_chunks(size, models, num_outputs, num_inputs, together=threads, alone=alone)
                     for size in {batch_size, last_size} - {0} for models in set(lanes)}
         if all(chunk_of.values()):
             return threads, chunk_of
