@@ -245,6 +245,20 @@ def _store(mlruns: Path) -> dict:
     return found
 
 
+def _job_configs(mlruns: Path) -> dict:
+    """Per job (its overrides): its .hydra/config.yaml and overrides.yaml, its places masked."""
+    client = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("softmax-sweep")
+    found = {}
+    for run in client.search_runs([experiment.experiment_id], "tags.`hydra.output_dir` != ''"):
+        folder = Path(run.data.tags["hydra.output_dir"]) / ".hydra"
+        texts = [(folder / name).read_text().replace(str(mlruns), "MLRUNS")
+                 for name in ("config.yaml", "overrides.yaml")]
+        found[texts[1]] = texts[0]
+    assert len(found) == 16, sorted(found)
+    return found
+
+
 def test_a_stacked_grid_records_what_one_at_a_time_records(tmp_path: Path) -> None:
     """Four learning rates times two seeds times two batch sizes: a stack per batch size, the two
     side by side (one per core), each seed's models on its own minibatches."""
@@ -269,6 +283,9 @@ def test_a_stacked_grid_records_what_one_at_a_time_records(tmp_path: Path) -> No
             assert [s for s, _ in history] == [s for s, _ in b["metrics"][key]], (name, key)
             assert [v for _, v in history] == pytest.approx([v for _, v in b["metrics"][key]], rel=1e-5, abs=1e-6,
                                                             nan_ok=True), (name, key)
+    # each job trained with the config Hydra composes for it (the stacked launcher composes a
+    # grid's jobs once and sets each one's values on a copy; hydra/launcher=basic composes each)
+    assert _job_configs(tmp_path / "stacked") == _job_configs(tmp_path / "alone")
     statuses = sorted(r["status"] for r in ours.values())
     assert statuses == ["FAILED"] * 4 + ["FINISHED"] * 13
     assert any(len(r["metrics"].get("val_acc", [])) < 4 for r in ours.values()), "early stopping ended one early"
