@@ -179,3 +179,28 @@ def test_a_group_alone_trains_in_a_thread_of_its_own() -> None:
         where.clear()
         assert Stack(at_once=at_once).run([Job(lambda: current().request(Request("a", train, None)))]) == ["trained"]
         assert len(where) == 1 and where[0] is not threading.current_thread() and not where[0].is_alive()
+
+
+def test_a_groups_jobs_go_on_while_other_groups_still_train() -> None:
+    """A trial whose group has trained ends its run (its curves, its MLflow run) while a longer
+    group trains beside it, not after every group of the launch; a job that asks again waits for
+    the next round."""
+    went_on = threading.Event()
+    rounds: list = []
+
+    def quick(requests: list[Request]) -> None:
+        rounds.append([r.payload for r in requests])
+        for r in requests:
+            r.result = r.payload
+
+    def long(requests: list[Request]) -> None:
+        requests[0].result = went_on.wait(timeout=30)  # True once the quick group's job went on
+
+    def quick_job() -> list:
+        first = current().request(Request("quick", quick, "first"))
+        went_on.set()
+        return [first, current().request(Request("quick", quick, "again"))]
+
+    assert Stack(at_once=2).run([Job(quick_job), Job(lambda: current().request(Request("long", long)))]) == \
+        [["first", "again"], True]
+    assert rounds == [["first"], ["again"]]

@@ -6,6 +6,7 @@ itself as jobs of the launch (a trial's seeds), whose requests train with everyo
 them. The app decides what a request holds and how a group trains; this module knows neither. A
 train function learns how many groups train side by side (groups_training) to take its share of
 the machine, and should end soon when the process is interrupted: the launch waits for it."""
+import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,9 +53,7 @@ class Stack:
             for job in jobs:
                 self._advance(job)
             while parked := [job for job in self._jobs if job.state == "parked"]:
-                self._train([job.request for job in parked])
-                for job in parked:
-                    self._advance(job)
+                self._train(parked)
         except BaseException as error:  # Ctrl-C, SIGTERM: every job ends its run as interrupted
             while live := [job for job in self._jobs if job.state in ("running", "parked")]:
                 for job in live:
@@ -66,14 +65,18 @@ class Stack:
             raise failed
         return [job.result for job in jobs]
 
-    def _train(self, requests: Sequence[Request]) -> None:
-        groups: dict[Any, list[Request]] = {}
-        for request in requests:
-            groups.setdefault(request.key, []).append(request)
+    def _train(self, parked: Sequence[Job]) -> None:
+        """Train the parked jobs' requests, a group per key, and let each group's jobs go on as soon
+        as it has trained, while the others still train (a job that asks again waits for the next
+        round)."""
+        groups: dict[Any, list[Job]] = {}
+        for job in parked:
+            groups.setdefault(job.request.key, []).append(job)
         # a thread per group, ended with it, also for a group alone: a train function's threads may
         # hold resources for as long as they live (an OpenMP runtime counts them as busy), and the
         # launcher's thread lives on
-        slots, errors, threads = threading.Semaphore(self.at_once), {}, []
+        trained: queue.SimpleQueue[int] = queue.SimpleQueue()
+        errors, threads = {}, {}
 
         def train(index: int, group: list[Request]) -> None:
             _local.stack_training = self
@@ -86,15 +89,23 @@ class Stack:
             finally:
                 with self._changed:
                     self._training -= 1
-                slots.release()
+                trained.put(index)
 
+        waiting = list(enumerate(groups.values()))
         try:
-            for index, group in enumerate(groups.values()):
-                slots.acquire()
-                threads.append(threading.Thread(target=train, args=(index, group), name="stacked-group"))
-                threads[-1].start()
+            while waiting or threads:
+                while waiting and len(threads) < self.at_once:
+                    index, jobs = waiting.pop(0)
+                    threads[index] = threading.Thread(target=train, args=(index, [job.request for job in jobs]),
+                                                      name="stacked-group")
+                    threads[index].start()
+                index = trained.get()
+                threads.pop(index).join()
+                if not errors:  # after a group's failure the others end, and every job with them
+                    for job in list(groups.values())[index]:
+                        self._advance(job)
         finally:  # an interrupt here: the groups end as they do when interrupted (each at its next epoch)
-            for thread in threads:
+            for thread in threads.values():
                 thread.join()
         if errors:
             raise errors[min(errors)]  # the first group's error, as when they train one after another
