@@ -74,9 +74,9 @@ def exact_chunks(rows: int, models: int, num_outputs: int, num_inputs: int, weig
 def _exact_chunks(rows: int, models: int, num_outputs: int, num_inputs: int, weight_grad: bool, together: int,
                   alone: int) -> tuple[int, ...]:
     """exact_chunks for thread counts known. A training step's few rows are cheap to check: the
-    fewest products are sought (7 models on an EPYC: 6 + 1, not 7 of
-    one, 2.2x faster a pass at batch 32). An evaluation's 10,000 rows cost about 16 ms a model to
-    check: there the stack is cut in equal chunks, halving from MAX_CHUNK, and a last partial one
+    fewest products are sought (7 models on an EPYC: 6 + 1, not seven of one, 1.6x faster a pass
+    at batch 32). An evaluation's 10,000 rows cost about 16 ms a model to check: there the stack
+    is cut in equal chunks, halving from MAX_CHUNK, and a last partial one
     (on an AMD EPYC and on an AVX-512 Xeon, 12 or more models on 16-128 rows are exact together on
     two threads, not on one; one model's products came out the same on one thread and on two)."""
     shape = (rows, num_outputs, num_inputs, weight_grad, together, alone)
@@ -94,10 +94,17 @@ def _exact_chunks(rows: int, models: int, num_outputs: int, num_inputs: int, wei
 
 def _fewest_products(models: int, shape: tuple) -> tuple[int, ...] | None:
     """A partition of `models` into the fewest exact chunks, of them the most even; None if none."""
+    together, alone = shape[-2:]
+
+    def exact(size: int) -> bool:
+        return size == 1 and together == alone or _matches(size, *shape)
+
+    if models <= MAX_CHUNK and exact(models):
+        return (models,)
     best: dict[int, tuple[int, ...] | None] = {0: ()}
     for count in range(1, models + 1):
         options = [(size, *best[count - size]) for size in range(min(count, MAX_CHUNK), 0, -1)
-                   if best[count - size] is not None and (size == 1 and shape[4] == shape[5] or _matches(size, *shape))]
+                   if best[count - size] is not None and exact(size)]
         best[count] = min(options, key=lambda chunks: (len(chunks), max(chunks)), default=None)
     return best[models]
 

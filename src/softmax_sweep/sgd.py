@@ -101,7 +101,7 @@ def _joined(parts: list):
 
 
 def step_plan(batch_size: int, last_size: int, lanes: tuple[int, ...], num_outputs: int, num_inputs: int,
-              most: int = 0) -> tuple[int, dict[tuple[int, int], int]]:
+              most: int = 0) -> tuple[int, dict[tuple[int, int], tuple[int, ...]]]:
     """The threads of an epoch's steps (as many as a lane's products pay for, up to `most` if given,
     unless a model's products there differ from its products alone, on the threads it takes alone
     on every core) and each (step size, lane's models)'s exact chunks."""
