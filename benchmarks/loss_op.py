@@ -35,11 +35,12 @@ def main() -> None:
         logits, labels, scale = sym.var("logits"), sym.var("labels"), sym.var("scale")
         out = fused.loss_correct_and_grad(logits, labels, scale, models, 10, True) if grad else \
             fused.loss_and_correct(logits, labels, models, 10, True)
-        graph = mx.nd.CachedOp(sym.Group(list(out)))
+        group = sym.Group(list(out))
+        graph = mx.nd.CachedOp(group)
         feed = {"logits": nd.array(rng.normal(0, 2, (rows, models * 10)).astype(np.float32)),
                 "labels": nd.array(rng.randint(0, 10, rows).astype(np.float32)),
                 "scale": nd.ones((models,)) * 0.01}
-        inputs = [feed[name] for name in sym.Group(list(out)).list_inputs()]
+        inputs = [feed[name] for name in group.list_inputs()]
         best = {}
         for threads in (1, 2):
             with engine.using(threads):

@@ -69,9 +69,10 @@ class Stack:
         """Train the parked jobs' requests, a group per key, and let each group's jobs go on as soon
         as it has trained, while the others still train (a job that asks again waits for the next
         round)."""
-        groups: dict[Any, list[Job]] = {}
+        by_key: dict[Any, list[Job]] = {}
         for job in parked:
-            groups.setdefault(job.request.key, []).append(job)
+            by_key.setdefault(job.request.key, []).append(job)
+        groups = list(by_key.values())
         # a thread per group, ended with it, also for a group alone: a train function's threads may
         # hold resources for as long as they live (an OpenMP runtime counts them as busy), and the
         # launcher's thread lives on
@@ -91,18 +92,18 @@ class Stack:
                     self._training -= 1
                 trained.put(index)
 
-        waiting = list(enumerate(groups.values()))
+        waiting = list(range(len(groups)))
         try:
             while waiting or threads:
                 while waiting and len(threads) < self.at_once:
-                    index, jobs = waiting.pop(0)
-                    threads[index] = threading.Thread(target=train, args=(index, [job.request for job in jobs]),
-                                                      name="stacked-group")
+                    index = waiting.pop(0)
+                    threads[index] = threading.Thread(target=train, name="stacked-group",
+                                                      args=(index, [job.request for job in groups[index]]))
                     threads[index].start()
                 index = trained.get()
                 threads.pop(index).join()
                 if not errors:  # after a group's failure the others end, and every job with them
-                    for job in list(groups.values())[index]:
+                    for job in groups[index]:
                         self._advance(job)
         finally:  # an interrupt here: the groups end as they do when interrupted (each at its next epoch)
             for thread in threads.values():
