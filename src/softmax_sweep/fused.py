@@ -31,12 +31,15 @@ from pathlib import Path
 import mxnet as mx
 from mxnet import sym
 from mxnet.base import _LIB, OpHandle, c_str, check_call, mx_uint
+from mxnet.ndarray.register import _make_ndarray_function
 from mxnet.symbol.register import _make_symbol_function
 
 from softmax_sweep.places import own_cache
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("fused_xent.cc", "fused_update.cc"))
-FLAGS = ("-shared", "-fPIC", "-O2", "-std=c++17", "-fopenmp", "-ffp-contract=off")
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("fused_xent.cc", "fused_update.cc", "fused_epoch.cc"))
+HEADERS = (Path(__file__).with_name("xent_rows.h"),)
+# -march=native: fused_epoch.cc's products in this CPU's widest vectors (AVX-512: 2x AVX2's work a cycle)
+FLAGS = ("-shared", "-fPIC", "-O2", "-std=c++17", "-fopenmp", "-ffp-contract=off", "-march=native")
 log = logging.getLogger("softmax_sweep")
 
 
@@ -52,6 +55,7 @@ def available() -> bool:
 
 
 _ops: dict[str, Callable] = {}  # the operators' symbol functions, once loaded
+_calls: dict[str, Callable] = {}  # and their NDArray functions
 _loading = threading.Lock()
 
 
@@ -71,18 +75,19 @@ def _load(library: Path) -> None:
     """Load the library and make symbol functions of its operators only: mx.library.load
     would make them again for every MXNet operator, 0.4 s of each process's start."""
     check_call(_LIB.MXLoadLib(c_str(str(library)), mx_uint(0)))
-    for name in ("stacked_xent", "stacked_xent_grad", "stacked_xent_parts", "minus_transposed"):
+    for name in ("stacked_xent", "stacked_xent_grad", "stacked_xent_parts", "minus_transposed", "sgd_epoch"):
         handle = OpHandle()
         check_call(_LIB.NNGetOpHandle(c_str(name), ctypes.byref(handle)))
         _ops[name] = _make_symbol_function(handle, name, name)
+        _calls[name] = _make_ndarray_function(handle, name, name)
 
 
 def built() -> Path:
     """The operators' library for these sources, MXNet and machine: built on the first call."""
     package = Path(mx.__file__).parent
     lib_api = package / "src" / "lib_api.cc"
-    key = hashlib.sha256(b"\0".join([*(source.read_bytes() for source in SOURCES), lib_api.read_bytes(),
-                                     " ".join(FLAGS).encode(), platform.machine().encode(),
+    key = hashlib.sha256(b"\0".join([*(source.read_bytes() for source in (*SOURCES, *HEADERS)), lib_api.read_bytes(),
+                                     " ".join(FLAGS).encode(), platform.machine().encode(), _cpu_flags(),
                                      mx.__version__.encode()])).hexdigest()[:16]
     folder = own_cache()
     target = folder / f"fused_xent-{key}.so"
@@ -103,6 +108,25 @@ def built() -> Path:
         if os.path.exists(partial):
             os.unlink(partial)
     return target
+
+
+def _cpu_flags() -> bytes:
+    """What this CPU can do (-march=native builds for it): a cache shared with another kind of CPU
+    gets a library of its own there."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor().encode()
+    return next((line for line in info.splitlines() if line.startswith(("flags", "Features"))), "").encode()
+
+
+def sgd_epoch(X: mx.nd.NDArray, y: mx.nd.NDArray, order: mx.nd.NDArray, lrs: mx.nd.NDArray, decays: mx.nd.NDArray,
+              weight: mx.nd.NDArray, bias: mx.nd.NDArray, lanes: tuple[int, ...], batch_size: int
+              ) -> list[mx.nd.NDArray]:
+    """fused_epoch.cc's SGD pass (once available() says so): the new weight and bias, and per model
+    the summed loss and the number of correct predictions."""
+    return _calls["sgd_epoch"](X, y, order, lrs, decays, weight, bias, lanes=",".join(map(str, lanes)),
+                               batch_size=batch_size)
 
 
 def _per_model(logits, models: int, num_outputs: int, y):

@@ -211,8 +211,10 @@ class SoftmaxSGD:
         assert len(orders) == len(self.lanes) and len({o.shape[0] for o in orders}) == 1, "an order per lane, alike"
         cores = engine.budget()
         shares = _shares([len(lane) for lane in self.lanes], cores)
-        use_fused = fused.available()  # here: its first call loads the operator, once
-        if len(shares) == 1:
+        use_fused = False
+        if fused.available():  # here: its first call loads the operators, once
+            loss, correct = self._fused_pass(X, y, orders, cores)
+        elif len(shares) == 1:
             loss, correct = self._pass(self.lanes, X, y, orders, cores, use_fused)
         else:
             most = max(1, cores // len(shares))
@@ -226,6 +228,19 @@ class SoftmaxSGD:
         self.num_update += -(-orders[0].shape[0] // self.batch_size)
         return loss, correct
 
+    def _fused_pass(self, X: nd.NDArray, y: nd.NDArray, orders: Sequence[nd.NDArray], cores: int
+                    ) -> tuple[nd.NDArray, nd.NDArray]:
+        """epoch's pass in one call of fused_epoch.cc's operator, its models shared out among `cores` threads."""
+        members = self.members
+        weight, bias = _stacked(members)
+        order = nd.stack(*orders) if len(orders) > 1 else orders[0].reshape((1, -1))
+        lrs, decays = self._rates(members, self.num_update, -(-order.shape[1] // self.batch_size))
+        with engine.using(min(cores, len(members))):
+            weight, bias, loss, correct = fused.sgd_epoch(X, y, order, lrs, decays, weight, bias,
+                                                          tuple(len(lane) for lane in self.lanes), self.batch_size)
+        _unstacked(members, weight, bias, self.num_outputs)
+        return loss, correct
+
     def _pass(self, lanes: list[list[Member]], X: nd.NDArray, y: nd.NDArray, orders: Sequence[nd.NDArray],
               most: int, use_fused: bool) -> tuple[nd.NDArray, nd.NDArray]:
         """epoch's pass for some of its lanes, in one graph per call, on at most `most` threads."""
@@ -236,10 +251,8 @@ class SoftmaxSGD:
         full_calls = n // chunk
         rest = n - full_calls * chunk
         rest_sizes = (bs,) * (rest // bs) + ((rest % bs,) if rest % bs else ())
-        denses = [m.dense for m in members]
-        weight = nd.concat(*(d.weight.data() for d in denses), dim=0) if len(denses) > 1 else denses[0].weight.data()
-        bias = nd.concat(*(d.bias.data() for d in denses), dim=0) if len(denses) > 1 else denses[0].bias.data()
-        loss, correct = nd.zeros((len(denses),)), nd.zeros((len(denses),))
+        weight, bias = _stacked(members)
+        loss, correct = nd.zeros((len(members),)), nd.zeros((len(members),))
         order = nd.stack(*orders) if len(orders) > 1 else orders[0].reshape((1, -1))
         calls = [((bs,) * STEPS_PER_CALL, order[:, c * chunk:(c + 1) * chunk]) for c in range(full_calls)]
         if rest_sizes:
@@ -261,8 +274,20 @@ class SoftmaxSGD:
                 loss += batch_loss
                 correct += batch_correct
                 update += len(sizes)
-            k = self.num_outputs
-            for i, dense in enumerate(denses):
-                dense.weight.set_data(weight[i * k:(i + 1) * k] if len(denses) > 1 else weight)
-                dense.bias.set_data(bias[i * k:(i + 1) * k] if len(denses) > 1 else bias)
+            _unstacked(members, weight, bias, self.num_outputs)
         return loss, correct
+
+
+def _stacked(members: list[Member]) -> tuple[nd.NDArray, nd.NDArray]:
+    """The members' weights one under another, and their biases."""
+    denses = [m.dense for m in members]
+    if len(denses) == 1:
+        return denses[0].weight.data(), denses[0].bias.data()
+    return nd.concat(*(d.weight.data() for d in denses), dim=0), nd.concat(*(d.bias.data() for d in denses), dim=0)
+
+
+def _unstacked(members: list[Member], weight: nd.NDArray, bias: nd.NDArray, k: int) -> None:
+    """Each member's part of stacked weights and biases set as its own."""
+    for i, member in enumerate(members):
+        member.dense.weight.set_data(weight[i * k:(i + 1) * k] if len(members) > 1 else weight)
+        member.dense.bias.set_data(bias[i * k:(i + 1) * k] if len(members) > 1 else bias)
