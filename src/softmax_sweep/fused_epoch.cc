@@ -52,19 +52,24 @@ inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
 
 // The 16 running sums of a dot product added up, always in this order.
 inline float total(v16 v) {
-  float a[8], b[4];
-  for (int l = 0; l < 8; ++l) a[l] = v[l] + v[l + 8];
-  for (int l = 0; l < 4; ++l) b[l] = a[l] + a[l + 4];
+  typedef float v8 __attribute__((vector_size(32)));
+  typedef float v4 __attribute__((vector_size(16)));
+  const v8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+               __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const v4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
   return (b[0] + b[2]) + (b[1] + b[3]);
 }
 
-// out[r * kClasses + j] = row r of xs . w's row j, for R rows and kClasses rows of w (D inputs).
+// out[r * kClasses + j] = row r of xs . w's row j, for R rows and kClasses rows of w (D inputs);
+// meanwhile the next `coming` rows are fetched into the cache (a step's rows are anywhere in the
+// data set: one model at batch 256 on 55,000 rows waited on memory, 189 -> 132 us a step).
 template <int R>
-void dots(const float* const* xs, const float* w, int D, float* out) {
+void dots(const float* const* xs, const float* w, int D, float* out, const float* const* next, int coming) {
   v16 sums[R][kClasses] = {};
   int k = 0;
   for (; k + kWidth <= D; k += kWidth) {
     v16 x[R];
+    for (int r = 0; r < coming; ++r) __builtin_prefetch(next[r] + k);
     for (int r = 0; r < R; ++r) x[r] = load(xs[r] + k);
     for (int j = 0; j < kClasses; ++j) {
       const v16 wj = load(w + static_cast<long>(j) * D + k);
@@ -86,11 +91,12 @@ void logits(const float* const* xs, int B, const float* w, const float* b, int C
     for (int i = 0; i < B; i += kRows) {
       const int R = std::min(kRows, B - i);
       const float* wc = w + static_cast<long>(c) * D;
+      const int coming = c == 0 ? std::min(kRows, B - i - R) : 0;  // later class blocks find them cached
       switch (R) {
-        case 1: dots<1>(xs + i, wc, D, block); break;
-        case 2: dots<2>(xs + i, wc, D, block); break;
-        case 3: dots<3>(xs + i, wc, D, block); break;
-        default: dots<kRows>(xs + i, wc, D, block);
+        case 1: dots<1>(xs + i, wc, D, block, xs + i + R, coming); break;
+        case 2: dots<2>(xs + i, wc, D, block, xs + i + R, coming); break;
+        case 3: dots<3>(xs + i, wc, D, block, xs + i + R, coming); break;
+        default: dots<kRows>(xs + i, wc, D, block, xs + i + R, coming);
       }
       for (int r = 0; r < R; ++r)
         for (int j = 0; j < kClasses; ++j) z[(i + r) * C + c + j] = block[r * kClasses + j] + b[c + j];
