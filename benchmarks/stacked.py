@@ -35,13 +35,13 @@
     the others; five a launch was slower, each launch waiting for its longest trial)
     (target: at most half the wall time, test accuracy at the best trial's best epoch >= 0.843).
 (e) a training pass on one core against every core, at batch 16 to 256, for 1, 4 and --models
-    models: where training steps start taking every core (softmax_sweep.engine.THREAD_WORK).
-(f) the fused operators (softmax_sweep/fused.py: the loss; the weight update) against MXNet's own
-    operators: a training pass at batch 16 and 256 for one model and --models models, an
-    evaluation of the test images, and (a)'s one run, each in both forms.
+    models (the models of a pass are shared out among the cores: a model alone takes one).
+(f) the fused operators (softmax_sweep/fused.py: the training pass, the loss of an evaluation)
+    against MXNet's own operators: a training pass at batch 16 and 256 for one model and
+    --models models, an evaluation of the test images, and (a)'s one run, each in both forms.
 Peak RSS of this process at the end. This process runs MXNet as a multirun's process does
-(softmax_sweep.engine: NaiveEngine, evaluations on every core where exact, training steps on a
-thread for each 128 of batch x models on Fashion-MNIST, up to every core).
+(softmax_sweep.engine: NaiveEngine, evaluations on every core where exact, a training pass's
+models shared out among the cores).
 """
 from __future__ import annotations
 
@@ -262,24 +262,18 @@ def pass_seconds(data, batch_size: int, models: int, repeats: int = 2, lanes: in
 
 def threads_table(data, models: int) -> None:
     """A training pass on one core against every core, for a model alone and for stacks, at small
-    and large batches: where engine.THREAD_WORK puts the line."""
-    thread_work = engine.THREAD_WORK
-    print(f"(e) training pass on one core / on {engine.cores()} (above 1: every core is faster; steps take a thread "
-          f"for each {thread_work // (10 * 784)} of batch x models, up to every core):")
+    and large batches."""
+    cores = engine.cores()
+    print(f"(e) training pass on one core / on {cores} (above 1: every core is faster; a pass shares its models "
+          "out among the cores, a model alone takes one):")
     for batch_size in (16, 32, 64, 256):
         cells = []
         for count in (1, 4, models):
-            seconds = []
-            try:
-                for work in (10 ** 12, 1):  # every step on one core, then on every core
-                    engine.THREAD_WORK = work
-                    seconds.append(pass_seconds(data, batch_size, count))
-            finally:
-                engine.THREAD_WORK = thread_work
-            cells.append(f"{count:2d} model{'s' if count > 1 else ' '} {seconds[0] / seconds[1]:.2f}"
-                         f"{'*' if engine.training_threads(batch_size * count * 10 * 784) == engine.cores() else ' '}")
+            with engine.sharing(lambda: cores):  # as with as many groups beside it as cores: one core
+                one = pass_seconds(data, batch_size, count)
+            every = pass_seconds(data, batch_size, count)
+            cells.append(f"{count:2d} model{'s' if count > 1 else ' '} {one / every:.2f}")
         print(f"    batch {batch_size:3d}: " + "   ".join(cells), flush=True)
-    print("    (*: on every core by default)")
 
 
 def loss_ops(name: str):
@@ -313,7 +307,7 @@ def loss_ops_table(data, models: int) -> None:
     if not fused.available():
         print("(f) skipped: the fused operators could not be built here (their warning says why)")
         return
-    print("(f) the fused operators (softmax_sweep/fused.py: the loss, the weight update) against MXNet's operators "
+    print("(f) the fused operators (softmax_sweep/fused.py: the training pass, the loss) against MXNet's operators "
           "(SOFTMAX_SWEEP_FUSED=0), seconds, MXNet's / fused:")
     for batch_size in (16, 256):
         cells = [both_forms(count, partial(pass_seconds, data, batch_size, count), 3) for count in (1, models)]

@@ -34,23 +34,13 @@ def test_the_fused_operator_gives_what_mxnets_operators_give(models: int, operat
     rows, classes = 300, 10
     logits = rng.normal(0, 1, (rows, models * classes)).astype(np.float32)
     logits[:100] *= 60  # confident models: logits far apart, probabilities that underflow
-    feed = {"logits": nd.array(logits), "y": nd.array(rng.randint(0, classes, rows).astype(np.float32)),
-            "scale": nd.array(rng.uniform(0.001, 0.01, models).astype(np.float32))}
+    feed = {"logits": nd.array(logits), "y": nd.array(rng.randint(0, classes, rows).astype(np.float32))}
     inputs = [sym.var("logits"), sym.var("y")]
     ours = _run(fused.loss_and_correct(*inputs, models, classes, True), feed)
     theirs = _run(fused.loss_and_correct(*inputs, models, classes, False), feed)
     np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-5)
     np.testing.assert_array_equal(ours[1], theirs[1])
     assert theirs[1].min() > 0 and theirs[0].max() > 100, "some right, some far off: every branch is taken"
-
-    ours = _run(fused.loss_correct_and_grad(*inputs, sym.var("scale"), models, classes, True), feed)
-    theirs = _run(fused.loss_correct_and_grad(*inputs, sym.var("scale"), models, classes, False), feed)
-    assert [a.shape for a in ours] == [a.shape for a in theirs] == \
-        [(models,), (models,), (rows, models * classes), (models * classes,)]
-    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-5)
-    np.testing.assert_array_equal(ours[1], theirs[1])
-    np.testing.assert_allclose(ours[2], theirs[2], rtol=1e-5, atol=1e-9)
-    np.testing.assert_allclose(ours[3], theirs[3], rtol=1e-4, atol=1e-8)
 
     feed["part"] = nd.array(rng.randint(0, 3, (rows, models)).astype(np.float32))  # 0: the row is left out
     ours = _run(fused.loss_and_correct_by_part(*inputs, sym.var("part"), models, classes, 2, True), feed)
@@ -99,11 +89,9 @@ def test_the_fused_operator_shares_models_among_threads_without_changing_a_numbe
     rows, classes, models = 2000, 10, 7  # rows x models above the operator's parallel threshold
     logits = rng.normal(0, 4, (rows, models * classes)).astype(np.float32)
     feed = {"logits": nd.array(logits), "y": nd.array(rng.randint(0, classes, rows).astype(np.float32)),
-            "scale": nd.array(rng.uniform(0.001, 0.01, models).astype(np.float32)),
             "part": nd.array(rng.randint(0, 3, (rows, models)).astype(np.float32))}
     inputs = [sym.var("logits"), sym.var("y")]
     ops = [lambda k: fused.loss_and_correct(*inputs, k, classes, True),
-           lambda k: fused.loss_correct_and_grad(*inputs, sym.var("scale"), k, classes, True),
            lambda k: fused.loss_and_correct_by_part(*inputs, sym.var("part"), k, classes, 2, True)]
     for op in ops:
         found = {}
@@ -112,39 +100,15 @@ def test_the_fused_operator_shares_models_among_threads_without_changing_a_numbe
                 found[threads] = _run(op(models), feed)
         for one, four in zip(found[1], found[4]):
             np.testing.assert_array_equal(one, four)
-    for m in (0, 3, 6):  # a model alone: its own logits, scale and parts
+    for m in (0, 3, 6):  # a model alone: its own logits and parts
         alone = {"logits": nd.array(logits[:, m * classes:(m + 1) * classes]), "y": feed["y"],
-                 "scale": feed["scale"][m:m + 1], "part": feed["part"][:, m:m + 1]}
+                 "part": feed["part"][:, m:m + 1]}
         with using(4):
-            stacked = _run(ops[1](models), feed)
-            own = _run(ops[1](1), alone)
-            np.testing.assert_array_equal(own[2], stacked[2][:, m * classes:(m + 1) * classes])
+            stacked = _run(ops[0](models), feed)
+            own = _run(ops[0](1), alone)
             assert own[0][0] == stacked[0][m] and own[1][0] == stacked[1][m]
-            by_part, own_parts = _run(ops[2](models), feed), _run(ops[2](1), alone)
+            by_part, own_parts = _run(ops[1](models), feed), _run(ops[1](1), alone)
             np.testing.assert_array_equal(own_parts[0][:, 0], by_part[0][:, m])
-
-
-@pytest.mark.parametrize("outputs", [10, 37, 160])
-def test_minus_transposed_gives_what_mxnets_transpose_and_subtraction_give(outputs: int, operators) -> None:
-    """The SGD step's last operation (fused_update.cc), float for float, on one thread and on four
-    (160 x 784 is above the operator's parallel threshold; 37 rows end in a partial block)."""
-    from softmax_sweep.engine import using
-
-    rng = np.random.RandomState(2)
-    feed = {"W": nd.array(rng.normal(0, 0.01, (outputs, 784)).astype(np.float32)),
-            "G": nd.array(rng.normal(0, 0.001, (784, outputs)).astype(np.float32))}
-    theirs = _run([fused.minus_transposed(sym.var("W"), sym.var("G"), False)], feed)[0]
-    assert np.abs(theirs - feed["W"].asnumpy()).max() > 0, "the gradient moves the weights"
-    for threads in (1, 4):
-        with using(threads):
-            np.testing.assert_array_equal(_run([fused.minus_transposed(sym.var("W"), sym.var("G"), True)], feed)[0],
-                                          theirs)
-
-
-def test_minus_transposed_refuses_shapes_that_do_not_transpose(operators) -> None:
-    feed = {"W": nd.ones((10, 784)), "G": nd.ones((10, 784))}
-    with pytest.raises(mx.MXNetError, match=r"minus_transposed: W \(N, K\), G \(K, N\)"):
-        _run([fused.minus_transposed(sym.var("W"), sym.var("G"), True)], feed)
 
 
 def test_threads_asking_at_once_load_the_operators_once(monkeypatch, operators) -> None:
@@ -200,39 +164,112 @@ def test_the_loss_operators_exp_is_libms_expf_on_every_float(operators) -> None:
     assert _exp_mismatches(1) == 0  # all 2^32: 29 s here
 
 
-def test_the_loss_operator_gives_the_scalar_sums_of_libms_expf_and_logf(operators) -> None:
-    """Each model's loss is what one model's row after row of float arithmetic gives with libm's
-    expf and logf (summed in double), and its gradient too: float for float, logits small and huge."""
+def _libm():
     import ctypes
     import ctypes.util
 
     libm = ctypes.CDLL(ctypes.util.find_library("m"))
     for name in ("expf", "logf"):
         getattr(libm, name).restype, getattr(libm, name).argtypes = ctypes.c_float, [ctypes.c_float]
+    return libm
+
+
+def _row(libm, x: np.ndarray, label: int) -> tuple[float, bool, np.ndarray, np.ndarray]:
+    """One row of one model in float32 arithmetic, libm's expf and logf: its loss, whether it is
+    right, its exps and their total."""
+    top, arg = x[0], 0
+    for c in range(1, len(x)):
+        if x[c] > top:
+            top, arg = x[c], c
+    e = [np.float32(libm.expf(float(np.float32(x[c] - top)))) for c in range(len(x))]
+    total = np.float32(0)
+    for value in e:
+        total = np.float32(total + value)
+    loss = -float(np.float32(np.float32(x[label] - top) - np.float32(libm.logf(float(total)))))
+    return loss, arg == label, e, total
+
+
+def test_the_loss_operator_gives_the_scalar_sums_of_libms_expf_and_logf(operators) -> None:
+    """Each model's loss is what one model's row after row of float arithmetic gives with libm's
+    expf and logf (summed in double): float for float, logits small and huge."""
+    libm = _libm()
     rng = np.random.RandomState(1)
     rows, models, classes = 40, 3, 10
     logits = rng.normal(0, 1, (rows, models * classes)).astype(np.float32)
     logits[:10] *= 200  # exps below 88 in size and beyond, where expf's own special cases answer
     labels = rng.randint(0, classes, rows)
-    scale = np.float32(0.01)
-    feed = {"logits": nd.array(logits), "y": nd.array(labels.astype(np.float32)),
-            "scale": nd.array(np.full(models, scale, np.float32))}
-    loss, correct, grad, _ = _run(fused.loss_correct_and_grad(sym.var("logits"), sym.var("y"), sym.var("scale"),
-                                                               models, classes, True), feed)
+    feed = {"logits": nd.array(logits), "y": nd.array(labels.astype(np.float32))}
+    loss, correct = _run(fused.loss_and_correct(sym.var("logits"), sym.var("y"), models, classes, True), feed)
     for m in range(models):
-        total_loss, right = 0.0, 0
-        for n in range(rows):
-            x = logits[n, m * classes:(m + 1) * classes]
-            top, arg = x[0], 0
-            for c in range(1, classes):
-                if x[c] > top:
-                    top, arg = x[c], c
-            e = [np.float32(libm.expf(float(np.float32(x[c] - top)))) for c in range(classes)]
-            total = np.float32(0)
-            for value in e:
-                total = np.float32(total + value)
-            total_loss -= float(np.float32(np.float32(x[labels[n]] - top) - np.float32(libm.logf(float(total)))))
-            right += arg == labels[n]
-            want = [np.float32((np.float32(e[c] / total) - np.float32(c == labels[n])) * scale) for c in range(classes)]
-            assert grad[n, m * classes:(m + 1) * classes].tolist() == want
-        assert loss[m] == np.float32(total_loss) and correct[m] == right
+        found = [_row(libm, logits[n, m * classes:(m + 1) * classes], labels[n]) for n in range(rows)]
+        assert loss[m] == np.float32(sum(f[0] for f in found)) and correct[m] == sum(f[1] for f in found)
+
+
+def test_sgd_epoch_steps_as_float_arithmetic_row_after_row(operators) -> None:
+    """sgd_epoch (fused_epoch.cc) against SGD written out in float32, row after row, with libm's
+    expf and logf: each row one-hot, so that a logit is one weight plus the bias, exactly, and a
+    weight's gradient the sum of its rows' gradients in their order. 7 classes (padded to 10 in
+    the operator), 37 inputs (past the last 16, the scalar path), batch 16 (the last step 8 rows),
+    three models at other rates, logits small and huge; loss, correct, weights and biases equal
+    float for float, on one thread and on two."""
+    from softmax_sweep.engine import using
+
+    libm = _libm()
+    rng = np.random.RandomState(3)
+    rows, inputs, classes, models, batch = 40, 37, 7, 3, 16
+    where = rng.randint(0, inputs, rows)
+    X = np.zeros((rows, inputs), np.float32)
+    X[np.arange(rows), where] = 1
+    labels = rng.randint(0, classes, rows)
+    W = rng.normal(0, 1, (models * classes, inputs)).astype(np.float32)
+    W[:, :5] *= 200  # rows one-hot there: huge logits
+    b = rng.normal(0, 0.1, models * classes).astype(np.float32)
+    order = rng.permutation(rows)
+    steps = -(-rows // batch)
+    lrs = np.array([[lr / batch for lr in (0.1, 1.0, 4.0)]] * steps, np.float32)
+
+    want_W, want_b = W.copy(), b.copy()
+    want_loss, want_correct = np.zeros(models), np.zeros(models)
+    for s in range(steps):
+        step_rows = order[s * batch:(s + 1) * batch]
+        for m in range(models):
+            w, bias = want_W[m * classes:(m + 1) * classes], want_b[m * classes:(m + 1) * classes]
+            grads, bias_grad = [], np.zeros(classes)
+            for n in step_rows:
+                z = np.array([np.float32(w[c, where[n]] + bias[c]) for c in range(classes)], np.float32)
+                loss, right, e, total = _row(libm, z, labels[n])
+                want_loss[m] += loss
+                want_correct[m] += right
+                g = [np.float32((np.float32(e[c] / total) - np.float32(c == labels[n])) * lrs[s, m])
+                     for c in range(classes)]
+                grads.append(g)
+                bias_grad += np.array(g, np.float64)
+            for c in range(classes):
+                for k in range(inputs):
+                    total_k = np.float32(0)
+                    for g, n in zip(grads, step_rows):
+                        if where[n] == k:
+                            total_k = np.float32(total_k + g[c])
+                    w[c, k] = np.float32(w[c, k] - total_k)
+                bias[c] = np.float32(bias[c] - np.float32(bias_grad[c]))
+
+    for threads in (1, 2):
+        with using(threads):
+            new_W, new_b, loss, correct = (a.asnumpy() for a in fused.sgd_epoch(
+                nd.array(X), nd.array(labels.astype(np.float32)), nd.array(order.reshape(1, -1), dtype="int64"),
+                nd.array(lrs), nd.zeros(lrs.shape), nd.array(W), nd.array(b), (models,), batch))
+        np.testing.assert_array_equal(new_W, want_W)
+        np.testing.assert_array_equal(new_b, want_b)
+        assert loss.tolist() == np.float32(want_loss).tolist() and correct.tolist() == want_correct.tolist()
+    assert np.abs(want_W - W).max() > 0.1 and want_correct.min() > 0, "the models moved, some rows right"
+
+
+def test_sgd_epoch_refuses_inputs_that_do_not_fit(operators) -> None:
+    X, y, W, b = nd.ones((8, 16)), nd.zeros((8,)), nd.ones((20, 16)), nd.zeros((20,))
+    order, rates = nd.array([[0, 1, 2, 3]], dtype="int64"), nd.ones((2, 2))
+    with pytest.raises(mx.MXNetError, match=r"sgd_epoch: X \(N, D\), labels \(N\)"):  # 3 steps' rates for 2
+        fused.sgd_epoch(X, y, order, nd.ones((3, 2)), nd.ones((3, 2)), W, b, (2,), 2).wait_to_read()
+    with pytest.raises(mx.MXNetError, match="sgd_epoch: order int64"):
+        fused.sgd_epoch(X, y, order.astype("float32"), rates, rates, W, b, (2,), 2).wait_to_read()
+    with pytest.raises(mx.MXNetError, match=r"sgd_epoch: label 12 outside 0..9"):
+        fused.sgd_epoch(X, y + 12, order, rates, rates, W, b, (2,), 2)[0].wait_to_read()

@@ -1,17 +1,17 @@
-"""Softmax cross-entropy on logits for one model or K stacked models: per model the summed loss
-and the count of correct predictions, and in training the gradient (softmax - one_hot) times
-each model's lr / batch_size with its sum over the rows (the bias gradient).
+"""The project's C++ operators, built once per machine with the C++ compiler into softmax-sweep's
+cache (places.own_cache) and loaded as an MXNet extension library:
 
-MXNet's own operators take a pass over the logits each (log_softmax, pick, argmax, softmax,
-one_hot, the sums), at a few ns per element over 10 classes: on a CPU with fast matrix products
-they cost a stacked step as much as its products. The same numbers come from one C++ operator
-(fused_xent.cc: one pass, sums in double), built once per machine with the C++ compiler into
-softmax-sweep's cache (places.own_cache) and loaded as an MXNet extension library;
-benchmarks/stacked.py (f) prints both. The same library holds the SGD step's last operation, the
-weight minus its gradient transposed (fused_update.cc). Without a compiler, or with
-SOFTMAX_SWEEP_FUSED=0, graphs are built from MXNet's operators. A step's numbers agree to about
-1e-6 between the two (SGD at lr 1 grows that, as any rounding, into another trajectory of the same
-spread), and in each form a stacked model gets what it gets alone, float for float.
+- sgd_epoch (fused_epoch.cc): a whole training pass of K stacked models, steps and all, in one
+  call. A step of this model is too small for MXNet: its dozen operators cost it 5-10x its
+  arithmetic at batch 16-32 (benchmarks/stacked.py (f) prints a pass both ways).
+- stacked_xent, stacked_xent_parts (fused_xent.cc): softmax cross-entropy on the logits of K stacked
+  models, per model the summed loss and the count of correct predictions, in one pass (MXNet's own
+  operators take a pass each: log_softmax, pick, argmax, the sums), for evaluations.
+
+Each model's numbers come from the same code whatever else is stacked with it and on any thread
+count. Without a compiler, or with SOFTMAX_SWEEP_FUSED=0, graphs of MXNet's operators train and
+evaluate instead (softmax_sweep.sgd, softmax_sweep.model); their numbers agree with these to about
+1e-6 a step (SGD at lr 1 grows that, as any rounding, into another trajectory of the same spread).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from mxnet.symbol.register import _make_symbol_function
 
 from softmax_sweep.places import own_cache
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("fused_xent.cc", "fused_update.cc", "fused_epoch.cc"))
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("fused_xent.cc", "fused_epoch.cc"))
 HEADERS = (Path(__file__).with_name("xent_rows.h"),)
 # -march=native: fused_epoch.cc's products in this CPU's widest vectors (AVX-512: 2x AVX2's work a cycle)
 FLAGS = ("-shared", "-fPIC", "-O2", "-std=c++17", "-fopenmp", "-ffp-contract=off", "-march=native")
@@ -75,7 +75,7 @@ def _load(library: Path) -> None:
     """Load the library and make symbol functions of its operators only: mx.library.load
     would make them again for every MXNet operator, 0.4 s of each process's start."""
     check_call(_LIB.MXLoadLib(c_str(str(library)), mx_uint(0)))
-    for name in ("stacked_xent", "stacked_xent_grad", "stacked_xent_parts", "minus_transposed", "sgd_epoch"):
+    for name in ("stacked_xent", "stacked_xent_parts", "sgd_epoch"):
         handle = OpHandle()
         check_call(_LIB.NNGetOpHandle(c_str(name), ctypes.byref(handle)))
         _ops[name] = _make_symbol_function(handle, name, name)
@@ -159,12 +159,10 @@ def loss_and_correct_by_part(logits, y, part, models: int, num_outputs: int, par
                  for value in (loss, correct))
 
 
-def loss_correct_and_grad(logits, y, scale, models: int, num_outputs: int, fused: bool):
-    """Symbols: per model the summed loss and the number of correct predictions, the gradient of
-    the loss with respect to logits times each model's scale (shape (models,)), and its sum over rows."""
-    if fused:
-        out = _ops["stacked_xent_grad"](logits, y, scale, models=models)
-        return out[1], out[2], out[0], out[3]
+def loss_correct_and_grad(logits, y, scale, models: int, num_outputs: int):
+    """Symbols of MXNet's operators (the graphs that train where sgd_epoch cannot be built): per
+    model the summed loss and the number of correct predictions, the gradient of the loss with
+    respect to logits times each model's scale (shape (models,)), and its sum over rows."""
     if models == 1:  # the plain ops: a third fewer per step than the stacked form, which small batches feel
         loss = -sym.sum(sym.pick(sym.log_softmax(logits, axis=-1), y, axis=-1), axis=0, keepdims=True)
         correct = sym.sum(sym.argmax(logits, axis=1) == y, axis=0, keepdims=True)
@@ -176,8 +174,3 @@ def loss_correct_and_grad(logits, y, scale, models: int, num_outputs: int, fused
         grad = sym.broadcast_sub(sym.softmax(per_model, axis=-1), sym.expand_dims(sym.one_hot(y, num_outputs), 1))
         grad = sym.reshape(sym.broadcast_mul(grad, sym.reshape(scale, shape=(1, models, 1))), shape=(0, -1))
     return loss, correct, grad, sym.sum(grad, axis=0)
-
-
-def minus_transposed(W, G, fused: bool):
-    """Symbol: W - G^T (fused_update.cc: one pass, not MXNet's transpose and then the subtraction)."""
-    return _ops["minus_transposed"](W, G) if fused else W - sym.transpose(G)

@@ -12,7 +12,7 @@
 // left). Each model steps as MXNet's sgd_update does with rescale_grad 1: lrs holds lr / B, decays
 // lr * wd, per step and model; weight <- (1 - lr * wd) * weight - lr / B * sum over the rows of the
 // loss gradient, the same for the bias. loss and correct are summed over the epoch, each row measured
-// before its step, as in fused_xent.cc's stacked_xent_grad (the same code: xent_rows.h).
+// before its step, as fused_xent.cc's stacked_xent measures a row (the same code: xent_rows.h).
 //
 // A model's numbers come from the same code, in the same order, whatever else is in the stack and on
 // any thread count: each model's logits are dot products summed in 16 running sums, then added up in

@@ -4,8 +4,6 @@
 //
 // stacked_xent(logits (N, K*C), labels (N)) -> loss (K), correct (K): per model the summed
 //   cross-entropy and the number of rows whose first largest logit is the label.
-// stacked_xent_grad(logits, labels, scale (K)) -> grad (N, K*C), loss (K), correct (K), bias_grad (K*C):
-//   grad = (softmax - one_hot(label)) * scale of the row's model; bias_grad its sum over rows.
 // stacked_xent_parts(logits, labels, part (N, K)) -> loss (P, K), correct (P, K): as stacked_xent,
 //   summed apart over the rows of each part 1..P (attribute parts) of each model; part 0: left out.
 //
@@ -13,12 +11,8 @@
 // a model stacked gets what it gets alone, float for float. Sums are kept in double. The models are
 // shared out among the threads MXNet gives operators (omp_get_max_threads, as MXSetNumOMPThreads
 // set it), each model whole to one thread: the thread count changes no model's numbers. Each thread
-// sums into memory of its own (sums of neighbouring models written by two threads: 16 models at
-// batch 256 took 177 us on 2 threads, 133 apart; 236 on one).
+// sums into memory of its own (sums of neighbouring models written by two threads cost a third more).
 #include <omp.h>
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 
 #include <algorithm>
 #include <cmath>
@@ -75,39 +69,27 @@ static void rows(const float* logits, const std::vector<int>& label, int N, int 
   }
 }
 
-static MXReturnValue run(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out, bool with_grad) {
+static MXReturnValue run(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out) {
   const int K = models_of(attrs);
   const int N = static_cast<int>((*in)[0].shape[0]);
   const int C = static_cast<int>((*in)[0].shape[1]) / K;
   const float* logits = (*in)[0].data<float>();
   const float* labels = (*in)[1].data<float>();
-  const float* scale = with_grad ? (*in)[2].data<float>() : nullptr;
-  float* grad = with_grad ? (*out)[0].data<float>() : nullptr;
   std::vector<int> label;
   if (!labels_of(labels, N, C, "stacked_xent", &label)) return MX_FAIL;
   std::vector<Sums> sums(K);
-  std::vector<double> bias_grad(with_grad ? static_cast<size_t>(K) * C : 0, 0.0);
   by_models(K, N, [&](int first, int end) {
     std::vector<Sums> own(end - first);
-    std::vector<double> own_bias(with_grad ? static_cast<size_t>(end - first) * C : 0, 0.0);
     rows(logits, label, N, K, C, first, end, [&](int n, int m, const float* e, int arg, float at_label) {
-      const size_t at = static_cast<size_t>(n) * K * C + static_cast<size_t>(m) * C;
-      finish_row(e, C, label[n], arg, at_label, with_grad ? scale[m] : 0.0f, with_grad ? grad + at : nullptr,
-                 with_grad ? own_bias.data() + static_cast<size_t>(m - first) * C : nullptr, &own[m - first]);
+      finish_row(e, C, label[n], arg, at_label, 0.0f, nullptr, nullptr, &own[m - first]);
     });
     std::copy(own.begin(), own.end(), sums.begin() + first);
-    std::copy(own_bias.begin(), own_bias.end(), bias_grad.begin() + static_cast<size_t>(first) * C);
   });
-  const int first = with_grad ? 1 : 0;
-  float* loss = (*out)[first].data<float>();
-  float* correct = (*out)[first + 1].data<float>();
+  float* loss = (*out)[0].data<float>();
+  float* correct = (*out)[1].data<float>();
   for (int m = 0; m < K; ++m) {
     loss[m] = static_cast<float>(sums[m].loss);
     correct[m] = sums[m].correct;
-  }
-  if (with_grad) {
-    float* bias = (*out)[3].data<float>();
-    for (size_t i = 0; i < bias_grad.size(); ++i) bias[i] = static_cast<float>(bias_grad[i]);
   }
   return MX_SUCCESS;
 }
@@ -151,12 +133,7 @@ static MXReturnValue forward_parts(const Attrs& attrs, std::vector<MXTensor>* in
 
 static MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out,
                              const OpResource&) {
-  return run(attrs, in, out, false);
-}
-
-static MXReturnValue forward_grad(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out,
-                                  const OpResource&) {
-  return run(attrs, in, out, true);
+  return run(attrs, in, out);
 }
 
 // Never called (nothing here is differentiated), but MXNet's CachedOp builds the backward graph
@@ -176,13 +153,6 @@ static MXReturnValue parse(const Attrs& attrs, int* num_in, int* num_out) {
   }
   *num_in = 2;
   *num_out = 2;
-  return MX_SUCCESS;
-}
-
-static MXReturnValue parse_grad(const Attrs& attrs, int* num_in, int* num_out) {
-  if (parse(attrs, num_in, num_out) != MX_SUCCESS) return MX_FAIL;
-  *num_in = 3;
-  *num_out = 4;
   return MX_SUCCESS;
 }
 
@@ -206,24 +176,15 @@ static MXReturnValue types(const Attrs&, std::vector<int>* in, std::vector<int>*
   return MX_SUCCESS;
 }
 
-static bool shapes_fit(const Attrs& attrs, const std::vector<std::vector<unsigned int>>& in) {
+static MXReturnValue shape(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in,
+                           std::vector<std::vector<unsigned int>>* out) {
   const unsigned K = models_of(attrs);
-  return in[0].size() == 2 && in[1].size() == 1 && in[1][0] == in[0][0] && in[0][1] % K == 0 &&
-         in[0][1] / K <= kMaxClasses &&
-         (in.size() < 3 || (in[2].size() == 1 && in[2][0] == K));
-}
-
-static MXReturnValue shapes(const Attrs& attrs, const std::vector<std::vector<unsigned int>>& in,
-                            std::vector<std::vector<unsigned int>>* out, bool with_grad) {
-  if (!shapes_fit(attrs, in)) {
-    MX_ERROR_MSG << "stacked_xent: logits (N, models * classes), labels (N), scale (models)";
+  const auto& s = *in;
+  if (!(s[0].size() == 2 && s[1].size() == 1 && s[1][0] == s[0][0] && s[0][1] % K == 0 && s[0][1] / K <= kMaxClasses)) {
+    MX_ERROR_MSG << "stacked_xent: logits (N, models * classes), labels (N)";
     return MX_FAIL;
   }
-  const unsigned K = models_of(attrs);
-  if (with_grad)  // grad, loss, correct, bias_grad
-    *out = {in[0], {K}, {K}, {in[0][1]}};
-  else  // loss, correct
-    *out = {{K}, {K}};
+  *out = {{K}, {K}};  // loss, correct
   return MX_SUCCESS;
 }
 
@@ -241,28 +202,12 @@ static MXReturnValue shape_parts(const Attrs& attrs, std::vector<std::vector<uns
   return MX_SUCCESS;
 }
 
-static MXReturnValue shape(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in,
-                           std::vector<std::vector<unsigned int>>* out) {
-  return shapes(attrs, *in, out, false);
-}
-
-static MXReturnValue shape_grad(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in,
-                                std::vector<std::vector<unsigned int>>* out) {
-  return shapes(attrs, *in, out, true);
-}
-
 REGISTER_OP(stacked_xent)
     .setForward(forward, "cpu")
     .setBackward(backward, "cpu")
     .setParseAttrs(parse)
     .setInferType(types)
     .setInferShape(shape);
-REGISTER_OP(stacked_xent_grad)
-    .setForward(forward_grad, "cpu")
-    .setBackward(backward, "cpu")
-    .setParseAttrs(parse_grad)
-    .setInferType(types)
-    .setInferShape(shape_grad);
 REGISTER_OP(stacked_xent_parts)
     .setForward(forward_parts, "cpu")
     .setBackward(backward, "cpu")

@@ -1,28 +1,24 @@
-"""Minibatch SGD for softmax regression nets, eight steps per call of one MXNet graph, for one
-model or for K models stacked in the same graph.
+"""Minibatch SGD for softmax regression nets, one model or K models stacked, each model with its own
+learning rate, weight decay and schedule.
 
 It computes what `autograd.record()` + `loss.backward()` + `gluon.Trainer(..., "sgd").step(batch_size)`
 compute for Dense(k) under SoftmaxCrossEntropyLoss on logits (tests/test_training.py checks it
-against exactly that), but a training pass at batch 16 takes about a quarter of the time
-(benchmarks/epoch_speed.py prints both; about the same at batch 256, where the arithmetic
-dominates): the work per step is ~250k multiply-adds, and the time went to what Python, autograd
-and the Trainer add to every step. The gradient is written out: for softmax cross-entropy on logits it is
-softmax(logits) - one_hot(y) per example.
+against exactly that), with the gradient written out: for softmax cross-entropy on logits it is
+softmax(logits) - one_hot(y) per example. The work of a step is ~250k multiply-adds a model at
+batch 32; the time went to what Python, autograd, the Trainer and MXNet's operators add to every step.
 
-K models that take the same minibatches (same data, training rows, batch size and shuffle) are
-one Dense(K * k) in the graph: one pass over each batch's rows serves them all, each with its own
-learning rate, weight decay and schedule. Each model's weights are what training it alone gives,
-float for float (tests/test_stacked.py, up to lr 1): the two matrix products of a step are taken
-in a layout, and in chunks of models, in which oneDNN computes every model's part as it computes
-that model alone (model.exact_chunks), so no rounding difference is there for SGD to grow.
+Where the project's C++ operators can be built (softmax_sweep.fused) a whole pass is one call of
+sgd_epoch (fused_epoch.cc): every step of every model, each model's numbers from the same code
+whether it trains alone or stacked, on any thread count. The models of a lane share minibatches;
+lanes are models of other seeds, each with its own rows (its split and shuffle).
 
-Models of other seeds (their own split and shuffle) are lanes: each lane takes its own rows,
-gathers them and computes its products as a stack of its own would. That saves graph calls, not
-arithmetic; what lanes share is the evaluation (training.fit_stacked). On a machine of several
-cores the lanes are shared out among them, a graph per core run from a thread of its own (MXNet's
-NaiveEngine runs an operator in the thread that calls it), each on one core: a lane's small
-products gain less from a second core than from a second lane beside them (benchmarks/stacked.py
-(d) prints a pass of lanes against seed by seed).
+Elsewhere (no compiler, or SOFTMAX_SWEEP_FUSED=0) a graph of MXNet's operators takes eight steps
+per call. K models that take the same minibatches are one Dense(K * k) there: the two matrix
+products of a step are taken in a layout, and in chunks of models, in which oneDNN computes every
+model's part as it computes that model alone (model.exact_chunks), so each model still ends as it
+ends alone, float for float (tests/test_stacked.py, up to lr 1). Lanes are shared out among the
+cores there, a graph per core run from a thread of its own (MXNet's NaiveEngine runs an operator in
+the thread that calls it).
 """
 from __future__ import annotations
 
@@ -36,7 +32,7 @@ import mxnet as mx
 from mxnet import gluon, nd, sym
 
 from softmax_sweep import engine, fused
-from softmax_sweep.fused import loss_correct_and_grad, minus_transposed
+from softmax_sweep.fused import loss_correct_and_grad
 from softmax_sweep.graphs import Graphs
 from softmax_sweep.model import dense_of, exact_chunks, stacked_logits, weight_grad_columns
 
@@ -44,14 +40,13 @@ STEPS_PER_CALL = 8  # 32 steps per graph measured no faster at batch 16
 
 
 def _steps_graph(sizes: tuple[int, ...], chunks: tuple[tuple[int, ...], ...], lanes: tuple[int, ...],
-                 num_outputs: int, decay: bool, use_fused: bool) -> tuple[mx.nd.CachedOp, list[str]]:
+                 num_outputs: int, decay: bool) -> tuple[mx.nd.CachedOp, list[str]]:
     """One graph for SGD steps of stacked models on batches of `sizes` rows taken in turn from
     each lane's row of `order`. A lane is `lanes[l]` models that share minibatches; lanes differ in
     their rows (each its own shuffle). Inputs X, y, order (lanes, rows), lrs and decays (per step
     and model: lr / batch_size, lr * wd), weight (models * num_outputs, inputs), bias; outputs the
     new weight and bias, and per model the summed loss and the number of correct predictions.
-    chunks: per step, each lane's exact_chunks; use_fused: the loss and its gradient from
-    softmax_sweep.fused's operator.
+    chunks: per step, each lane's exact_chunks.
 
     MXNet's sgd_update: weight <- (1 - lr * wd) * weight - lr * rescale_grad * grad."""
     X, y, order, lrs, decays, weight, bias = (sym.var(n) for n in
@@ -71,7 +66,7 @@ def _steps_graph(sizes: tuple[int, ...], chunks: tuple[tuple[int, ...], ...], la
             Xb, yb = sym.take(X, rows), sym.take(y, rows)
             lr = _part(step_lrs, firsts[lane], firsts[lane + 1], len(lanes))
             logits = stacked_logits(Xb, weights[lane], biases[lane], num_outputs, chunks[k][lane])
-            loss, correct, grad, bias_grad = loss_correct_and_grad(logits, yb, lr, models, num_outputs, use_fused)
+            loss, correct, grad, bias_grad = loss_correct_and_grad(logits, yb, lr, models, num_outputs)
             step_losses.append(loss)
             step_corrects.append(correct)
             w, b = weights[lane], biases[lane]
@@ -79,7 +74,7 @@ def _steps_graph(sizes: tuple[int, ...], chunks: tuple[tuple[int, ...], ...], la
                 keep = sym.repeat(_part(step_keeps, firsts[lane], firsts[lane + 1], len(lanes)), repeats=num_outputs)
                 w, b = sym.broadcast_mul(w, sym.expand_dims(keep, axis=1)), sym.broadcast_mul(b, keep)
             weight_grad = weight_grad_columns(sym.transpose(Xb), grad, num_outputs, chunks[k][lane])
-            weights[lane] = minus_transposed(w, weight_grad, use_fused)
+            weights[lane] = w - sym.transpose(weight_grad)
             biases[lane] = b - bias_grad
         start += size
         losses.append(_joined(step_losses))
@@ -207,15 +202,22 @@ class SoftmaxSGD:
     def epoch(self, X: nd.NDArray, y: nd.NDArray, *orders: nd.NDArray) -> tuple[nd.NDArray, nd.NDArray]:
         """One pass over rows `orders[l]` of (X, y) for lane l, in minibatches; returns per model the
         summed loss and the number of correct predictions, each measured on a batch before its step
-        (as NDArrays: no sync). Lanes are shared out among the cores, a thread each."""
+        (as NDArrays: no sync)."""
         assert len(orders) == len(self.lanes) and len({o.shape[0] for o in orders}) == 1, "an order per lane, alike"
         cores = engine.budget()
-        shares = _shares([len(lane) for lane in self.lanes], cores)
-        use_fused = False
         if fused.available():  # here: its first call loads the operators, once
             loss, correct = self._fused_pass(X, y, orders, cores)
-        elif len(shares) == 1:
-            loss, correct = self._pass(self.lanes, X, y, orders, cores, use_fused)
+        else:
+            loss, correct = self._graph_pass(X, y, orders, cores)
+        self.num_update += -(-orders[0].shape[0] // self.batch_size)
+        return loss, correct
+
+    def _graph_pass(self, X: nd.NDArray, y: nd.NDArray, orders: Sequence[nd.NDArray], cores: int
+                    ) -> tuple[nd.NDArray, nd.NDArray]:
+        """epoch's pass in graphs of MXNet's operators, lanes shared out among the cores, a thread each."""
+        shares = _shares([len(lane) for lane in self.lanes], cores)
+        if len(shares) == 1:
+            loss, correct = self._pass(self.lanes, X, y, orders, cores)
         else:
             most = max(1, cores // len(shares))
             # threads that end with the pass: a thread that has run OpenMP operators counts as busy to
@@ -223,9 +225,8 @@ class SoftmaxSGD:
             # operator sleeps at its barriers (a pass at batch 256 on two cores: 3x slower)
             with ThreadPoolExecutor(len(shares), thread_name_prefix="lanes") as pool:
                 found = list(pool.map(
-                    lambda share: self._pass(self.lanes[share], X, y, orders[share], most, use_fused), shares))
+                    lambda share: self._pass(self.lanes[share], X, y, orders[share], most), shares))
             loss, correct = (nd.concat(*part, dim=0) for part in zip(*found))
-        self.num_update += -(-orders[0].shape[0] // self.batch_size)
         return loss, correct
 
     def _fused_pass(self, X: nd.NDArray, y: nd.NDArray, orders: Sequence[nd.NDArray], cores: int
@@ -242,7 +243,7 @@ class SoftmaxSGD:
         return loss, correct
 
     def _pass(self, lanes: list[list[Member]], X: nd.NDArray, y: nd.NDArray, orders: Sequence[nd.NDArray],
-              most: int, use_fused: bool) -> tuple[nd.NDArray, nd.NDArray]:
+              most: int) -> tuple[nd.NDArray, nd.NDArray]:
         """epoch's pass for some of its lanes, in one graph per call, on at most `most` threads."""
         n, bs = orders[0].shape[0], self.batch_size
         members = [m for lane in lanes for m in lane]
@@ -264,7 +265,7 @@ class SoftmaxSGD:
         with engine.using(threads), contextlib.ExitStack() as held:
             for sizes, rows in calls:
                 chunks = tuple(tuple(chunk_of[size, models] for models in sizes_of_lanes) for size in sizes)
-                key = (sizes, chunks, sizes_of_lanes, self.num_outputs, decay, use_fused)
+                key = (sizes, chunks, sizes_of_lanes, self.num_outputs, decay)
                 if key not in graphs:
                     graphs[key] = held.enter_context(_STEPS.taken(*key))
                 graph, inputs = graphs[key]
