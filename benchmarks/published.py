@@ -54,11 +54,16 @@ def _commit() -> str:
     return done.stdout.strip() or "?"
 
 
+def argv() -> list[str]:
+    """The benchmark's command line as given (with --write-docs, which run() takes out of sys.argv)."""
+    return _ARGV or sys.argv
+
+
 def publish(name: str, markdown: str, pictures: dict[str, Path] | None = None) -> Path:
     """Write docs/results/<name>.md (and copy pictures there under their new names); sync the quotes."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    argv = _ARGV or sys.argv
-    command = " ".join(["python", f"benchmarks/{Path(argv[0]).name}", *argv[1:]])
+    given = argv()
+    command = " ".join(["python", f"benchmarks/{Path(given[0]).name}", *given[1:]])
     header = f"<!-- written by `{command}` at commit {_commit()}; do not edit: run it again -->\n"
     path = RESULTS / f"{name}.md"
     path.write_text(header + markdown.rstrip() + "\n")

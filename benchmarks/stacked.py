@@ -93,6 +93,14 @@ def peak_gflops() -> tuple[float, float]:
     return rates[0], rates[1]
 
 
+SUMMARY: list[str] = []  # the lines the README's Speed section quotes (docs/results/stacked-summary.md)
+
+
+def key_line(text: str, **kwargs) -> None:
+    print(text, **kwargs)
+    SUMMARY.append(text)
+
+
 def floor_text(gflop: float, peaks: tuple[float, float], unit: float, unit_name: str) -> str:
     """The seconds `gflop` of products take at the CPU's peak on one core and on all, also in `unit`s."""
     one, every = (gflop / peak for peak in peaks)
@@ -114,7 +122,7 @@ def grid(data, lrs: list[float], epochs: int, peaks: tuple[float, float]) -> Non
                  for a, b in zip(net.collect_params().values(), model.net.collect_params().values()))
              for (net, _), model in zip(alone, stack)]
     best = max(stack, key=lambda m: m.result.best["val_acc"])
-    print(f"(a) {len(lrs)}-value lr grid, batch 256, {epochs} epochs: one at a time {one_at_a_time:.1f} s "
+    key_line(f"(a) {len(lrs)}-value lr grid, batch 256, {epochs} epochs: one at a time {one_at_a_time:.1f} s "
           f"(one run {one_run:.2f} s); stacked {stacked:.1f} s = {stacked / one_run:.2f}x one run (target <= 2x), "
           f"{one_at_a_time / stacked:.1f}x faster than one at a time")
     print(f"    models whose weights equal their weights alone, float for float: {diffs.count(0.0)} of {len(lrs)} "
@@ -172,7 +180,7 @@ def commands(lrs: list[float], epochs: int, folder: Path) -> None:
     one = wall(f"lr={lrs[len(lrs) // 2]:.4g}")
     stacked = wall("-m", grid)
     alone = wall("-m", grid, "hydra/launcher=basic")
-    print(f"    as commands (MLflow runs and all): one run {one:.1f} s; the grid stacked {stacked:.1f} s = "
+    key_line(f"    as commands (MLflow runs and all): one run {one:.1f} s; the grid stacked {stacked:.1f} s = "
           f"{stacked / one:.2f}x one run; one at a time (hydra/launcher=basic) {alone:.1f} s = {alone / one:.2f}x")
 
 
@@ -212,7 +220,7 @@ def exercise2(folder: Path, peaks: tuple[float, float], test_images: int) -> Non
         trials = optuna.load_study(study_name="overfit-fashion_mnist",
                                    storage=make_storage(f"journal:///{mlruns / 'optuna.journal'}")).trials
         found[label] = [t.value for t in trials]
-        print(f"(b) exercise 2, sweeps/overfit.py {' '.join(extra)}: {wall:.0f} s, peak RSS "
+        key_line(f"(b) exercise 2, sweeps/overfit.py {' '.join(extra)}: {wall:.0f} s, peak RSS "
               f"{usage.ru_maxrss / 1024:.0f} MB, {len(trials)} trials, exit {os.waitstatus_to_exitcode(status)}",
               flush=True)
     diff = max((abs(a - b) for a, b in zip(found["stacked"], found["one at a time"])), default=float("nan"))
@@ -239,7 +247,7 @@ def exercise1(seeds: list[int]) -> None:
             print(f"(c) exercise 1, sweeps/tune.py, sampler seed {seed}, {label:7s}: {wall:5.1f} s, test_acc at the "
                   f"best trial's best epoch {test_acc:.4f}, {states}", flush=True)
     ratio = sum(walls["stacked"]) / sum(walls["today"])
-    print(f"    stacked / today: {ratio:.2f} of the wall time (target <= 0.5, test_acc >= 0.843 for every seed)"
+    key_line(f"    stacked / today: {ratio:.2f} of the wall time (target <= 0.5, test_acc >= 0.843 for every seed)"
           f"; stacked: {' '.join(STACKED_TUNE)}")
 
 
@@ -371,7 +379,7 @@ def main() -> None:
                          f"{torch * args.models / stacked:.1f}x PyTorch)")
             else:
                 line += ", PyTorch loop: skipped (no --torch-python interpreter with torch given)"
-            print(line, flush=True)
+            key_line(line, flush=True)
         for batch_size in (16, 256):  # models of other seeds: each lane takes its own minibatches
             cells = []
             for models in (1, 12):
@@ -384,6 +392,8 @@ def main() -> None:
     threads_table(data, args.models)
     loss_ops_table(data, args.models)
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    if "--write-docs" in published.argv():
+        published.publish("stacked-summary", "```\n" + "\n".join(SUMMARY) + "\n```")
 
 
 if __name__ == "__main__":

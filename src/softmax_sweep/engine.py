@@ -2,10 +2,10 @@
 
 MXNet's own default is half the cores (it assumes two hyperthreads per core: one thread on a
 2-core machine). An evaluation is a few large products (10,000 images at a time), about twice as
-fast on two cores. A training step's products are as large as its batch times its stack: a
-thread pays for each 128 Fashion-MNIST rows x models (training_threads: on 2 cores, both from 256
-on), one core is faster below (benchmarks/stacked.py (e) prints both sides of the line). A
-multirun's process (where the stacked launcher trains stacks) takes MXNet's NaiveEngine, which
+fast on two cores. A training pass in the fused operator shares its models out among the cores
+(a model alone takes one); in MXNet's graphs (without the operator) a step's products are as large
+as its batch times its stack, and a thread pays for each 128 Fashion-MNIST rows x models there
+(training_threads: on 2 cores, both from 256 on). A multirun's process (where the stacked launcher trains stacks) takes MXNet's NaiveEngine, which
 runs an operator in the thread that calls it, so the count can change between evaluation
 (every core where a model's products there are its products on one core) and training (using),
 and threads can train side by side, each on its share of the cores (sharing, budget): the stacked
@@ -68,9 +68,9 @@ def start_quietly() -> None:
         os.close(devnull)
 
 
-# multiply-adds of one product of a training step that pay for a thread: on 2 cores, two threads
-# are faster than one from 256 rows x 10 outputs x 784 inputs on (benchmarks/stacked.py (e) measures
-# both sides); more cores, more threads, each with at least as much of the product
+# multiply-adds of one product of a training step in MXNet's graphs that pay for a thread: on 2
+# cores, two threads were faster than one from 256 rows x 10 outputs x 784 inputs on; more cores,
+# more threads, each with at least as much of the product
 THREAD_WORK = 128 * 10 * 784
 
 
