@@ -51,12 +51,18 @@ inline v16 load(const float* p) {
 inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
 
 // The 16 running sums of a dot product added up, always in this order.
+// (halves by memcpy, which compilers turn into register moves: GCC before 12 lacks __builtin_shufflevector)
 inline float total(v16 v) {
   typedef float v8 __attribute__((vector_size(32)));
   typedef float v4 __attribute__((vector_size(16)));
-  const v8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-               __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  const v4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  v8 low, high;
+  std::memcpy(&low, &v, sizeof low);
+  std::memcpy(&high, reinterpret_cast<const char*>(&v) + sizeof low, sizeof high);
+  const v8 a = low + high;
+  v4 a_low, a_high;
+  std::memcpy(&a_low, &a, sizeof a_low);
+  std::memcpy(&a_high, reinterpret_cast<const char*>(&a) + sizeof a_low, sizeof a_high);
+  const v4 b = a_low + a_high;
   return (b[0] + b[2]) + (b[1] + b[3]);
 }
 
