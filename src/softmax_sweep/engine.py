@@ -5,15 +5,16 @@ MXNet's own default is half the cores (it assumes two hyperthreads per core: one
 fast on two cores. A training pass in the fused operator shares its models out among the cores
 (a model alone takes one); in MXNet's graphs (without the operator) a step's products are as large
 as its batch times its stack, and a thread pays for each 128 Fashion-MNIST rows x models there
-(training_threads: on 2 cores, both from 256 on). A multirun's process (where the stacked launcher trains stacks) takes MXNet's NaiveEngine, which
-runs an operator in the thread that calls it, so the count can change between evaluation
-(every core where a model's products there are its products on one core) and training (using),
-and threads can train side by side, each on its share of the cores (sharing, budget): the stacked
-launcher's groups of jobs, a stack's lanes (softmax_sweep.sgd). The numbers are the same float
-for float (tests/test_engine.py; model.exact_chunks checks the products of a stack against each
-model's alone: in training on the count it trains with, in evaluation on one core). OMP_NUM_THREADS,
-when set (by the user, or by joblib, which gives each worker process its share of the cores), is
-the count of training steps and evaluations alike.
+(training_threads: on 2 cores, both from 256 on). A multirun's process (where the stacked
+launcher trains stacks) takes MXNet's NaiveEngine, which runs an operator in the thread that calls
+it, so the count can change between evaluation (every core where a model's products there are its
+products on one core) and training (using), and threads can train side by side, each on its share
+of the cores (sharing, budget): the stacked launcher's groups of jobs, a stack's lanes in MXNet's
+graphs (softmax_sweep.sgd). The numbers are the same float for float (tests/test_engine.py;
+model.exact_chunks checks the products of a stack against each model's alone: in training on the
+count it trains with, in evaluation on one core). OMP_NUM_THREADS, when set (by the user, or by
+joblib, which gives each worker process its share of the cores), is the count of training passes
+and evaluations alike.
 """
 from __future__ import annotations
 
