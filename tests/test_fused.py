@@ -273,3 +273,5 @@ def test_sgd_epoch_refuses_inputs_that_do_not_fit(operators) -> None:
         fused.sgd_epoch(X, y, order.astype("float32"), rates, rates, W, b, (2,), 2).wait_to_read()
     with pytest.raises(mx.MXNetError, match=r"sgd_epoch: label 12 outside 0..9"):
         fused.sgd_epoch(X, y + 12, order, rates, rates, W, b, (2,), 2)[0].wait_to_read()
+    with pytest.raises(mx.MXNetError, match=r"sgd_epoch: row 8 outside 0..7"):
+        fused.sgd_epoch(X, y, order + 5, rates, rates, W, b, (2,), 2)[0].wait_to_read()

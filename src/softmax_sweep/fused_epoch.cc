@@ -2,7 +2,7 @@
 // extension operator (softmax_sweep/fused.py builds and loads it with fused_xent.cc). A step of this
 // model is small (batch 32 x 10 classes x 784 inputs: 250k multiply-adds a model), and MXNet spent
 // its time on the dozen operators of a step, not on their arithmetic: 12 models at batch 32 took
-// 420 us a step, 3 at batch 16 took 120 and one at batch 16 took 79, against 143, 19 and 7 here on
+// 420 us a step, 3 at batch 16 took 120 and one at batch 16 took 79, against 169, 20 and 11 here on
 // one core of an AVX-512 Xeon (benchmarks/stacked.py (f) prints a pass both ways).
 //
 // sgd_epoch(X (N, D), labels (N), order (L, n) int64, lrs (S, K), decays (S, K), weight (K*C, D), bias (K*C))
@@ -68,7 +68,7 @@ inline float total(v16 v) {
 
 // out[r * kClasses + j] = row r of xs . w's row j, for R rows and kClasses rows of w (D inputs);
 // meanwhile the next `coming` rows are fetched into the cache (a step's rows are anywhere in the
-// data set: one model at batch 256 on 55,000 rows waited on memory, 189 -> 132 us a step).
+// data set: one model at batch 256 on 55,000 rows waited on memory, 189 -> 169 us a step).
 template <int R>
 void dots(const float* const* xs, const float* w, int D, float* out, const float* const* next, int coming) {
   v16 sums[R][kClasses] = {};
@@ -200,6 +200,11 @@ MXReturnValue epoch(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<M
   const float* decays = (*in)[4].data<float>();
   std::vector<int> label;
   if (!labels_of((*in)[1].data<float>(), static_cast<int>(X.shape[0]), C, "sgd_epoch", &label)) return MX_FAIL;
+  for (int64_t i = 0; i < order.size(); ++i)
+    if (rows[i] < 0 || rows[i] >= X.shape[0]) {
+      MX_ERROR_MSG << "sgd_epoch: row " << rows[i] << " outside 0.." << X.shape[0] - 1;
+      return MX_FAIL;
+    }
   std::vector<int> lane_of;
   for (size_t l = 0; l < lanes.size(); ++l) lane_of.insert(lane_of.end(), lanes[l], static_cast<int>(l));
   float* new_weight = (*out)[0].data<float>();
