@@ -1,5 +1,5 @@
 """Models trained together: train_stacked trains models of the same data set, training set size
-and batch size in one graph (those of one seed share each minibatch); under the stacked launcher
+and batch size in one training pass (those of one seed share each minibatch); under the stacked launcher
 (its public Stack in hydra_plugins.softmax_sweep_stacked.stack) train_softmax hands its model
 there, and the jobs of one launch train together, each with its own model, MLflow run, curves
 and return value."""
@@ -41,8 +41,8 @@ class ModelSettings:
 
 def train_stacked(dataset: Dataset, models: Sequence[ModelSettings], *, batch_size: int, val_size: int,
                   train_size: Optional[int] = None, monitor: str = "val_acc", eval_train: bool = False) -> list[Model]:
-    """Train models that share the data set, training set size and batch size in one graph: those
-    of one seed (its split and shuffle) share each minibatch; each model ends as train_softmax
+    """Train models that share the data set, training set size and batch size in one training pass:
+    those of one seed (its split and shuffle) share each minibatch; each model ends as train_softmax
     would end it alone (its model.error: why it left early)."""
     stack: dict[int, Model] = {}
     lanes = []

@@ -1,5 +1,5 @@
 """The training loop: epochs of minibatch SGD, evaluation, early stopping, for one model or for
-K models stacked in one graph (softmax_sweep.sgd). No I/O here."""
+K models stacked in one training pass (softmax_sweep.sgd). No I/O here."""
 from __future__ import annotations
 
 import math
@@ -79,7 +79,7 @@ class Lane:
 
 
 def fit_stacked(lanes: Sequence[Lane], test_iter: Iterable, *, monitor: str = "val_acc") -> None:
-    """Train the models of all lanes together (one graph), each as it would train alone; a lane's
+    """Train the models of all lanes together (one pass an epoch), each as it would train alone; a lane's
     models share its minibatches, lanes differ in their rows (their seeds' shuffles and splits) but
     not in how many. A model leaves the stack after its num_epochs, when early stopping ends it,
     when it diverges (model.error: TrainingDiverged) or when one of its callbacks raises

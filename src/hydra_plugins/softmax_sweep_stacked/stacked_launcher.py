@@ -1,5 +1,5 @@
 """`hydra/launcher=stacked`: softmax-sweep's launcher for a multirun's jobs in this process that
-trains the jobs which can share minibatches in one graph (softmax_sweep.stacking), each still its
+trains the jobs which can share minibatches in one training pass (softmax_sweep.stacking), each still its
 own job: its folder, config, MLflow run and return value. Groups that cannot share train side by
 side, up to groups_at_once (0: one per core) at a time."""
 
