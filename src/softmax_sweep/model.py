@@ -51,6 +51,13 @@ def dense_of(net: gluon.Block) -> nn.Dense:
     return net[0] if isinstance(net, (nn.Sequential, nn.HybridSequential)) else net
 
 
+def stacked_params(denses: Sequence[nn.Dense]) -> tuple[nd.NDArray, nd.NDArray]:
+    """The Dense layers' weights one under another, and their biases (one layer: its own arrays)."""
+    if len(denses) == 1:
+        return denses[0].weight.data(), denses[0].bias.data()
+    return nd.concat(*(d.weight.data() for d in denses), dim=0), nd.concat(*(d.bias.data() for d in denses), dim=0)
+
+
 MAX_CHUNK = 32  # models in one product: wider is no faster, and exact_chunks' check grows with it
 
 
@@ -218,8 +225,7 @@ def evaluate_parts(nets: Sequence[gluon.Block], batches: Iterable, parts_of: Seq
 def _evaluate(nets: Sequence[gluon.Block], batches: Iterable, parts: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Summed loss and correct predictions per net (and part), and the rows seen."""
     denses = [dense_of(net) for net in nets]
-    weight = nd.concat(*(d.weight.data() for d in denses), dim=0) if len(denses) > 1 else denses[0].weight.data()
-    bias = nd.concat(*(d.bias.data() for d in denses), dim=0) if len(denses) > 1 else denses[0].bias.data()
+    weight, bias = stacked_params(denses)
     num_outputs, num_inputs = denses[0].weight.shape
     shape = (parts, len(denses)) if parts else (len(denses),)
     loss_sum, correct, n = nd.zeros(shape), nd.zeros(shape), 0

@@ -34,7 +34,7 @@ from mxnet import gluon, nd, sym
 from softmax_sweep import engine, fused
 from softmax_sweep.fused import loss_correct_and_grad
 from softmax_sweep.graphs import Graphs
-from softmax_sweep.model import dense_of, exact_chunks, stacked_logits, weight_grad_columns
+from softmax_sweep.model import dense_of, exact_chunks, stacked_logits, stacked_params, weight_grad_columns
 
 STEPS_PER_CALL = 8  # 32 steps per graph measured no faster at batch 16
 
@@ -233,7 +233,7 @@ class SoftmaxSGD:
                     ) -> tuple[nd.NDArray, nd.NDArray]:
         """epoch's pass in one call of fused_epoch.cc's operator, its models shared out among `cores` threads."""
         members = self.members
-        weight, bias = _stacked(members)
+        weight, bias = stacked_params([m.dense for m in members])
         order = nd.stack(*orders) if len(orders) > 1 else orders[0].reshape((1, -1))
         lrs, decays = self._rates(members, self.num_update, -(-order.shape[1] // self.batch_size))
         with engine.using(min(cores, len(members))):
@@ -252,7 +252,7 @@ class SoftmaxSGD:
         full_calls = n // chunk
         rest = n - full_calls * chunk
         rest_sizes = (bs,) * (rest // bs) + ((rest % bs,) if rest % bs else ())
-        weight, bias = _stacked(members)
+        weight, bias = stacked_params([m.dense for m in members])
         loss, correct = nd.zeros((len(members),)), nd.zeros((len(members),))
         order = nd.stack(*orders) if len(orders) > 1 else orders[0].reshape((1, -1))
         calls = [((bs,) * STEPS_PER_CALL, order[:, c * chunk:(c + 1) * chunk]) for c in range(full_calls)]
@@ -277,14 +277,6 @@ class SoftmaxSGD:
                 update += len(sizes)
             _unstacked(members, weight, bias, self.num_outputs)
         return loss, correct
-
-
-def _stacked(members: list[Member]) -> tuple[nd.NDArray, nd.NDArray]:
-    """The members' weights one under another, and their biases."""
-    denses = [m.dense for m in members]
-    if len(denses) == 1:
-        return denses[0].weight.data(), denses[0].bias.data()
-    return nd.concat(*(d.weight.data() for d in denses), dim=0), nd.concat(*(d.bias.data() for d in denses), dim=0)
 
 
 def _unstacked(members: list[Member], weight: nd.NDArray, bias: nd.NDArray, k: int) -> None:
