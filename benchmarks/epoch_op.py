@@ -23,6 +23,7 @@ engine.prepare_multirun()  # before MXNet is imported
 
 import numpy as np  # noqa: E402
 from mxnet import nd  # noqa: E402
+from stacked import peak_gflops  # noqa: E402
 
 from softmax_sweep import fused  # noqa: E402
 from softmax_sweep.model import build_net  # noqa: E402
@@ -49,27 +50,13 @@ def lane_step_us(X, y, models: int, batch_size: int, lanes: int, drawn: int) -> 
     return best / -(-2048 // batch_size) / lanes * 1e6, checksum
 
 
-def peak_macs() -> float:
-    """Multiply-adds a second of one large product on one core (2048 x 2048 x 2048, MXNet's
-    FullyConnected, as benchmarks/stacked.py measures it), best of 4."""
-    rng = np.random.RandomState(0)
-    A, B = (nd.array(rng.rand(2048, 2048).astype(np.float32)) for _ in range(2))
-    best = float("inf")
-    with engine.using(1):
-        for _ in range(4):
-            start = time.perf_counter()
-            nd.FullyConnected(A, B, no_bias=True, num_hidden=2048).wait_to_read()
-            best = min(best, time.perf_counter() - start)
-    return 2048 ** 3 / best
-
-
 def main() -> None:
     if not fused.available():
         raise SystemExit("the fused operators could not be built here: nothing to time")
     rng = np.random.RandomState(0)
     X = nd.array(rng.rand(60000, 784).astype(np.float32))
     y = nd.array(rng.randint(0, 10, 60000).astype(np.float32))
-    peak = peak_macs()
+    peak = peak_gflops()[0] / 2 * 1e9  # multiply-adds a second on one core
     print(f"one core; a large product: {peak / 1e9:.0f} G multiply-adds a second")
     print(f"{'models':>6s} {'batch':>5s} {'lanes':>5s} {'rows':>6s} {'MXNet graph':>12s} {'sgd_epoch':>10s} "
           f"{'at peak':>8s}  checksum")
