@@ -1,6 +1,6 @@
 // Softmax cross-entropy of K stacked models in one pass over their logits, as an MXNet extension
 // library (softmax_sweep/fused.py builds and loads it). MXNet's own operators take a pass each
-// (log_softmax, pick, argmax, softmax, one_hot, the sums) at several ns per element over 10 classes.
+// (log_softmax, pick, argmax, the sums) at several ns per element over 10 classes.
 //
 // stacked_xent(logits (N, K*C), labels (N)) -> loss (K), correct (K): per model the summed
 //   cross-entropy and the number of rows whose first largest logit is the label.
@@ -30,7 +30,7 @@ constexpr unsigned kMaxClasses = 1024;
 
 static int models_of(const Attrs& attrs) { return std::stoi(attrs.at("models")); }
 
-// Below this many rows x models a parallel region costs more than it saves (a small training step).
+// Below this many rows x models a parallel region costs more than it saves (a small batch).
 constexpr long kParallelWork = 4096;
 
 // Calls body(first, end) for the models of each thread's share, on every thread MXNet allows.
