@@ -1,8 +1,10 @@
 """The command line, through real subprocesses: success, every bad input, signals."""
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -216,6 +218,9 @@ def test_a_run_killed_with_sigkill_is_marked_killed_by_the_next_start(tmp_path: 
     proc.kill()
     proc.wait(timeout=60)
     assert run_statuses(db) == ["RUNNING"]
+    # the store syncs the disk at checkpoints only (WAL, synchronous=NORMAL): what was committed outlives the process
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        assert con.execute("SELECT count(*) FROM metrics WHERE key = 'val_acc'").fetchone()[0] >= 2
     done = run_train(tmp_path, "data=digits", "num_epochs=1")
     assert done.returncode == 0, done.stderr
     assert "which died: marked KILLED" in done.stdout + done.stderr

@@ -252,3 +252,18 @@ def test_runs_logging_together_write_less_often_each(tmp_path: Path, monkeypatch
         run.end("FINISHED")
     assert not any(run in RunLogger._open for run in runs)
     assert [len(written(run)) for run in runs] == [3, 1, 3, 3] + [1] * 16, "nothing lost at the end"
+
+
+def test_a_sqlite_store_is_written_ahead_and_synced_at_checkpoints(tmp_path: Path) -> None:
+    """MLflow's connections to a new SQLite store: write-ahead log, and a disk sync at checkpoints,
+    not at each commit (a commit still outlives the process: test_cli's SIGKILL test)."""
+    from sqlalchemy import text
+
+    from softmax_sweep.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "sync", str(tmp_path))
+    run = tracker.start_run("r")
+    run.end("FINISHED")
+    with tracker.client._tracking_client.store.engine.connect() as con:  # the engine MLflow writes with
+        assert con.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert con.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL (FULL is 2)

@@ -213,18 +213,22 @@ def check_val_size(num_train: int, val_size: int) -> None:
         raise UserError(f"data.val_size={val_size} must be smaller than the training set ({num_train} examples)")
 
 
+def train_count(num_train: int, val_size: int, train_size: Optional[int] = None) -> int:
+    """How many training rows split_indices gives (its checks, without drawing the split)."""
+    check_val_size(num_train, val_size)
+    if train_size is not None and train_size > num_train - val_size:
+        raise UserError(f"data.train_size={train_size} is more than the {num_train - val_size} training examples "
+                        f"left after data.val_size={val_size}")
+    return num_train - val_size if train_size is None else train_size
+
+
 @functools.lru_cache(maxsize=8)  # a sweep's trials share a split (3 ms each for 60k examples)
 def split_indices(num_train: int, val_size: int, seed: int,
                   train_size: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
     """Seeded, disjoint (train, validation) index arrays into the training set (read-only)."""
-    check_val_size(num_train, val_size)
+    count = train_count(num_train, val_size, train_size)
     order = np.random.RandomState(seed).permutation(num_train)
-    val_idx, train_idx = order[:val_size], order[val_size:]
-    if train_size is not None:
-        if train_size > len(train_idx):
-            raise UserError(f"data.train_size={train_size} is more than the {len(train_idx)} training examples "
-                            f"left after data.val_size={val_size}")
-        train_idx = train_idx[:train_size]
+    val_idx, train_idx = order[:val_size], order[val_size:val_size + count]
     train_idx, val_idx = np.sort(train_idx), np.sort(val_idx)
     train_idx.flags.writeable = val_idx.flags.writeable = False
     return train_idx, val_idx

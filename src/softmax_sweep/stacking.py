@@ -17,7 +17,7 @@ import numpy as np
 
 from hydra_plugins.softmax_sweep_stacked.stack import groups_training
 from softmax_sweep import engine
-from softmax_sweep.data import DataIter, Dataset, fixed_batches, split_indices
+from softmax_sweep.data import DataIter, Dataset, fixed_batches, split_indices, train_count
 from softmax_sweep.model import build_net
 from softmax_sweep.sgd import Member
 from softmax_sweep.training import Callback, Lane, Model, fit_stacked
@@ -95,7 +95,7 @@ def train_together(requests: list) -> None:
     dataset, shared = requests[0].payload[0], requests[0].payload[2]
     settings = [r.payload[1] for r in requests]
     seeds = sorted({s.seed for s in settings})
-    images = len(split_indices(dataset.num_train, shared["val_size"], seeds[0], shared["train_size"])[0])
+    images = train_count(dataset.num_train, shared["val_size"], shared["train_size"])
     what = (f"{len(settings)} runs together" if len(settings) > 1 else "1 run") + \
         f" ({images} training images, batch {shared['batch_size']}, " + \
         (f"seed {seeds[0]})" if len(seeds) == 1 else f"{len(seeds)} seeds, each its own minibatches)")

@@ -20,7 +20,14 @@ from softmax_sweep import interrupts, views
 from softmax_sweep.errors import Terminated, UserError, lost_connection
 from softmax_sweep.runlog import RunEndHook, RunLogger, call_quietly
 from softmax_sweep.server import Server, bound_http_retries
-from softmax_sweep.stores import artifact_root, create_sqlite_store, is_server_store, probe, use_wal
+from softmax_sweep.stores import (
+    artifact_root,
+    create_sqlite_store,
+    is_server_store,
+    probe,
+    sync_wal_at_checkpoints,
+    use_wal,
+)
 
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
 log = logging.getLogger("softmax_sweep")
@@ -43,6 +50,7 @@ class Tracker:
             bound_http_retries(retry_seconds)
         try:
             if urlsplit(uri).scheme == "sqlite":  # MlflowClient opens (and migrates) the store at once
+                sync_wal_at_checkpoints()
                 create_sqlite_store(Path(uri[len("sqlite:///"):]), artifact_root(uri, mlruns_dir))
             self.client = MlflowClient(tracking_uri=uri)
             self.experiment_id = self._experiment(experiment, artifact_root(uri, mlruns_dir))
