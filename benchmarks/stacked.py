@@ -18,7 +18,7 @@
     from the outside.
 (b) exercise 2's whole study, `sweeps/overfit.py` (26 queued trials x 10 seeds x 60 epochs, all
     trials in one launch, the models of one training set and batch size in one graph, each seed
-    a lane with its own minibatches) against
+    a lane with its own minibatches), twice (it moves by several seconds between runs), against
     `sweeps/overfit.py --no-stack` (one trial at a time): wall time, peak RSS of each command, and
     whether both studies got the same trial values (target: stacked <= 60 s, under 3 GiB); and
     the arithmetic of the epochs the study ran (read from its MLflow store) at this CPU's peak.
@@ -209,7 +209,8 @@ def exercise2(folder: Path, peaks: tuple[float, float], test_images: int) -> Non
     from optuna_pruning.storages import make_storage
 
     found = {}
-    for label, extra in (("stacked", []), ("one at a time", ["--no-stack"])):
+    # the stacked study twice: its wall time moves by several seconds from run to run on a shared 2-core machine
+    for label, extra in (("stacked", []), ("stacked again", []), ("one at a time", ["--no-stack"])):
         mlruns = folder / label.replace(" ", "-")
         start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, str(Path(__file__).parents[1] / "sweeps" / "overfit.py"), *extra,
@@ -220,11 +221,13 @@ def exercise2(folder: Path, peaks: tuple[float, float], test_images: int) -> Non
         trials = optuna.load_study(study_name="overfit-fashion_mnist",
                                    storage=make_storage(f"journal:///{mlruns / 'optuna.journal'}")).trials
         found[label] = [t.value for t in trials]
-        key_line(f"(b) exercise 2, sweeps/overfit.py {' '.join(extra)}: {wall:.0f} s, peak RSS "
+        shown = " ".join(extra) or ("(again)" if label == "stacked again" else "")
+        key_line(f"(b) exercise 2, sweeps/overfit.py {shown}: {wall:.0f} s, peak RSS "
               f"{usage.ru_maxrss / 1024:.0f} MB, {len(trials)} trials, exit {os.waitstatus_to_exitcode(status)}",
               flush=True)
-    diff = max((abs(a - b) for a, b in zip(found["stacked"], found["one at a time"])), default=float("nan"))
-    key_line(f"    the two studies' trial values differ by at most {diff:.1e} (targets: stacked <= 60 s, < 3 GiB)")
+    diff = max((abs(a - b) for again in ("stacked", "stacked again")
+                for a, b in zip(found[again], found["one at a time"])), default=float("nan"))
+    key_line(f"    the studies' trial values differ by at most {diff:.1e} (targets: stacked <= 60 s, < 3 GiB)")
     gflop = study_gflop(folder / "stacked", test_images)
     print(f"    arithmetic of the epochs the study trained: {floor_text(gflop, peaks, 60, 'the 60 s target')}")
 
