@@ -12,6 +12,7 @@ per study. --write-docs: docs/results/exercise1.md, which the README quotes.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,10 +32,19 @@ COMMANDS = {
 }
 
 
-def run(entry: str, seed: int, mlruns: Path, extra: list[str]) -> tuple[float, optuna.trial.FrozenTrial, float, dict]:
+def run(entry: str, seed: int, mlruns: Path, extra: list[str], root: Path = ROOT
+        ) -> tuple[float, optuna.trial.FrozenTrial, float, dict]:
+    """One study's command; root: another copy of the project to run it from (its own packages first)."""
+    command, env = COMMANDS[entry], None
+    if root != ROOT:
+        sweeps = str(ROOT / "sweeps")
+        command = [str(root / "sweeps" / part[len(sweeps) + 1:]) if part.startswith(sweeps) else part
+                   for part in command]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root / "sweeper" / "src")])}
     start = time.perf_counter()
     seeded = f"hydra.sweeper.sampler.seed={seed}"
-    done = subprocess.run([*COMMANDS[entry], f"mlruns_dir={mlruns}", seeded, *extra], capture_output=True, text=True)
+    done = subprocess.run([*command, f"mlruns_dir={mlruns}", seeded, *extra], capture_output=True, text=True,
+                          env=env)
     wall = time.perf_counter() - start
     if done.returncode:
         raise SystemExit(f"{entry} seed {seed} failed:\n{done.stderr[-3000:]}")
