@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import optuna
 import published
@@ -32,19 +33,24 @@ COMMANDS = {
 }
 
 
+def project_env(root: Path) -> Optional[dict[str, str]]:
+    """The environment that runs the copy of the project at root with its own packages first
+    (None for this one)."""
+    if root == ROOT:
+        return None
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root / "sweeper" / "src")])}
+
+
 def run(entry: str, seed: int, mlruns: Path, extra: list[str], root: Path = ROOT
         ) -> tuple[float, optuna.trial.FrozenTrial, float, dict]:
-    """One study's command; root: another copy of the project to run it from (its own packages first)."""
-    command, env = COMMANDS[entry], None
-    if root != ROOT:
-        sweeps = str(ROOT / "sweeps")
-        command = [str(root / "sweeps" / part[len(sweeps) + 1:]) if part.startswith(sweeps) else part
-                   for part in command]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root / "sweeper" / "src")])}
+    """One study's command; root: another copy of the project to run it from."""
+    command = list(COMMANDS[entry])
+    if entry == "script":
+        command[1] = str(root / "sweeps" / "tune.py")
     start = time.perf_counter()
     seeded = f"hydra.sweeper.sampler.seed={seed}"
     done = subprocess.run([*command, f"mlruns_dir={mlruns}", seeded, *extra], capture_output=True, text=True,
-                          env=env)
+                          env=project_env(root))
     wall = time.perf_counter() - start
     if done.returncode:
         raise SystemExit(f"{entry} seed {seed} failed:\n{done.stderr[-3000:]}")

@@ -250,9 +250,8 @@ def project_at(commit: str, folder: Path) -> Optional[Path]:
     archive = subprocess.run(["git", "-C", str(ex1.ROOT), "archive", commit], capture_output=True)
     if archive.returncode or subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout).returncode:
         return None
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root / "sweeper" / "src")])}
     built = subprocess.run([sys.executable, "-m", "softmax_sweep.train", "data=digits", "num_epochs=1",
-                            f"mlruns_dir={folder / 'warm-up'}"], capture_output=True, env=env)
+                            f"mlruns_dir={folder / 'warm-up'}"], capture_output=True, env=ex1.project_env(root))
     return root if built.returncode == 0 else None
 
 
