@@ -267,3 +267,29 @@ def test_a_sqlite_store_is_written_ahead_and_synced_at_checkpoints(tmp_path: Pat
     with tracker.client._tracking_client.store.engine.connect() as con:  # the engine MLflow writes with
         assert con.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert con.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL (FULL is 2)
+
+
+def test_each_runs_curves_are_its_own_on_the_one_reused_figure(tmp_path) -> None:
+    """Every run's curves.png is drawn on one figure: what an earlier run drew (its lines, limits,
+    legend, title) never shows in the next, so each picture is the one a new figure gives."""
+    from PIL import Image
+
+    from softmax_sweep import plots
+
+    def history(epochs: int, scale: float, splits=("train", "val", "test")) -> list[dict[str, float]]:
+        return [{f"{s}_{k}": scale * (1 + e + i) if k == "loss" else 0.5 + 0.04 * e / scale - 0.01 * i
+                 for i, s in enumerate(splits) for k in ("acc", "loss")} for e in range(epochs)]
+
+    runs = [(history(10, 1.0), 4, "lr=0.1"), (history(60, 3.0), 0, ""), (history(3, 0.5, ("train", "test")), 2, "x")]
+    pictures = []
+    for i, (h, best, title) in enumerate(runs * 2):
+        pictures.append(plots.plot_curves(h, tmp_path / f"{i}.png", best, title).read_bytes())
+    plots._figure.cache_clear()
+    fresh = [plots.plot_curves(h, tmp_path / f"fresh{i}.png", best, title).read_bytes()
+             for i, (h, best, title) in enumerate(reversed(runs))][::-1]
+    assert pictures == fresh * 2
+    assert len(set(fresh)) == 3
+    # the same colour for a split whatever else the run measured: test stays green without val
+    third = Image.open(io.BytesIO(fresh[2])).convert("RGB")
+    assert (44, 160, 44) in {color for _, color in third.getcolors(1 << 20)}
+    assert (255, 127, 14) not in {color for _, color in third.getcolors(1 << 20)}

