@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from hydra.core.config_store import ConfigStore
@@ -300,6 +301,27 @@ def test_val_curves_mark_the_best_trial_by_the_study_direction() -> None:
     ax = _val_curves(study.trials, study.direction, {n: [(1, v)] for n, v in enumerate([0.80, 0.86, 0.84])},
                      "val_acc").axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["best (trial 1)"] and ax.get_ylabel() == "val_acc"
+
+
+def test_importances_are_drawn_where_two_or_more_parameters_vary(tmp_path: Path) -> None:
+    """A grid over lr alone has no param_importances.png (its one importance is 1 by definition);
+    lr and batch_size get one."""
+    from softmax_sweep.sweeping.report import write_report
+
+    rng = np.random.default_rng(0)
+    for spec, expected in (({"lr": "interval(0.01, 1)"}, False),
+                           ({"lr": "interval(0.01, 1)", "batch_size": "choice(32, 256)"}, True)):
+        space = parse_search_space(spec)
+        study = optuna.create_study(direction="maximize")
+        for _ in range(6):
+            params = {"lr": float(rng.uniform(0.01, 1)), "batch_size": int(rng.choice([32, 256]))}
+            study.add_trial(optuna.trial.create_trial(params={k: params[k] for k in spec},
+                                                      distributions=space.distributions, value=float(rng.random())))
+        folder = tmp_path / str(len(spec))
+        folder.mkdir()
+        written = {p.name for p in write_report(study, space, folder, {}, {})}
+        assert ("param_importances.png" in written) is expected, written
+        assert {"optimization_history.png", "parallel_coordinates.png", "trials.csv"} <= written
 
 
 def _finish_out_of_order(study: optuna.Study, space, after_each) -> None:

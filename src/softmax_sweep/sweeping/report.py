@@ -67,7 +67,7 @@ def _importances(complete, names, space: SearchSpace, direction, metric: str, ti
     """Optuna's fANOVA importances of the complete trials, with the range they take over bootstrap
     resamples of those trials (5th to 95th percentile): with 25 trials two studies of one search
     space can rank the parameters differently, and the bars say how far to trust the ranking."""
-    if len(complete) < 2 or not names:
+    if len(complete) < 2 or len(names) < 2:  # one parameter's importance is 1 by definition
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
