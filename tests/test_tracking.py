@@ -284,9 +284,10 @@ def test_each_runs_curves_are_its_own_on_the_one_reused_figure(tmp_path) -> None
     pictures = []
     for i, (h, best, title) in enumerate(runs * 2):
         pictures.append(plots.plot_curves(h, tmp_path / f"{i}.png", best, title).read_bytes())
-    plots._figure.cache_clear()
-    fresh = [plots.plot_curves(h, tmp_path / f"fresh{i}.png", best, title).read_bytes()
-             for i, (h, best, title) in enumerate(reversed(runs))][::-1]
+    fresh = []
+    for i, (h, best, title) in enumerate(runs):
+        plots._figure.cache_clear()  # a new figure for each
+        fresh.append(plots.plot_curves(h, tmp_path / f"fresh{i}.png", best, title).read_bytes())
     assert pictures == fresh * 2
     assert len(set(fresh)) == 3
     # the same colour for a split whatever else the run measured: test stays green without val
