@@ -87,8 +87,11 @@ def write_answer(parent: RunLogger, study: optuna.Study, folder: Path) -> str:
     run_ids = [run_id for ids in seed_runs for run_id in ids]
     # two reads at a time: SQLite reads outside Python's lock (exercise 2's 1300 curves: 2.3 -> 1.6 s),
     # and a tracking server answers both
-    with ThreadPoolExecutor(2) as pool:
+    pool = ThreadPoolExecutor(2)
+    try:
         histories = {run_id: found for run_id, found in zip(run_ids, pool.map(curves, run_ids)) if found is not None}
+    finally:  # Ctrl-C: the reads not yet started are dropped, not waited for
+        pool.shutdown(cancel_futures=True)
     configs = answer.load_configs(study, histories, run_params)
     label = data_label(tags.get("data.name", ""), tags.get("data.source", ""))
     text = answer_text.answer_markdown(answer.settings(configs), label)
