@@ -81,7 +81,8 @@ void dots(const float* const* xs, const float* w, int D, float* out, const float
     for (int r = 0; r < coming; ++r) __builtin_prefetch(next[r] + k);
     for (int r = 0; r < R; ++r) x[r] = load(xs[r] + k);
     for (int j = 0; j < kClasses; ++j) {
-      const v16 wj = load(w + static_cast<long>(j) * D + k);
+      v16 wj = load(w + static_cast<long>(j) * D + k);
+      __asm__("" : "+v"(wj));  // loaded once into a register, not again by each of the R multiply-adds
       for (int r = 0; r < R; ++r) sums[r][j] += x[r] * wj;
     }
   }
