@@ -4,6 +4,9 @@ with MXNet's operators, saying so."""
 from __future__ import annotations
 
 import logging
+import platform
+import shutil
+import subprocess
 from pathlib import Path
 
 import mxnet as mx
@@ -275,3 +278,20 @@ def test_sgd_epoch_refuses_inputs_that_do_not_fit(operators) -> None:
         fused.sgd_epoch(X, y + 12, order, rates, rates, W, b, (2,), 2)[0].wait_to_read()
     with pytest.raises(mx.MXNetError, match=r"sgd_epoch: row 8 outside 0..7"):
         fused.sgd_epoch(X, y, order + 5, rates, rates, W, b, (2,), 2)[0].wait_to_read()
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="x86-64 CPU levels: this is not an x86-64 machine")
+@pytest.mark.parametrize("level", ["x86-64-v3", "x86-64-v4"])  # AVX2 and FMA; AVX-512
+def test_the_operators_build_for_x86_cpus_with_and_without_avx512(level: str, tmp_path: Path) -> None:
+    """The library is built with -march=native for the CPU it runs on: its sources must compile for
+    a CPU without AVX-512 too (a 64-byte value pinned to a register there stopped the build, and
+    training fell back to MXNet's operators with a warning)."""
+    compiler = shutil.which("c++") or shutil.which("g++")
+    if compiler is None:
+        pytest.skip("no C++ compiler on PATH")
+    package = Path(mx.__file__).parent
+    flags = [f"-march={level}" if flag == "-march=native" else flag for flag in fused.FLAGS if flag != "-shared"]
+    for source in fused.SOURCES:
+        done = subprocess.run([compiler, *flags, f"-I{package / 'include'}", "-c", str(source), "-o",
+                               str(tmp_path / f"{source.stem}.o")], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]

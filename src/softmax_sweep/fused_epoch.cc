@@ -82,7 +82,9 @@ void dots(const float* const* xs, const float* w, int D, float* out, const float
     for (int r = 0; r < R; ++r) x[r] = load(xs[r] + k);
     for (int j = 0; j < kClasses; ++j) {
       v16 wj = load(w + static_cast<long>(j) * D + k);
+#ifdef __AVX512F__  // a 64-byte value fits one register only there
       __asm__("" : "+v"(wj));  // loaded once into a register, not again by each of the R multiply-adds
+#endif
       for (int r = 0; r < R; ++r) sums[r][j] += x[r] * wj;
     }
   }
