@@ -21,7 +21,7 @@ from optuna_pruning.urls import mask_password
 from softmax_sweep import stacking
 from softmax_sweep.config import PROJECT_ROOT, TrainConfig, to_settings
 from softmax_sweep.curves import log_curves
-from softmax_sweep.data import Dataset, check_val_size, load_dataset, train_count
+from softmax_sweep.data import Dataset, load_dataset, train_count
 from softmax_sweep.heap import freeze_before_first_run
 from softmax_sweep.interrupts import InterruptCheck
 from softmax_sweep.runlog import RunEndHook, RunLogger
@@ -217,10 +217,10 @@ def train(cfg: DictConfig | Mapping[str, Any], callbacks: Sequence[Callback] = (
     tracker = tracker_for(settings)
     data_cfg = settings.data
     dataset = load_dataset(data_cfg.name, data_cfg.root, data_cfg.url)
-    check_val_size(dataset.num_train, data_cfg.val_size)  # fails before the run starts
+    # its checks of val_size and train_size fail before the run starts
+    train_examples = train_count(dataset.num_train, data_cfg.val_size, data_cfg.train_size)
     freeze_before_first_run()
     resolved = resolved_config(cfg)
-    train_examples = train_count(dataset.num_train, data_cfg.val_size, data_cfg.train_size)
     run_tags = {"data.name": dataset.name, "data.digest": dataset.digest, "data.source": dataset.source,
                 "data.place": dataset.place, "data.train_examples": str(train_examples), **(tags or {})}
     if commit := git_commit():

@@ -124,6 +124,11 @@ def significant(value: Interval) -> int:
     return 1 if mean > 0 else -1
 
 
+def seed_run_ids(trial: optuna.trial.FrozenTrial) -> list:
+    """The MLflow runs of a trial's seeds (a trial of one seed: its own run)."""
+    return trial.user_attrs.get("seed_run_ids", [trial.user_attrs.get("mlflow_run_id")])
+
+
 def load_configs(study: optuna.Study, histories: Histories,
                  run_params: Mapping[str, Mapping[str, str]] = {}) -> list[Config]:
     """The study's complete configurations; run_params (seed run id -> its MLflow params) give the
@@ -132,7 +137,7 @@ def load_configs(study: optuna.Study, histories: Histories,
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if not all(k in trial.params for k in KEYS):
             continue
-        ids = trial.user_attrs.get("seed_run_ids", [trial.user_attrs.get("mlflow_run_id")])
+        ids = seed_run_ids(trial)
         runs = [histories[r] for r in ids if r in histories]
         seeds = [{m: np.asarray(h[m], dtype=float) for m in CURVES} for h in runs if all(h.get(m) for m in CURVES)]
         params = next((run_params[r] for r in ids if r in run_params), {})

@@ -70,8 +70,8 @@ def write_answer(parent: RunLogger, study: optuna.Study, folder: Path) -> str:
     from concurrent.futures import ThreadPoolExecutor
 
     run_params, tags = {}, {}
-    seed_runs = [[run_id for run_id in trial.user_attrs.get("seed_run_ids", [trial.user_attrs.get("mlflow_run_id")])
-                  if run_id] for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    seed_runs = [[run_id for run_id in answer.seed_run_ids(trial) if run_id]
+                 for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     for first in (ids[0] for ids in seed_runs if ids):  # the seeds of a trial share their settings
         with contextlib.suppress(MlflowException):  # a run in another tracking store
             run = parent.client.get_run(first)
