@@ -226,6 +226,8 @@ def exercise2(folder: Path, peaks: tuple[float, float], test_images: int, then: 
     modes = [("stacked", [], ex1.ROOT), ("stacked again", [], ex1.ROOT), ("one at a time", ["--no-stack"], ex1.ROOT)]
     if then is not None:
         modes.append(("at filing", [], then))
+    else:
+        print(f"(b) sweeps/overfit.py at commit {FILED_AT}: skipped (no git, or a clone without that commit)")
     for label, extra, root in modes:
         mlruns = folder / label.replace(" ", "-")
         start = time.perf_counter()
