@@ -255,7 +255,8 @@ def exercise2(folder: Path, peaks: tuple[float, float], test_images: int, then: 
                  f"{EXERCISE2_FILED:.0f} s at filing: <= {EXERCISE2_TARGET / EXERCISE2_FILED:.2f}); one at a time "
                  f"{ratios['one at a time']:.2f}")
     gflop = study_gflop(folder / "stacked", test_images)
-    print(f"    arithmetic of the epochs the study trained: {floor_text(gflop, peaks, 60, 'the 60 s target')}")
+    floor = floor_text(gflop, peaks, EXERCISE2_TARGET, f"the {EXERCISE2_TARGET:.0f} s target")
+    print(f"    arithmetic of the epochs the study trained: {floor}")
 
 
 STACKED_TUNE = ["hydra/launcher=stacked", "hydra.sweeper.n_jobs=25", "hydra.sweeper.sampler.constant_liar=true"]

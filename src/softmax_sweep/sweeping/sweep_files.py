@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
@@ -67,8 +68,6 @@ def report_title(parent: RunLogger, study: optuna.Study) -> str:
 
 def write_answer(parent: RunLogger, study: optuna.Study, folder: Path) -> str:
     """Exercise 2's answer.md and figures, from the seed runs' curves and params in MLflow."""
-    from concurrent.futures import ThreadPoolExecutor
-
     run_params, tags = {}, {}
     seed_runs = [[run_id for run_id in answer.seed_run_ids(trial) if run_id]
                  for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
