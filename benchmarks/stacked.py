@@ -107,6 +107,12 @@ def key_line(text: str, **kwargs) -> None:
     SUMMARY.append(text)
 
 
+def span(values, fmt: str = ".2f", unit: str = "") -> str:
+    """The range of values as printed ("0.19" where both ends print alike)."""
+    low, high = f"{min(values):{fmt}}", f"{max(values):{fmt}}"
+    return (low if low == high else f"{low}-{high}") + unit
+
+
 def floor_text(gflop: float, peaks: tuple[float, float], unit: float, unit_name: str) -> str:
     """The seconds `gflop` of products take at the CPU's peak on one core and on all, also in `unit`s."""
     one, every = (gflop / peak for peak in peaks)
@@ -249,9 +255,9 @@ def exercise2(folder: Path, peaks: tuple[float, float], test_images: int, then: 
              f"<= {EXERCISE2_TARGET:.0f} s, < 3 GiB)")
     if then is not None:
         ratios = {label: wall / walls["at filing"] for label, wall in walls.items()}
-        stacked = sorted((ratios["stacked"], ratios["stacked again"]))
-        key_line(f"    stacked against the study at commit {FILED_AT}, both on this machine: {stacked[0]:.2f}-"
-                 f"{stacked[1]:.2f} of its wall time (the issue's {EXERCISE2_TARGET:.0f} s of its "
+        stacked = span((ratios["stacked"], ratios["stacked again"]))
+        key_line(f"    stacked against the study at commit {FILED_AT}, both on this machine: {stacked} "
+                 f"of its wall time (the issue's {EXERCISE2_TARGET:.0f} s of its "
                  f"{EXERCISE2_FILED:.0f} s at filing: <= {EXERCISE2_TARGET / EXERCISE2_FILED:.2f}); one at a time "
                  f"{ratios['one at a time']:.2f}")
     gflop = study_gflop(folder / "stacked", test_images)
@@ -303,8 +309,8 @@ def exercise1(seeds: list[int], folder: Path, then: Optional[Path]) -> None:
             print(f"(c) exercise 1, sweeps/tune.py, sampler seed {seed}, {label:9s}: {wall:5.1f} s, test_acc at the "
                   f"best trial's best epoch {test_acc:.4f}, {states}", flush=True)
 
-    def span(label: str) -> str:
-        return f"{min(walls[label]):.1f}-{max(walls[label]):.1f} s"
+    def seconds(label: str) -> str:
+        return span(walls[label], ".1f", " s")
 
     today = sum(walls["stacked"]) / sum(walls["today"])
     print(f"    stacked: {' '.join(STACKED_TUNE)}; today: the default, two trials at a time in worker processes"
@@ -312,13 +318,13 @@ def exercise1(seeds: list[int], folder: Path, then: Optional[Path]) -> None:
     if then is not None:
         ratio = sum(walls["stacked"]) / sum(walls["at filing"])
         key_line(f"(c) exercise 1, sweeps/tune.py, sampler seeds {', '.join(map(str, seeds))}: as the issue "
-                 f"measured it (commit {FILED_AT}) {span('at filing')}, stacked {span('stacked')} = {ratio:.2f} of its "
-                 f"wall time (target <= 0.5); today's default {span('today')} (stacked: {today:.2f} of it)")
+                 f"measured it (commit {FILED_AT}) {seconds('at filing')}, stacked {seconds('stacked')} = {ratio:.2f} "
+                 f"of its wall time (target <= 0.5); today's default {seconds('today')} (stacked: {today:.2f} of it)")
     else:
         key_line(f"(c) exercise 1, sweeps/tune.py, sampler seeds {', '.join(map(str, seeds))}: today's default "
-                 f"{span('today')}, stacked {span('stacked')} = {today:.2f} of its wall time")
-    key_line(f"    test_acc at the best trial's best epoch, today's default and stacked: {min(accuracies):.4f}-"
-             f"{max(accuracies):.4f} (target >= 0.843)")
+                 f"{seconds('today')}, stacked {seconds('stacked')} = {today:.2f} of its wall time")
+    key_line(f"    test_acc at the best trial's best epoch, today's default and stacked: "
+             f"{span(accuracies, '.4f')} (target >= 0.843)")
 
 
 def pass_seconds(data, batch_size: int, models: int, repeats: int = 2, lanes: int = 1) -> float:
